@@ -1,0 +1,45 @@
+"""Write-to-temporary-then-rename, so a killed job never leaves a half-written output."""
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+
+
+def write_text(path: str, text: str) -> None:
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.tmp")
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.unlink(tmp)
+    raise
+
+
+def write_json(path: str, obj) -> None:
+  write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def directory(path: str, overwrite: bool = False):
+  """Yield a temporary sibling folder; on success it becomes `path`, on any error it is removed."""
+  path = os.path.abspath(path)
+  parent = os.path.dirname(path)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp")
+  try:
+    yield tmp
+    if os.path.exists(path):
+      if not overwrite:
+        raise FileExistsError(f"{path} already exists")
+      shutil.rmtree(path)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,119 @@
+"""t5x-style command lines shared by every binary.
+
+    python -m synthjax.train --gin_file=gin_configs/train/micro.gin \
+        --gin.MODEL_DIR=/tmp/run --gin.TRAIN_TOKENS=1000000
+
+`--gin_file` repeats; `--gin.NAME=value` binds a macro or parameter (a bare word or path is
+taken as a string, so quoting is optional); `--gin_search_paths` lists folders that
+`--gin_file` and gin `include` statements are resolved against (gin_configs/ always is).
+Errors in the config (unknown name, unparsable value, missing required macro, missing file)
+become one line naming the problem.
+"""
+import os
+import re
+import sys
+from typing import Callable, List, Optional, Sequence
+
+import gin
+
+from synthjax import atomic
+from synthjax.errors import UserError
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+GIN_CONFIGS = os.path.join(REPO_ROOT, "gin_configs")
+
+_LITERAL_START = re.compile(r"""^\s*(['"\[\(\{@%]|-?\d|-?\.\d|True\b|False\b|None\b)""")
+
+
+def _gin_value(value: str) -> str:
+  """Quote a bare word or path so `--gin.MODEL_DIR=/tmp/x` works without shell quoting."""
+  return value if _LITERAL_START.match(value) else repr(value)
+
+
+def split_argv(argv: Sequence[str]):
+  """Pull gin flags out of argv; returns (gin_files, bindings, search_paths, rest)."""
+  files, bindings, paths, rest = [], [], [], []
+  args = list(argv)
+  i = 0
+  while i < len(args):
+    arg = args[i]
+    name, eq, value = arg.partition("=")
+    if name in ("--gin_file", "--gin_search_paths", "--gin_bindings") and not eq:
+      if i + 1 >= len(args):
+        raise UserError(f"{name} needs a value")
+      value, i = args[i + 1], i + 1
+    if name == "--gin_file":
+      files.append(value)
+    elif name == "--gin_search_paths":
+      paths.extend(p for p in value.split(",") if p)
+    elif name == "--gin_bindings":
+      bindings.append(value)
+    elif name.startswith("--gin."):
+      if not eq:
+        raise UserError(f"{arg}: expected --gin.NAME=value")
+      bindings.append(f"{name[len('--gin.'):]} = {_gin_value(value)}")
+    else:
+      rest.append(arg)
+    i += 1
+  return files, bindings, paths, rest
+
+
+def _resolve(path: str, search_paths: Sequence[str]) -> str:
+  if os.path.isabs(path) or os.path.exists(path):
+    return path
+  for root in search_paths:
+    candidate = os.path.join(root, path)
+    if os.path.exists(candidate):
+      return candidate
+  raise UserError(f"gin file {path!r} not found (searched ., {', '.join(search_paths)})")
+
+
+def parse(gin_files: Sequence[str], bindings: Sequence[str] = (),
+          search_paths: Sequence[str] = ()) -> None:
+  """Clear gin, then parse files and bindings; any config error becomes a UserError."""
+  search_paths = list(search_paths) + [GIN_CONFIGS]
+  gin.clear_config()
+  for root in search_paths:
+    gin.add_config_file_search_path(root)
+  files = [_resolve(f, search_paths) for f in gin_files]
+  try:
+    gin.parse_config_files_and_bindings(files, bindings, finalize_config=False)
+  except (ValueError, SyntaxError, IOError, gin.config_parser.ParseError if hasattr(
+      gin.config_parser, "ParseError") else ValueError) as e:
+    raise UserError(f"bad gin config: {_one_line(e)}") from None
+
+
+def _one_line(e: BaseException) -> str:
+  text = str(e).strip()
+  # gin appends "In file ..., line ..." context on further lines: keep it, on one line.
+  return " ".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def call_configured(fn: Callable, *args, **kwargs):
+  """Call a gin-configured function; a missing REQUIRED macro becomes a UserError."""
+  try:
+    return fn(*args, **kwargs)
+  except RuntimeError as e:
+    if "Required bindings" in str(e) or "REQUIRED" in str(e):
+      raise UserError(f"missing required gin binding: {_one_line(e)}") from None
+    raise
+
+
+def write_operative_config(directory: str, name: str = "config.gin") -> str:
+  """Save the config actually used (t5x's operative config) beside the outputs."""
+  path = os.path.join(directory, name)
+  atomic.write_text(path, gin.operative_config_str())
+  return path
+
+
+def main(prog: str, run: Callable[[List[str]], None], argv: Optional[Sequence[str]] = None):
+  """Entry point of a gin binary: parse gin flags, then `run(remaining_args)`."""
+  from synthjax.errors import exit_on_user_error
+
+  @exit_on_user_error(prog)
+  def go():
+    files, bindings, paths, rest = split_argv(sys.argv[1:] if argv is None else argv)
+    parse(files, bindings, paths)
+    return run(rest)
+
+  return go()

@@ -1,0 +1,70 @@
+"""The Llama-family model configuration: one frozen dataclass, gin-configurable, JSON round-trip.
+
+Short dimension names follow the shape-suffix convention used in the model code:
+V vocab, D d_model, L n_layers, H query heads, K kv heads, Dh head_dim, F d_ff.
+"""
+import dataclasses
+import json
+from typing import Optional
+
+import gin
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  name: str = "custom"
+  V: int = 256              # vocabulary size
+  D: int = 64               # model width
+  L: int = 2                # layers
+  H: int = 4                # query heads
+  K: int = 2                # key/value heads (grouped-query attention when K < H)
+  Dh: int = 16              # head dimension
+  F: int = 128              # SwiGLU hidden width
+  max_len: int = 2048       # longest sequence the rope tables and caches are built for
+  rope_theta: float = 10000.0
+  # Llama-3 style frequency scaling; all four set or none.
+  rope_scaling_factor: Optional[float] = None
+  rope_low_freq_factor: float = 1.0
+  rope_high_freq_factor: float = 4.0
+  rope_original_max_len: int = 8192
+  rms_eps: float = 1e-5
+  tie_embeddings: bool = False
+  qkv_bias: bool = False    # Qwen2 puts a bias on q, k and v
+  dtype: str = "float32"        # compute dtype of activations
+  param_dtype: str = "float32"  # storage dtype of master weights
+  remat: bool = False       # recompute each layer's activations in the backward pass
+  scan_layers: bool = False  # one scanned layer body: faster compiles, stacked params
+
+  def __post_init__(self):
+    for field in ("V", "D", "L", "H", "K", "Dh", "F", "max_len"):
+      if getattr(self, field) <= 0:
+        raise ValueError(f"ModelConfig.{field} must be positive, got {getattr(self, field)}")
+    if self.H % self.K:
+      raise ValueError(f"ModelConfig.H={self.H} must be a multiple of ModelConfig.K={self.K}")
+    for field in ("dtype", "param_dtype"):
+      if getattr(self, field) not in ("float32", "bfloat16", "float16"):
+        raise ValueError(f"ModelConfig.{field} must be float32, bfloat16 or float16, "
+                         f"got {getattr(self, field)!r}")
+
+  def replace(self, **changes) -> "ModelConfig":
+    return dataclasses.replace(self, **changes)
+
+  def to_json(self) -> str:
+    return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
+
+  @classmethod
+  def from_json(cls, text: str) -> "ModelConfig":
+    fields = json.loads(text)
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+      raise ValueError(f"unknown ModelConfig fields {unknown}")
+    return cls(**fields)
+
+  def to_gin(self) -> str:
+    """Gin bindings that rebuild this config (what `convert` writes beside a checkpoint)."""
+    lines = []
+    for f in dataclasses.fields(self):
+      lines.append(f"ModelConfig.{f.name} = {getattr(self, f.name)!r}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,241 @@
+"""A Flax Linen decoder of the Llama family (Llama 2/3, Mistral, Qwen2, SmolLM2).
+
+RMSNorm, rotate-half RoPE (optionally Llama-3 scaled), grouped-query attention, SwiGLU MLP,
+tied or untied embeddings, optional q/k/v bias. Every parameter carries logical axis names
+and key activations are constrained by logical name, so `synthjax.sharding` alone decides
+how they are laid out on a mesh.
+
+Shape suffixes: B batch, T sequence, S cached sequence, D model, H query heads,
+K kv heads, G = H // K query heads per kv head, Dh head dim, F mlp, V vocab.
+
+Decoding uses an explicit KV cache (a dict of arrays the caller owns) so the generation
+engine keeps static shapes and can refill batch slots independently.
+"""
+import math
+from typing import Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from synthjax.models.config import ModelConfig
+
+constrain = nn.with_logical_constraint
+
+
+def _dtype(name: str):
+  return jnp.dtype(name)
+
+
+def rope_frequencies(cfg: ModelConfig) -> jax.Array:
+  """Inverse frequencies of rotate-half RoPE, with Llama-3 scaling when configured."""
+  inv_freq = 1.0 / (cfg.rope_theta ** (jnp.arange(0, cfg.Dh, 2, dtype=jnp.float32) / cfg.Dh))
+  if cfg.rope_scaling_factor is None:
+    return inv_freq
+  # Llama 3.1: long wavelengths are slowed by `factor`, short ones kept, a smooth ramp between.
+  factor = cfg.rope_scaling_factor
+  low_wavelen = cfg.rope_original_max_len / cfg.rope_low_freq_factor
+  high_wavelen = cfg.rope_original_max_len / cfg.rope_high_freq_factor
+  wavelen = 2 * math.pi / inv_freq
+  scaled = jnp.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+  ramp = (cfg.rope_original_max_len / wavelen - cfg.rope_low_freq_factor) / (
+      cfg.rope_high_freq_factor - cfg.rope_low_freq_factor)
+  smoothed = (1 - ramp) * scaled / factor + ramp * scaled
+  medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
+  return jnp.where(medium, smoothed, scaled)
+
+
+def apply_rope(x_BxTxNxDh: jax.Array, positions_BxT: jax.Array, inv_freq: jax.Array) -> jax.Array:
+  angles_BxTxHalf = positions_BxT[..., None].astype(jnp.float32) * inv_freq
+  cos = jnp.cos(angles_BxTxHalf)[:, :, None, :]
+  sin = jnp.sin(angles_BxTxHalf)[:, :, None, :]
+  x = x_BxTxNxDh.astype(jnp.float32)
+  x1, x2 = jnp.split(x, 2, axis=-1)
+  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+  return out.astype(x_BxTxNxDh.dtype)
+
+
+class RMSNorm(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD):
+    scale_D = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+                         (self.cfg.D,), _dtype(self.cfg.param_dtype))
+    x = x_BxTxD.astype(jnp.float32)
+    x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.cfg.rms_eps)
+    return (x * scale_D.astype(jnp.float32)).astype(_dtype(self.cfg.dtype))
+
+
+def _kernel(module: nn.Module, name: str, shape, axes, fan_in: int):
+  init = nn.initializers.normal(stddev=1.0 / math.sqrt(fan_in))
+  w = module.param(name, nn.with_logical_partitioning(init, axes), shape,
+                   _dtype(module.cfg.param_dtype))
+  return w.astype(_dtype(module.cfg.dtype))
+
+
+class Attention(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD, positions_BxT, mask_BxTxS, cache=None, cache_index_B=None):
+    cfg = self.cfg
+    G = cfg.H // cfg.K
+    q_DxHxDh = _kernel(self, "q", (cfg.D, cfg.H, cfg.Dh), ("embed", "heads", "head_dim"), cfg.D)
+    k_DxKxDh = _kernel(self, "k", (cfg.D, cfg.K, cfg.Dh), ("embed", "kv_heads", "head_dim"), cfg.D)
+    v_DxKxDh = _kernel(self, "v", (cfg.D, cfg.K, cfg.Dh), ("embed", "kv_heads", "head_dim"), cfg.D)
+    o_HxDhxD = _kernel(self, "o", (cfg.H, cfg.Dh, cfg.D), ("heads", "head_dim", "embed"),
+                       cfg.H * cfg.Dh)
+    q = jnp.einsum("btd,dhk->bthk", x_BxTxD, q_DxHxDh)
+    k = jnp.einsum("btd,dhk->bthk", x_BxTxD, k_DxKxDh)
+    v = jnp.einsum("btd,dhk->bthk", x_BxTxD, v_DxKxDh)
+    if cfg.qkv_bias:
+      zeros = nn.initializers.zeros
+      dt = _dtype(cfg.param_dtype)
+      q += self.param("q_bias", nn.with_logical_partitioning(zeros, ("heads", "head_dim")),
+                      (cfg.H, cfg.Dh), dt).astype(q.dtype)
+      k += self.param("k_bias", nn.with_logical_partitioning(zeros, ("kv_heads", "head_dim")),
+                      (cfg.K, cfg.Dh), dt).astype(k.dtype)
+      v += self.param("v_bias", nn.with_logical_partitioning(zeros, ("kv_heads", "head_dim")),
+                      (cfg.K, cfg.Dh), dt).astype(v.dtype)
+    inv_freq = rope_frequencies(cfg)
+    q_BxTxHxDh = constrain(apply_rope(q, positions_BxT, inv_freq),
+                           ("batch", "length", "heads", "head_dim"))
+    k_BxTxKxDh = constrain(apply_rope(k, positions_BxT, inv_freq),
+                           ("batch", "length", "kv_heads", "head_dim"))
+    v_BxTxKxDh = constrain(v, ("batch", "length", "kv_heads", "head_dim"))
+
+    new_cache = None
+    if cache is not None:
+      # Write this step's keys/values at each row's own offset, then attend over the cache.
+      def write(c_SxKxDh, new_TxKxDh, start):
+        return jax.lax.dynamic_update_slice_in_dim(c_SxKxDh, new_TxKxDh.astype(c_SxKxDh.dtype),
+                                                   start, axis=0)
+      k_BxSxKxDh = jax.vmap(write)(cache["k"], k_BxTxKxDh, cache_index_B)
+      v_BxSxKxDh = jax.vmap(write)(cache["v"], v_BxTxKxDh, cache_index_B)
+      new_cache = {"k": k_BxSxKxDh, "v": v_BxSxKxDh}
+    else:
+      k_BxSxKxDh, v_BxSxKxDh = k_BxTxKxDh, v_BxTxKxDh
+
+    B, T = x_BxTxD.shape[:2]
+    q_BxTxKxGxDh = q_BxTxHxDh.reshape(B, T, cfg.K, G, cfg.Dh)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q_BxTxKxGxDh, k_BxSxKxDh.astype(q.dtype))
+    scores = scores.astype(jnp.float32) / math.sqrt(cfg.Dh)
+    scores = jnp.where(mask_BxTxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxKxDh.dtype)
+    out = jnp.einsum("bkgts,bskd->btkgd", probs, v_BxSxKxDh).reshape(B, T, cfg.H, cfg.Dh)
+    out_BxTxD = jnp.einsum("bthk,hkd->btd", out.astype(o_HxDhxD.dtype), o_HxDhxD)
+    return constrain(out_BxTxD, ("batch", "length", "embed")), new_cache
+
+
+class Mlp(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD):
+    cfg = self.cfg
+    gate_DxF = _kernel(self, "gate", (cfg.D, cfg.F), ("embed", "mlp"), cfg.D)
+    up_DxF = _kernel(self, "up", (cfg.D, cfg.F), ("embed", "mlp"), cfg.D)
+    down_FxD = _kernel(self, "down", (cfg.F, cfg.D), ("mlp", "embed"), cfg.F)
+    h_BxTxF = nn.silu(x_BxTxD @ gate_DxF) * (x_BxTxD @ up_DxF)
+    h_BxTxF = constrain(h_BxTxF, ("batch", "length", "mlp"))
+    return constrain(h_BxTxF @ down_FxD, ("batch", "length", "embed"))
+
+
+class Block(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD, positions_BxT, mask_BxTxS, cache=None, cache_index_B=None):
+    h, new_cache = Attention(self.cfg, name="attn")(
+        RMSNorm(self.cfg, name="attn_norm")(x_BxTxD), positions_BxT, mask_BxTxS,
+        cache, cache_index_B)
+    x_BxTxD = x_BxTxD + h
+    x_BxTxD = x_BxTxD + Mlp(self.cfg, name="mlp")(RMSNorm(self.cfg, name="mlp_norm")(x_BxTxD))
+    return constrain(x_BxTxD, ("batch", "length", "embed")), new_cache
+
+
+class ScannedBlock(nn.Module):
+  """Block with the (carry, per-layer) signature nn.scan needs; training path only."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD, positions_BxT, mask_BxTxS):
+    block = Block
+    if self.cfg.remat:
+      block = nn.remat(Block, prevent_cse=False)
+    x_BxTxD, _ = block(self.cfg, name="block")(x_BxTxD, positions_BxT, mask_BxTxS)
+    return x_BxTxD, None
+
+
+def attention_mask(positions_BxT, segment_ids_BxT, kv_positions_BxS=None,
+                   kv_segment_ids_BxS=None):
+  """Causal mask within segments; segment id 0 marks padding and is never attended to."""
+  if kv_positions_BxS is None:
+    kv_positions_BxS, kv_segment_ids_BxS = positions_BxT, segment_ids_BxT
+  causal = positions_BxT[:, :, None] >= kv_positions_BxS[:, None, :]
+  same_segment = segment_ids_BxT[:, :, None] == kv_segment_ids_BxS[:, None, :]
+  return causal & same_segment & (kv_segment_ids_BxS[:, None, :] != 0)
+
+
+class Transformer(nn.Module):
+  """tokens -> logits. positions default to 0..T-1; segment ids default to one segment."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, tokens_BxT, positions_BxT=None, segment_ids_BxT=None, cache=None,
+               cache_index_B=None, kv_positions_BxS=None, kv_segment_ids_BxS=None):
+    cfg = self.cfg
+    B, T = tokens_BxT.shape
+    if positions_BxT is None:
+      positions_BxT = jnp.broadcast_to(jnp.arange(T), (B, T))
+    if segment_ids_BxT is None:
+      segment_ids_BxT = jnp.ones((B, T), jnp.int32)
+    mask_BxTxS = attention_mask(positions_BxT, segment_ids_BxT, kv_positions_BxS,
+                                kv_segment_ids_BxS)
+
+    embed = self.param("embed", nn.with_logical_partitioning(
+        nn.initializers.normal(stddev=0.02), ("vocab", "embed")), (cfg.V, cfg.D),
+        _dtype(cfg.param_dtype))
+    x_BxTxD = jnp.take(embed, tokens_BxT, axis=0).astype(_dtype(cfg.dtype))
+    x_BxTxD = constrain(x_BxTxD, ("batch", "length", "embed"))
+
+    new_cache = None
+    if cfg.scan_layers and cache is None:
+      x_BxTxD, _ = nn.scan(
+          ScannedBlock, variable_axes={"params": 0}, split_rngs={"params": True},
+          in_axes=(nn.broadcast, nn.broadcast), length=cfg.L,
+          metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="layers")(
+              x_BxTxD, positions_BxT, mask_BxTxS)
+    elif cfg.scan_layers:
+      raise ValueError("decoding with a KV cache needs scan_layers=False "
+                       "(convert the checkpoint with unstacked layers)")
+    else:
+      block = nn.remat(Block) if cfg.remat and cache is None else Block
+      new_cache = [] if cache is not None else None
+      for i in range(cfg.L):
+        layer_cache = cache[i] if cache is not None else None
+        x_BxTxD, c = block(cfg, name=f"layers_{i}")(x_BxTxD, positions_BxT, mask_BxTxS,
+                                                    layer_cache, cache_index_B)
+        if cache is not None:
+          new_cache.append(c)
+
+    x_BxTxD = RMSNorm(cfg, name="final_norm")(x_BxTxD)
+    if cfg.tie_embeddings:
+      head_DxV = embed.T
+    else:
+      head_DxV = self.param("lm_head", nn.with_logical_partitioning(
+          nn.initializers.normal(stddev=1.0 / math.sqrt(cfg.D)), ("embed", "vocab")),
+          (cfg.D, cfg.V), _dtype(cfg.param_dtype))
+    logits_BxTxV = x_BxTxD @ head_DxV.astype(x_BxTxD.dtype)
+    logits_BxTxV = constrain(logits_BxTxV.astype(jnp.float32), ("batch", "length", "vocab"))
+    if cache is not None:
+      return logits_BxTxV, new_cache
+    return logits_BxTxV
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None):
+  """An empty KV cache: one {"k", "v"} dict of BxSxKxDh arrays per layer."""
+  dtype = dtype or _dtype(cfg.dtype)
+  shape = (batch, max_len, cfg.K, cfg.Dh)
+  return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(cfg.L)]

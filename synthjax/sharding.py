@@ -1,0 +1,116 @@
+"""All partitioning lives here: the mesh, logical-axis rules, born-sharded params, multi-host.
+
+The model names every parameter and key activation by logical axes ("embed", "heads", ...);
+the rules below map those names to mesh axes. Data parallelism shards the batch over
+("data", "fsdp"); FSDP additionally shards the "embed" dimension of every weight over "fsdp";
+tensor parallelism shards heads, mlp and vocab over "tensor". One mesh size may be -1 and is
+filled from the device count.
+"""
+import math
+import os
+from typing import Callable, Mapping, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import gin
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+Rules = Tuple[Tuple[str, object], ...]
+
+DEFAULT_RULES: Rules = (
+    ("batch", ("data", "fsdp")),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("mlp", "tensor"),
+    ("head_dim", None),
+    ("length", None),
+    ("norm", None),
+    ("layers", None),
+)
+BATCH_AXES = ("data", "fsdp")
+
+
+@gin.configurable
+def logical_axis_rules(rules: Rules = DEFAULT_RULES) -> Rules:
+  return tuple((name, tuple(ax) if isinstance(ax, list) else ax) for name, ax in rules)
+
+
+@gin.configurable
+def make_mesh(axes: Mapping[str, int] = (("data", -1), ("fsdp", 1), ("tensor", 1)),
+              devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+  """A Mesh with the named axes; one size may be -1 and takes the remaining devices."""
+  axes = dict(axes)
+  devices = list(devices if devices is not None else jax.devices())
+  unknown = [a for a, s in axes.items() if s == -1]
+  if len(unknown) > 1:
+    raise ValueError(f"mesh {axes}: at most one axis may be -1")
+  known = math.prod(s for s in axes.values() if s != -1)
+  if unknown:
+    if len(devices) % known:
+      raise ValueError(f"mesh {axes}: {len(devices)} devices are not divisible by {known}")
+    axes[unknown[0]] = len(devices) // known
+  if math.prod(axes.values()) != len(devices):
+    raise ValueError(f"mesh {axes} needs {math.prod(axes.values())} devices, "
+                     f"but {len(devices)} are available")
+  device_grid = np.asarray(devices).reshape(tuple(axes.values()))
+  return Mesh(device_grid, tuple(axes.keys()))
+
+
+def logical_shardings(boxed_tree, mesh: Mesh, rules: Rules):
+  """NamedShardings for a tree of nn.Partitioned (or abstract) leaves; plain leaves replicate."""
+  specs = nn.get_partition_spec(boxed_tree)
+  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+
+
+def init_sharded(init_fn: Callable, mesh: Mesh, rules: Rules, *args):
+  """Run `init_fn(*args)` (returning a boxed Flax variable tree) so that every leaf is born
+  on its final shards: no host or single device ever holds the whole model."""
+  abstract = jax.eval_shape(init_fn, *args)
+  shardings = nn.unbox(logical_shardings(abstract, mesh, rules))
+
+  def unboxed_init(*a):
+    return nn.unbox(init_fn(*a))
+
+  with mesh, nn.logical_axis_rules(rules):
+    return jax.jit(unboxed_init, out_shardings=shardings)(*args), shardings
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P(BATCH_AXES))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh):
+  """Assemble one global array per field from each host's own rows (no host holds others')."""
+  sharding = batch_sharding(mesh)
+  return {k: jax.make_array_from_process_local_data(sharding, v)
+          for k, v in local_batch.items()}
+
+
+@gin.configurable
+def init_distributed(coordinator_address: Optional[str] = None,
+                     num_processes: Optional[int] = None,
+                     process_id: Optional[int] = None,
+                     cpu_collectives: str = "gloo") -> None:
+  """Join a multi-host JAX system when asked to, from arguments or the environment
+  (SYNTHJAX_COORDINATOR, SYNTHJAX_NUM_PROCESSES, SYNTHJAX_PROCESS_ID). With nothing set on a
+  TPU VM pod, jax.distributed finds its peers itself; on one host this does nothing."""
+  coordinator_address = coordinator_address or os.environ.get("SYNTHJAX_COORDINATOR")
+  if num_processes is None and "SYNTHJAX_NUM_PROCESSES" in os.environ:
+    num_processes = int(os.environ["SYNTHJAX_NUM_PROCESSES"])
+  if process_id is None and "SYNTHJAX_PROCESS_ID" in os.environ:
+    process_id = int(os.environ["SYNTHJAX_PROCESS_ID"])
+  if coordinator_address is None and num_processes is None:
+    if os.environ.get("TPU_WORKER_HOSTNAMES") and "," in os.environ["TPU_WORKER_HOSTNAMES"]:
+      jax.distributed.initialize()
+    return
+  # Only affects CPU devices; set before any backend starts (initialize must come first).
+  jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
+  jax.distributed.initialize(coordinator_address=coordinator_address,
+                             num_processes=num_processes, process_id=process_id)
