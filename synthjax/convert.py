@@ -2,6 +2,7 @@
 
     python -m synthjax.convert --hf_dir=PATH --out=MODEL_DIR
     python -m synthjax.convert --gguf=FILE.gguf --out=MODEL_DIR
+    python -m synthjax.convert --gguf=smollm2-135m-instruct --out=MODEL_DIR  # embedded
     python -m synthjax.convert --export_hf=MODEL_DIR --out=HF_DIR
 
 Any problem with the input (missing tensor, wrong shape, unknown architecture, truncated
@@ -45,7 +46,8 @@ def _hf_tokenizer(hf_dir: str):
 
 
 def convert_gguf(path: str, out: str, overwrite: bool = False):
-  cfg, params, tokenizer, meta = gguf_import.load(path)
+  from synthjax import assets
+  cfg, params, tokenizer, meta = gguf_import.load(assets.resolve_gguf(path))
   store.save_model(out, cfg, params, tokenizer, meta, overwrite=overwrite)
   return cfg
 
@@ -62,7 +64,8 @@ def main(argv=None):
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument("--hf_dir", help="HF directory: config.json + *.safetensors")
-  source.add_argument("--gguf", help="a llama.cpp GGUF file")
+  source.add_argument("--gguf", help="a llama.cpp GGUF file, or 'smollm2-135m-instruct' for "
+                      "the embedded generator")
   source.add_argument("--export_hf", help="a synthjax model directory to export to HF")
   parser.add_argument("--out", required=True, help="output directory (created atomically)")
   parser.add_argument("--scan_layers", action="store_true",

@@ -74,7 +74,7 @@ def init_sharded(init_fn: Callable, mesh: Mesh, rules: Rules, *args):
   def unboxed_init(*a):
     return nn.unbox(init_fn(*a))
 
-  with mesh, nn.logical_axis_rules(rules):
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     return jax.jit(unboxed_init, out_shardings=shardings)(*args), shardings
 
 

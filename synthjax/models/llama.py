@@ -197,7 +197,10 @@ class Transformer(nn.Module):
     embed = self.param("embed", nn.with_logical_partitioning(
         nn.initializers.normal(stddev=0.02), ("vocab", "embed")), (cfg.V, cfg.D),
         _dtype(cfg.param_dtype))
-    x_BxTxD = jnp.take(embed, tokens_BxT, axis=0).astype(_dtype(cfg.dtype))
+    # Gather from a table split only by vocab: a gather across an fsdp-split width would make
+    # XLA replicate the whole table first.
+    table_VxD = constrain(embed, ("vocab", None))
+    x_BxTxD = jnp.take(table_VxD, tokens_BxT, axis=0).astype(_dtype(cfg.dtype))
     x_BxTxD = constrain(x_BxTxD, ("batch", "length", "embed"))
 
     new_cache = None
