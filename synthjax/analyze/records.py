@@ -1,0 +1,131 @@
+"""Run records: what the analysis reads.
+
+Sources: a study or train output folder (every MODEL_DIR/run.json below it), a JSONL file of
+run.json objects, or a CSV with columns N, D, mixture, share, loss and loss/<domain>.
+
+Normalised record: {"N", "D", "mixture", "kind", "share", "loss", "domains": {name: loss},
+"path"}. `kind` is the synthetic data kind ("natural" for the baseline) and `share` the token
+share of synthetic data (0 for natural).
+"""
+import csv
+import glob
+import json
+import math
+import os
+from typing import Dict, List
+
+from synthjax.errors import UserError
+
+NATURAL = "natural"
+
+
+def _number(value, field: str, where: str) -> float:
+  try:
+    x = float(value)
+  except (TypeError, ValueError):
+    raise UserError(f"{where}: field {field!r} is not a number: {value!r}") from None
+  if math.isnan(x):
+    raise UserError(f"{where}: field {field!r} is NaN")
+  return x
+
+
+def _kind_and_share(rec: dict, where: str):
+  shares = rec.get("shares")
+  if shares:
+    natural = float(shares.get(NATURAL, 0.0))
+    synthetic = {k: v for k, v in shares.items() if k != NATURAL and v > 0}
+    kind = "+".join(sorted(synthetic)) if synthetic else NATURAL
+    return kind, 1.0 - natural
+  if "share" in rec:
+    share = _number(rec["share"], "share", where)
+    kind = rec.get("kind") or (NATURAL if share == 0 else rec.get("mixture", "synthetic"))
+    return kind, share
+  raise UserError(f"{where}: missing field 'shares' (or 'share')")
+
+
+def normalise(rec: dict, where: str) -> dict:
+  for field in ("N", "D", "mixture"):
+    if field not in rec or rec[field] in ("", None):
+      raise UserError(f"{where}: missing field {field!r}")
+  N = _number(rec["N"], "N", where)
+  D = _number(rec["D"], "D", where)
+  if N <= 0 or D <= 0:
+    raise UserError(f"{where}: N and D must be positive, got N={N:g}, D={D:g}")
+  domains = {k: _number(v, f"losses.{k}", where) for k, v in (rec.get("losses") or {}).items()}
+  if "loss" in rec:
+    loss = _number(rec["loss"], "loss", where)
+  elif domains:
+    loss = _number(rec.get("loss_avg", sum(domains.values()) / len(domains)), "loss", where)
+  else:
+    raise UserError(f"{where}: missing field 'loss' (or 'losses')")
+  kind, share = _kind_and_share(rec, where)
+  if not 0.0 <= share <= 1.0:
+    raise UserError(f"{where}: synthetic share {share} is outside [0, 1]")
+  return {"N": N, "D": D, "mixture": str(rec["mixture"]), "kind": kind, "share": share,
+          "loss": loss, "domains": domains, "path": rec.get("path", where),
+          "model": rec.get("model", "")}
+
+
+def _from_csv(path: str) -> List[dict]:
+  out = []
+  with open(path, newline="") as f:
+    reader = csv.DictReader(f)
+    for i, row in enumerate(reader, start=2):
+      rec = {k: v for k, v in row.items() if not k.startswith("loss/")}
+      rec["losses"] = {k[len("loss/"):]: v for k, v in row.items()
+                       if k.startswith("loss/") and v not in ("", None)}
+      out.append(normalise(rec, f"{path}:{i}"))
+  return out
+
+
+def _from_jsonl(path: str) -> List[dict]:
+  out = []
+  with open(path) as f:
+    for i, line in enumerate(f, start=1):
+      if not line.strip():
+        continue
+      try:
+        rec = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{i}: invalid JSON ({e.msg})") from None
+      out.append(normalise(rec, f"{path}:{i}"))
+  return out
+
+
+def _from_run_json(path: str) -> dict:
+  try:
+    with open(path) as f:
+      rec = json.load(f)
+  except json.JSONDecodeError as e:
+    raise UserError(f"{path}: invalid JSON ({e.msg})") from None
+  rec.setdefault("path", path)
+  return normalise(rec, path)
+
+
+def load(paths) -> List[dict]:
+  """Records from files and folders (folders are searched for run.json)."""
+  if isinstance(paths, str):
+    paths = [paths]
+  out = []
+  for path in paths:
+    if not os.path.exists(path):
+      raise UserError(f"{path}: no such file or folder")
+    if os.path.isdir(path):
+      found = sorted(glob.glob(os.path.join(path, "**", "run.json"), recursive=True))
+      out.extend(_from_run_json(p) for p in found)
+    elif path.endswith(".csv"):
+      out.extend(_from_csv(path))
+    elif path.endswith(".json"):
+      out.append(_from_run_json(path))
+    else:
+      out.extend(_from_jsonl(path))
+  if not out:
+    raise UserError(f"no run records found in {', '.join(paths)}")
+  return out
+
+
+def group(records: List[dict], *keys) -> Dict[tuple, List[dict]]:
+  out: Dict[tuple, List[dict]] = {}
+  for r in records:
+    out.setdefault(tuple(r[k] for k in keys), []).append(r)
+  return out
