@@ -15,7 +15,9 @@ def exit_on_user_error(prog: str):
       try:
         return fn(*args, **kwargs)
       except UserError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
+        # gin appends "In call to configurable ..." lines; the first line says it all.
+        message = str(e).splitlines()[0] if str(e) else type(e).__name__
+        print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
         sys.exit(2)
     return run
   return wrap

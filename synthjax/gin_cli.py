@@ -9,8 +9,9 @@ taken as a string, so quoting is optional); `--gin_search_paths` lists folders t
 Errors in the config (unknown name, unparsable value, missing required macro, missing file)
 become one line naming the problem.
 """
+import ast
+import logging
 import os
-import re
 import sys
 from typing import Callable, List, Optional, Sequence
 
@@ -22,12 +23,16 @@ from synthjax.errors import UserError
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_CONFIGS = os.path.join(REPO_ROOT, "gin_configs")
 
-_LITERAL_START = re.compile(r"""^\s*(['"\[\(\{@%]|-?\d|-?\.\d|True\b|False\b|None\b)""")
-
-
 def _gin_value(value: str) -> str:
-  """Quote a bare word or path so `--gin.MODEL_DIR=/tmp/x` works without shell quoting."""
-  return value if _LITERAL_START.match(value) else repr(value)
+  """Quote a bare word or path so `--gin.MODEL_DIR=/tmp/x` works without shell quoting;
+  Python literals and gin references (@name, %MACRO) pass through."""
+  if "@" in value or "%" in value:
+    return value
+  try:
+    ast.literal_eval(value.strip())
+    return value
+  except (ValueError, SyntaxError):
+    return repr(value)
 
 
 def split_argv(argv: Sequence[str]):
@@ -76,10 +81,15 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = (),
   for root in search_paths:
     gin.add_config_file_search_path(root)
   files = [_resolve(f, search_paths) for f in gin_files]
+  root = logging.getLogger()
+  level = root.level
+  root.setLevel(logging.CRITICAL)  # gin logs every search path an include is not found in
   try:
     gin.parse_config_files_and_bindings(files, bindings, finalize_config=False)
   except (ValueError, SyntaxError, IOError, TypeError) as e:
     raise UserError(f"bad gin config: {_one_line(e)}") from None
+  finally:
+    root.setLevel(level)
 
 
 def _one_line(e: BaseException) -> str:
@@ -107,12 +117,16 @@ def call_configured(fn: Callable, *args, **kwargs):
   if missing:
     raise UserError(f"missing required gin binding {missing[0]} (set it with "
                     f"--gin.{missing[0]}=...)")
+  name = getattr(fn, "__name__", str(fn))
   try:
     return fn(*args, **kwargs)
   except RuntimeError as e:
     if "Required bindings" in str(e) or "REQUIRED" in str(e):
       raise UserError(f"missing required gin binding: {_one_line(e)}") from None
     raise
+  except (TypeError, ValueError) as e:
+    # Config constructors validate their fields; gin adds its own context lines.
+    raise UserError(f"bad {name} config: {_one_line(e).split(' In call to')[0]}") from None
 
 
 def write_operative_config(directory: str, name: str = "config.gin") -> str:

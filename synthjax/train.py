@@ -1,0 +1,224 @@
+"""The train binary: sharded, resumable pretraining with per-domain evaluation.
+
+    python -m synthjax.train --gin_file=gin_configs/train/tiny_markov.gin \
+        --gin.MODEL_DIR=/tmp/run --gin.TRAIN_TOKENS=200000
+
+Outputs in MODEL_DIR: metrics.jsonl, tensorboard/, checkpoints/ (orbax), data_state/,
+config.gin (operative config), model.json, and run.json (the run record) at the end.
+A rerun with the same MODEL_DIR resumes from the latest checkpoint; SIGTERM saves and exits.
+"""
+import json
+import math
+import os
+import signal
+import sys
+import time
+from typing import Dict
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from synthjax import atomic, gin_cli, sharding
+from synthjax.errors import UserError
+from synthjax.models.config import ModelConfig
+from synthjax.models.flops import param_count, train_flops_per_token
+from synthjax.models.llama import Transformer
+from synthjax.training import optimizer as optimizer_lib
+from synthjax.training.checkpointing import TrainCheckpointer
+from synthjax.training.config import TrainConfig
+from synthjax.training.metrics import MetricsWriter, Progress
+from synthjax.training.step import make_eval_step, make_train_step
+
+
+class Preempted(Exception):
+  pass
+
+
+def _check_model_dir(model_dir: str, cfg: ModelConfig) -> None:
+  """A MODEL_DIR belongs to one model shape: refuse to resume another model's checkpoint."""
+  path = os.path.join(model_dir, "model.json")
+  shape_fields = ("V", "D", "L", "H", "K", "Dh", "F", "tie_embeddings", "qkv_bias",
+                  "scan_layers")
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    diff = [f"{k}={old.get(k)} vs {getattr(cfg, k)}" for k in shape_fields
+            if old.get(k) != getattr(cfg, k)]
+    if diff:
+      raise UserError(f"{model_dir} holds a checkpoint of another model shape "
+                      f"({', '.join(diff)}); use a new MODEL_DIR")
+  elif jax.process_index() == 0:
+    atomic.write_text(path, cfg.to_json())
+
+
+def _domain_batches(cfg: TrainConfig, mesh):
+  out = {}
+  for name, factory in (cfg.eval_sources or {}).items():
+    source = factory(batch_size=cfg.batch_size, seq_len=cfg.seq_len,
+                     process_index=jax.process_index(), process_count=jax.process_count())
+    out[name] = [sharding.global_batch(source.next_batch(), mesh)
+                 for _ in range(cfg.eval_batches)]
+  return out
+
+
+def evaluate(eval_step, params, domain_batches) -> Dict[str, float]:
+  """Per-domain mean token loss and perplexity, and their token-weighted average."""
+  out, total_loss, total_tokens = {}, 0.0, 0.0
+  for name, batches in domain_batches.items():
+    sums = [eval_step(params, b) for b in batches]
+    loss_sum = float(sum(jax.device_get(s) for s, _ in sums))
+    tokens = float(sum(jax.device_get(n) for _, n in sums))
+    loss = loss_sum / max(tokens, 1.0)
+    out[f"eval/{name}/loss"] = loss
+    out[f"eval/{name}/ppl"] = math.exp(min(loss, 50.0))
+    total_loss, total_tokens = total_loss + loss_sum, total_tokens + tokens
+  if domain_batches:
+    out["eval/avg/loss"] = total_loss / max(total_tokens, 1.0)
+    out["eval/avg/ppl"] = math.exp(min(out["eval/avg/loss"], 50.0))
+  return out
+
+
+def train(cfg: TrainConfig, model_cfg: ModelConfig,
+          opt_cfg: optimizer_lib.OptimizerConfig) -> dict:
+  t_start = time.time()
+  primary = jax.process_index() == 0
+  os.makedirs(cfg.model_dir, exist_ok=True)
+  _check_model_dir(cfg.model_dir, model_cfg)
+  mesh = sharding.make_mesh()
+  rules = sharding.logical_axis_rules()
+  model = Transformer(model_cfg)
+  tx, lr_fn = optimizer_lib.make(opt_cfg, cfg.steps)
+  dummy = jnp.zeros((1, cfg.seq_len), jnp.int32)
+
+  def init_state(rng):
+    params = model.init(rng, dummy)["params"]
+    return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+
+  ckpt = TrainCheckpointer(cfg.model_dir, cfg.keep_checkpoints, cfg.milestones)
+  source = cfg.data_source(batch_size=cfg.batch_size, seq_len=cfg.seq_len,
+                           process_index=jax.process_index(),
+                           process_count=jax.process_count())
+  start = ckpt.latest_step()
+  abstract = jax.eval_shape(init_state, jax.random.key(cfg.seed))
+  shardings = nn.unbox(sharding.logical_shardings(abstract, mesh, rules))
+  if start is None:
+    state, _ = sharding.init_sharded(init_state, mesh, rules, jax.random.key(cfg.seed))
+    start = 0
+  else:
+    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                          nn.unbox(abstract), shardings)
+    state, data_state = ckpt.restore(start, target)
+    source.set_state(data_state)
+    if primary:
+      print(f"resumed from step {start}", file=sys.stderr, flush=True)
+
+  batch_sharding = sharding.batch_sharding(mesh)
+  train_step = make_train_step(model, tx, lr_fn, shardings, batch_sharding, rules, mesh,
+                               cfg.grad_accum, cfg.z_loss)
+  eval_step = make_eval_step(model, shardings["params"], batch_sharding, rules, mesh)
+  domain_batches = _domain_batches(cfg, mesh)
+  writer = MetricsWriter(cfg.model_dir, enabled=primary, resume_step=start)
+  progress = Progress(cfg.steps, start, enabled=primary)
+  if primary:
+    gin_cli.write_operative_config(cfg.model_dir)
+
+  preempted = []
+  previous_handler = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
+  tokens_per_step = cfg.batch_size * cfg.seq_len
+  last_good = start
+  pending = None  # (step, metrics on device): read one step behind
+  timer = (time.time(), start)
+  final_eval: Dict[str, float] = {}
+
+  def read(step, metrics, extra=None):
+    nonlocal timer
+    values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    if not math.isfinite(values["train/loss"]):
+      raise UserError(f"training diverged: train/loss is {values['train/loss']} at step "
+                      f"{step}; the last good checkpoint is step {last_good} in "
+                      f"{cfg.model_dir}/checkpoints")
+    if step % cfg.log_every == 0 or extra or step == cfg.steps:
+      now = time.time()
+      tps = (step - timer[1]) * tokens_per_step / max(now - timer[0], 1e-9)
+      timer = (now, step)
+      values.update(tokens=step * tokens_per_step, tokens_per_s=tps, **(extra or {}))
+      writer.write(step, values)
+      progress.line(step, values["train/loss"], tps)
+
+  try:
+    for step in range(start + 1, cfg.steps + 1):
+      batch = sharding.global_batch(source.next_batch(), mesh)
+      state, metrics = train_step(state, batch)
+      if pending is not None:
+        read(*pending)
+      pending = (step, metrics)
+      is_eval = step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)
+      stop = bool(preempted) and _all_hosts_agree(bool(preempted))
+      if is_eval or step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
+        extra = evaluate(eval_step, state["params"], domain_batches) if is_eval else None
+        read(step, metrics, extra)
+        pending = None
+        if extra:
+          final_eval = extra
+        ckpt.save(step, state, source.get_state())
+        last_good = step
+      if stop:
+        ckpt.close()
+        raise Preempted(step)
+    if pending is not None:
+      read(*pending)
+  finally:
+    signal.signal(signal.SIGTERM, previous_handler)
+    writer.close()
+  ckpt.close()
+
+  wall = time.time() - t_start
+  record = {
+      "model": model_cfg.name, "N": param_count(model_cfg),
+      "D": cfg.steps * tokens_per_step, "steps": cfg.steps,
+      "mixture": getattr(source, "mixture", "unknown"),
+      "shares": getattr(source, "shares", {}), "seed": cfg.seed,
+      "losses": {k.split("/")[1]: v for k, v in final_eval.items()
+                 if k.endswith("/loss") and not k.startswith("eval/avg")},
+      "loss": final_eval.get("eval/avg/loss"),
+      "flops_per_token": train_flops_per_token(model_cfg, cfg.seq_len),
+      "wall_s": wall, "model_dir": os.path.abspath(cfg.model_dir),
+  }
+  if primary:
+    gin_cli.write_operative_config(cfg.model_dir)
+    atomic.write_json(os.path.join(cfg.model_dir, "run.json"), record)
+  return record
+
+
+def _all_hosts_agree(flag: bool) -> bool:
+  if jax.process_count() == 1:
+    return flag
+  from jax.experimental import multihost_utils
+  return bool(np.any(multihost_utils.process_allgather(np.asarray([flag]))))
+
+
+def _run(rest):
+  if rest:
+    raise UserError(f"unknown arguments: {' '.join(rest)}")
+  sharding.init_distributed()
+  cfg = gin_cli.call_configured(TrainConfig)
+  model_cfg = gin_cli.call_configured(ModelConfig)
+  opt_cfg = gin_cli.call_configured(optimizer_lib.OptimizerConfig)
+  try:
+    record = train(cfg, model_cfg, opt_cfg)
+  except Preempted as e:
+    print(f"synthjax.train: preempted; saved step {e.args[0]}, rerun to resume",
+          file=sys.stderr, flush=True)
+    return
+  if jax.process_index() == 0:
+    print(json.dumps({k: record[k] for k in ("N", "D", "loss", "wall_s")}), flush=True)
+
+
+def main(argv=None):
+  gin_cli.main("synthjax.train", _run, argv)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,57 @@
+"""The train binary's configuration (its own module, so gin registers it once under one
+name whether synthjax.train runs as __main__ or is imported by the study)."""
+import dataclasses
+import math
+from typing import Callable, Dict, Optional, Sequence
+
+import gin
+
+from synthjax.errors import UserError
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  model_dir: str
+  train_tokens: int                  # the data budget D; steps = ceil(D / (batch * seq_len))
+  data_source: Callable               # e.g. @MarkovSource, @grain_loader
+  batch_size: int = 8                 # global sequences per step
+  seq_len: int = 128
+  grad_accum: int = 1
+  eval_sources: Optional[Dict[str, Callable]] = None  # domain -> source factory
+  eval_batches: int = 2
+  eval_every: int = 0                 # steps; 0 = only at the end
+  log_every: int = 10
+  checkpoint_every: int = 100
+  keep_checkpoints: int = 2
+  milestones: Sequence[int] = ()
+  z_loss: float = 0.0
+  seed: int = 0
+
+  def __post_init__(self):
+    _check_types(self)
+    for field in ("train_tokens", "batch_size", "seq_len", "grad_accum", "eval_batches",
+                  "log_every", "checkpoint_every", "keep_checkpoints"):
+      if getattr(self, field) <= 0:
+        raise UserError(f"TrainConfig.{field} must be positive, got {getattr(self, field)}")
+    if self.batch_size % self.grad_accum:
+      raise UserError(f"TrainConfig.batch_size={self.batch_size} is not divisible by "
+                      f"grad_accum={self.grad_accum}")
+
+  @property
+  def steps(self) -> int:
+    return math.ceil(self.train_tokens / (self.batch_size * self.seq_len))
+
+
+def _check_types(cfg) -> None:
+  """Gin passes values through untyped: check what the annotations promise."""
+  simple = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
+  for f in dataclasses.fields(cfg):
+    value = getattr(cfg, f.name)
+    allowed = simple.get(f.type)
+    if allowed and (not isinstance(value, allowed) or (f.type is int and isinstance(value, bool))):
+      raise UserError(f"{type(cfg).__name__}.{f.name} must be {f.type.__name__}, "
+                      f"got {value!r}")
+    if f.name == "data_source" and not callable(value):
+      raise UserError(f"TrainConfig.data_source must be a source factory such as "
+                      f"@MarkovSource, got {value!r}")

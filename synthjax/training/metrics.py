@@ -1,0 +1,74 @@
+"""Metrics to MODEL_DIR/metrics.jsonl and TensorBoard event files, and a progress line."""
+import json
+import math
+import os
+import sys
+import time
+from typing import Dict, Optional
+
+from synthjax import atomic
+
+
+class MetricsWriter:
+  """Written by host 0 only. On resume, lines past the restored step are dropped first, so
+  the file reads as if the run had never been interrupted."""
+
+  def __init__(self, model_dir: str, enabled: bool = True, resume_step: Optional[int] = None):
+    self.enabled = enabled
+    self.path = os.path.join(model_dir, "metrics.jsonl")
+    self._tb = None
+    if not enabled:
+      return
+    if os.path.exists(self.path):
+      keep = []
+      with open(self.path) as f:
+        for line in f:
+          try:
+            rec = json.loads(line)
+          except json.JSONDecodeError:
+            continue  # a line cut by a kill
+          if resume_step is not None and rec.get("step", 0) <= resume_step:
+            keep.append(line if line.endswith("\n") else line + "\n")
+      atomic.write_text(self.path, "".join(keep))
+    import tensorflow as tf  # TensorBoard's own event-file writer
+    self._tf = tf
+    self._tb = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard"))
+
+  def write(self, step: int, values: Dict[str, float]) -> None:
+    if not self.enabled:
+      return
+    rec = {**{k: _plain(v) for k, v in values.items()}, "step": int(step)}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(rec, sort_keys=True) + "\n")
+    with self._tb.as_default(step=int(step)):
+      for k, v in values.items():
+        if isinstance(v, (int, float)) and math.isfinite(v):
+          self._tf.summary.scalar(k, v)
+    self._tb.flush()
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.close()
+
+
+def _plain(v):
+  try:
+    return float(v)
+  except (TypeError, ValueError):
+    return v
+
+
+class Progress:
+  """`step 40/100 | loss 3.21 | 12.3k tok/s | ETA 1m20s` on stderr."""
+
+  def __init__(self, total_steps: int, start_step: int, enabled: bool = True):
+    self.total, self.enabled = total_steps, enabled
+    self.t0, self.s0 = time.time(), start_step
+
+  def line(self, step: int, loss: float, tokens_per_s: float) -> None:
+    if not self.enabled:
+      return
+    done = step - self.s0
+    eta = (time.time() - self.t0) / max(done, 1) * (self.total - step)
+    print(f"step {step}/{self.total} | loss {loss:.4f} | {tokens_per_s / 1e3:.2f}k tok/s | "
+          f"ETA {int(eta // 60)}m{int(eta % 60):02d}s", file=sys.stderr, flush=True)

@@ -1,0 +1,55 @@
+"""AdamW with warmup + cosine or warmup-stable-decay, clipping and a weight-decay mask."""
+import dataclasses
+
+import gin
+import jax
+import optax
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  peak_lr: float = 3e-3
+  warmup_fraction: float = 0.05     # of total steps
+  schedule: str = "cosine"          # "cosine" or "wsd" (warmup-stable-decay)
+  decay_fraction: float = 0.2       # wsd: final fraction of steps that decays linearly
+  final_lr_fraction: float = 0.1    # lr at the end, as a fraction of the peak
+  b1: float = 0.9
+  b2: float = 0.95
+  eps: float = 1e-8
+  weight_decay: float = 0.1
+  clip_norm: float = 1.0
+
+  def __post_init__(self):
+    if self.schedule not in ("cosine", "wsd"):
+      raise ValueError(f"OptimizerConfig.schedule must be 'cosine' or 'wsd', got "
+                       f"{self.schedule!r}")
+
+
+def schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
+  warmup = max(1, int(round(cfg.warmup_fraction * total_steps)))
+  final = cfg.peak_lr * cfg.final_lr_fraction
+  if cfg.schedule == "cosine":
+    return optax.warmup_cosine_decay_schedule(0.0, cfg.peak_lr, warmup,
+                                              max(total_steps, warmup + 1), final)
+  decay = max(1, int(round(cfg.decay_fraction * total_steps)))
+  stable = max(0, total_steps - warmup - decay)
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, cfg.peak_lr, warmup),
+       optax.constant_schedule(cfg.peak_lr),
+       optax.linear_schedule(cfg.peak_lr, final, decay)],
+      [warmup, warmup + stable])
+
+
+def decay_mask(params):
+  """Decay matrices only: norms' scales and biases are left alone."""
+  return jax.tree.map(lambda x: x.ndim >= 2, params)
+
+
+def make(cfg: OptimizerConfig, total_steps: int):
+  lr = schedule(cfg, total_steps)
+  tx = optax.chain(
+      optax.clip_by_global_norm(cfg.clip_norm),
+      optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
+                  mask=decay_mask))
+  return tx, lr

@@ -1,0 +1,231 @@
+"""The train binary: resume after SIGKILL, multi-process, meshes, accumulation, errors."""
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from synthjax import gin_cli
+from synthjax.errors import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BASE = ["--gin_file=train/tiny_markov.gin", "--gin.SEQ_LEN=32", "--gin.BATCH_SIZE=8"]
+
+
+def _env(devices=8):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+  env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+  return env
+
+
+def _train_cmd(model_dir, tokens, *extra):
+  return [sys.executable, "-m", "synthjax.train", *BASE, f"--gin.MODEL_DIR={model_dir}",
+          f"--gin.TRAIN_TOKENS={tokens}", *extra]
+
+
+def _metrics(model_dir):
+  with open(os.path.join(model_dir, "metrics.jsonl")) as f:
+    return [json.loads(l) for l in f]
+
+
+def _losses(model_dir):
+  return {m["step"]: m["train/loss"] for m in _metrics(model_dir)}
+
+
+def _in_process(model_dir, tokens, bindings=()):
+  """Train in this process (faster than a subprocess for the mesh comparisons)."""
+  from synthjax import train as train_lib
+  from synthjax.training.config import TrainConfig
+  from synthjax.models.config import ModelConfig
+  from synthjax.training.optimizer import OptimizerConfig
+  files, binds, _, _ = gin_cli.split_argv(BASE + [f"--gin.MODEL_DIR={model_dir}",
+                                                  f"--gin.TRAIN_TOKENS={tokens}"])
+  gin_cli.parse(files, binds + list(bindings))
+  return train_lib.train(TrainConfig(), ModelConfig(), OptimizerConfig())
+
+
+LOG_EVERY_STEP = ["--gin.TrainConfig.log_every=1", "--gin.TrainConfig.checkpoint_every=5"]
+
+
+def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
+  tokens = 8 * 32 * 30  # 30 steps
+  ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
+  subprocess.run(_train_cmd(ref, tokens, *LOG_EVERY_STEP), env=_env(), check=True,
+                 capture_output=True)
+  proc = subprocess.Popen(_train_cmd(killed, tokens, *LOG_EVERY_STEP), env=_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while time.time() < deadline:  # wait until past a checkpoint, then kill without warning
+    path = os.path.join(killed, "metrics.jsonl")
+    if os.path.exists(path) and sum(1 for _ in open(path)) >= 13:
+      break
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  steps_before = max(_losses(killed))
+  assert 13 <= steps_before < 30, "the run was not killed mid-way"
+  subprocess.run(_train_cmd(killed, tokens, *LOG_EVERY_STEP), env=_env(), check=True,
+                 capture_output=True)
+  ref_losses, resumed = _losses(ref), _losses(killed)
+  assert sorted(resumed) == list(range(1, 31))  # every step logged exactly once
+  assert resumed == ref_losses                  # bit-identical losses: same batches, same math
+  with open(os.path.join(killed, "data_state", "30", "process_0.json")) as f:
+    assert json.load(f) == {"batch_index": 30}  # 30 batches read: none repeated or skipped
+  with open(os.path.join(killed, "run.json")) as f:
+    record = json.load(f)
+  assert record["D"] == tokens and set(record["losses"]) == {"markov0", "markov1"}
+
+
+def _free_port():
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def test_two_processes_on_loopback_match_one_process(tmp_path):
+  tokens = 8 * 32 * 6
+  one = str(tmp_path / "one")
+  subprocess.run(_train_cmd(one, tokens, "--gin.TrainConfig.log_every=1"), env=_env(8),
+                 check=True, capture_output=True)
+  two = str(tmp_path / "two")
+  port = _free_port()
+  procs = [subprocess.Popen(
+      _train_cmd(two, tokens, "--gin.TrainConfig.log_every=1",
+                 f"--gin.init_distributed.coordinator_address=127.0.0.1:{port}",
+                 "--gin.init_distributed.num_processes=2",
+                 f"--gin.init_distributed.process_id={i}"),
+      env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  outs = [p.communicate(timeout=400) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  a, b = _losses(one), _losses(two)
+  assert sorted(a) == sorted(b) == list(range(1, 7))
+  np.testing.assert_allclose([b[s] for s in sorted(b)], [a[s] for s in sorted(a)], rtol=0,
+                             atol=1e-5)
+  # Each host read its own half of every batch, and host 1 kept its own iterator state.
+  assert os.path.exists(os.path.join(two, "data_state", "6", "process_1.json"))
+
+
+def test_meshes_give_the_same_loss_curve(tmp_path):
+  tokens = 8 * 32 * 8
+  curves = {}
+  for name, axes in [("dp", "{'data': 8, 'fsdp': 1, 'tensor': 1}"),
+                     ("fsdp", "{'data': 1, 'fsdp': 8, 'tensor': 1}"),
+                     ("mixed", "{'data': 2, 'fsdp': 2, 'tensor': 2}")]:
+    d = str(tmp_path / name)
+    _in_process(d, tokens, [f"make_mesh.axes = {axes}", "TrainConfig.log_every = 1"])
+    curves[name] = [m["train/loss"] for m in _metrics(d)]
+  assert len(curves["dp"]) == 8
+  np.testing.assert_allclose(curves["fsdp"], curves["dp"], rtol=0, atol=1e-5)
+  np.testing.assert_allclose(curves["mixed"], curves["dp"], rtol=0, atol=1e-5)
+  assert curves["dp"][-1] < curves["dp"][0]  # it learns
+
+
+def test_gradient_accumulation_matches_full_batch(tmp_path):
+  tokens = 8 * 32 * 4
+  a, b = str(tmp_path / "a"), str(tmp_path / "b")
+  _in_process(a, tokens, ["TrainConfig.log_every = 1"])
+  _in_process(b, tokens, ["TrainConfig.log_every = 1", "TrainConfig.grad_accum = 2"])
+  np.testing.assert_allclose([m["train/loss"] for m in _metrics(b)],
+                             [m["train/loss"] for m in _metrics(a)], rtol=0, atol=1e-5)
+
+
+def test_wsd_schedule_warms_up_holds_then_decays():
+  from synthjax.training import optimizer
+  cfg = optimizer.OptimizerConfig(peak_lr=1.0, warmup_fraction=0.1, schedule="wsd",
+                                  decay_fraction=0.2, final_lr_fraction=0.0)
+  lr = optimizer.schedule(cfg, 100)
+  assert float(lr(0)) == 0.0 and float(lr(10)) == pytest.approx(1.0)
+  assert float(lr(50)) == pytest.approx(1.0) and float(lr(80)) == pytest.approx(1.0)
+  assert float(lr(90)) == pytest.approx(0.5) and float(lr(100)) == pytest.approx(0.0)
+
+
+def test_sigterm_saves_and_a_rerun_finishes(tmp_path):
+  d = str(tmp_path / "run")
+  tokens = 8 * 32 * 400
+  proc = subprocess.Popen(_train_cmd(d, tokens, "--gin.TrainConfig.log_every=1",
+                                     "--gin.TrainConfig.checkpoint_every=1000"),
+                          env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  deadline = time.time() + 300
+  while time.time() < deadline and not (
+      os.path.exists(os.path.join(d, "metrics.jsonl"))
+      and sum(1 for _ in open(os.path.join(d, "metrics.jsonl"))) >= 3):
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=120)
+  assert proc.returncode == 0, err[-2000:]
+  assert "preempted; saved step" in err
+  saved = int(err.split("preempted; saved step ")[1].split(",")[0])
+  assert 3 <= saved < 400
+  assert os.path.isdir(os.path.join(d, "checkpoints", str(saved)))
+  assert not os.path.exists(os.path.join(d, "run.json"))
+  rerun = subprocess.run(_train_cmd(d, tokens, "--gin.TrainConfig.log_every=1",
+                                    "--gin.TrainConfig.checkpoint_every=1000"),
+                         env=_env(), capture_output=True, text=True, check=True)
+  assert f"resumed from step {saved}" in rerun.stderr
+  assert sorted(_losses(d)) == list(range(1, 401))
+  assert os.path.exists(os.path.join(d, "run.json"))
+
+
+def test_divergence_stops_with_a_clear_message_and_keeps_the_good_checkpoint(tmp_path):
+  d = str(tmp_path / "nan")
+  with pytest.raises(UserError, match=r"training diverged: train/loss is (nan|inf)"):
+    _in_process(d, 8 * 32 * 40, ["OptimizerConfig.peak_lr = 1e12",
+                                 "OptimizerConfig.warmup_fraction = 0.0",
+                                 "OptimizerConfig.clip_norm = 1e12",
+                                 "TrainConfig.checkpoint_every = 1"])
+  from synthjax.training.checkpointing import TrainCheckpointer
+  ckpt = TrainCheckpointer(d)
+  step = ckpt.latest_step()
+  assert step is not None
+  state = ckpt.manager.restore(step)
+  leaves = [np.asarray(x) for x in __import__("jax").tree.leaves(state)]
+  assert all(np.isfinite(x).all() for x in leaves if x.dtype.kind == "f")
+  ckpt.close()
+
+
+def _one_error_line(args, cwd):
+  proc = subprocess.run([sys.executable, "-m", "synthjax.train", *args], capture_output=True,
+                        text=True, env=_env(), cwd=cwd)
+  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  return proc.returncode, lines
+
+
+@pytest.mark.parametrize("args,message", [
+    (BASE + ["--gin.MODEL_DIR=m", "--gin.TRAIN_TOKENS=1000", "--gin.nope.x=1"],
+     "No configurable matching 'nope'"),
+    (BASE + ["--gin.MODEL_DIR=m", "--gin.TRAIN_TOKENS=1000", "--gin.TrainConfig.seq_len='x'"],
+     "TrainConfig.seq_len must be int, got 'x'"),
+    (BASE + ["--gin.TRAIN_TOKENS=1000"], "missing required gin binding MODEL_DIR"),
+])
+def test_bad_gin_is_one_clear_line(tmp_path, args, message):
+  code, lines = _one_error_line(args, str(tmp_path))
+  assert code == 2 and len(lines) == 1, lines
+  assert lines[0].startswith("synthjax.train: error: ") and message in lines[0]
+
+
+def test_model_dir_of_another_model_shape_is_refused(tmp_path):
+  d = str(tmp_path / "run")
+  _in_process(d, 8 * 32 * 2)
+  code, lines = _one_error_line(
+      BASE + [f"--gin.MODEL_DIR={d}", "--gin.TRAIN_TOKENS=1000", "--gin.ModelConfig.D=32"],
+      str(tmp_path))
+  assert code == 2 and len(lines) == 1, lines
+  assert "holds a checkpoint of another model shape (D=64 vs 32" in lines[0]
+
+
+def test_empty_data_source_is_one_clear_line(tmp_path):
+  empty = tmp_path / "empty.txt"
+  empty.write_text("\n\n")
+  code, lines = _one_error_line(
+      BASE + ["--gin.MODEL_DIR=m", "--gin.TRAIN_TOKENS=1000",
+              "--gin.TrainConfig.data_source=@ByteFileSource",
+              f"--gin.ByteFileSource.path={empty}"], str(tmp_path))
+  assert code == 2 and len(lines) == 1, lines
+  assert f"{empty}: empty data source" in lines[0]
