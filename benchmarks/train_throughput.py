@@ -1,0 +1,130 @@
+"""Training throughput: synthjax vs a PyTorch transformers Llama step of the same shape.
+
+    python benchmarks/train_throughput.py [--steps 5] [--batch 8] [--seq 256]
+
+Prints, from one run: the measured f32 matmul peak, synthjax tokens/s and MFU
+(6 N tokens/s over that peak), torch tokens/s at 1 and 2 threads, and the ratios.
+The model is gin_configs/models/bench_30m.gin (d 512, 8 layers, vocab 8192).
+Nothing here is asserted: the machine is shared, so compare the ratios within one run.
+"""
+import argparse
+import os
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def matmul_peak_flops(n=2048, repeats=7) -> float:
+  a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
+  f = jax.jit(lambda x, y: x @ y)
+  f(a, a).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a, a).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * n ** 3 / statistics.median(times)
+
+
+def bench_config():
+  from synthjax import gin_cli
+  from synthjax.models.config import ModelConfig
+  gin_cli.parse(["models/bench_30m.gin"])
+  return ModelConfig()
+
+
+def synthjax_tokens_per_s(cfg, batch, seq, steps) -> float:
+  import flax.linen as nn
+  from synthjax import sharding
+  from synthjax.models.llama import Transformer
+  from synthjax.training import optimizer
+  from synthjax.training.step import make_train_step
+  mesh = sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
+  rules = sharding.logical_axis_rules()
+  model = Transformer(cfg)
+  tx, lr = optimizer.make(optimizer.OptimizerConfig(), 1000)
+
+  def init(rng):
+    params = model.init(rng, jnp.zeros((1, seq), jnp.int32))["params"]
+    return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+  state, shardings = sharding.init_sharded(init, mesh, rules, jax.random.key(0))
+  step = make_train_step(model, tx, lr, shardings, sharding.batch_sharding(mesh), rules, mesh)
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(0, cfg.V, (batch, seq + 1)).astype(np.int32)
+  ones = np.ones((batch, seq), np.int32)
+  data = {"inputs": tokens[:, :-1], "targets": tokens[:, 1:], "weights": ones,
+          "segment_ids": ones, "positions": np.broadcast_to(np.arange(seq), (batch, seq))}
+  data = sharding.global_batch(data, mesh)
+  state, m = step(state, data)  # compile
+  jax.block_until_ready(m)
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    state, m = step(state, data)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t)
+  return batch * seq / statistics.median(times)
+
+
+def torch_tokens_per_s(cfg, batch, seq, steps, threads) -> float:
+  import torch
+  import transformers
+  torch.set_num_threads(threads)
+  torch.manual_seed(0)
+  config = transformers.LlamaConfig(
+      vocab_size=cfg.V, hidden_size=cfg.D, intermediate_size=cfg.F, num_hidden_layers=cfg.L,
+      num_attention_heads=cfg.H, num_key_value_heads=cfg.K, head_dim=cfg.Dh,
+      max_position_embeddings=cfg.max_len, tie_word_embeddings=cfg.tie_embeddings,
+      attn_implementation="sdpa")
+  model = transformers.LlamaForCausalLM(config)
+  opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.1)
+  x = torch.randint(0, cfg.V, (batch, seq + 1))
+
+  def one_step():
+    out = model(input_ids=x[:, :-1], labels=x[:, 1:].contiguous())
+    out.loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+
+  one_step()
+  times = []
+  for _ in range(steps):
+    t = time.perf_counter()
+    one_step()
+    times.append(time.perf_counter() - t)
+  return batch * seq / statistics.median(times)
+
+
+def main():
+  p = argparse.ArgumentParser(description=__doc__)
+  p.add_argument("--steps", type=int, default=5)
+  p.add_argument("--batch", type=int, default=8)
+  p.add_argument("--seq", type=int, default=256)
+  p.add_argument("--skip_torch", action="store_true")
+  args = p.parse_args()
+  from synthjax.models.flops import matmul_param_count, param_count, train_flops_per_token
+  cfg = bench_config()
+  peak = matmul_peak_flops()
+  n = param_count(cfg)
+  flops_6n = 6 * n
+  flops_full = train_flops_per_token(cfg, args.seq)
+  print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})")
+  print(f"model: bench_30m, N = {n / 1e6:.1f}M params, batch {args.batch}x{args.seq}")
+  print(f"f32 matmul peak (2048^3, median): {peak / 1e9:.1f} GFLOP/s")
+  ours = synthjax_tokens_per_s(cfg, args.batch, args.seq, args.steps)
+  print(f"synthjax: {ours:.0f} tokens/s, MFU {ours * flops_6n / peak:.1%} (6N), "
+        f"{ours * flops_full / peak:.1%} (6N_matmul + attention)")
+  if args.skip_torch:
+    return
+  for threads in (1, 2):
+    theirs = torch_tokens_per_s(cfg, args.batch, args.seq, args.steps, threads)
+    print(f"torch {threads} thread(s): {theirs:.0f} tokens/s, MFU {theirs * flops_6n / peak:.1%}"
+          f" (6N); synthjax / torch = {ours / theirs:.2f}")
+
+
+if __name__ == "__main__":
+  main()
