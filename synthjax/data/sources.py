@@ -1,0 +1,126 @@
+"""Text sources, each a real loader: local files by glob (JSONL, plain text, Parquet,
+ArrayRecord), TFDS datasets by name, and the generator's output shards (JSONL with provenance).
+
+Every document comes out as a dict with at least "id" and "text".
+"""
+import glob
+import json
+import os
+from typing import Dict, Iterator, List
+
+import seqio
+
+from synthjax.errors import UserError
+
+
+def expand(pattern: str) -> List[str]:
+  files = sorted(glob.glob(pattern, recursive=True)) if any(c in pattern for c in "*?[") else (
+      [pattern] if os.path.exists(pattern) else [])
+  files = [f for f in files if os.path.isfile(f)]
+  if not files:
+    raise UserError(f"{pattern}: no such file (nothing matches)")
+  return files
+
+
+def _jsonl(path: str, field: str) -> Iterator[Dict]:
+  with open(path, "rb") as f:
+    for i, raw in enumerate(f, start=1):
+      try:
+        line = raw.decode("utf-8")
+      except UnicodeDecodeError as e:
+        raise UserError(f"{path}:{i}: invalid UTF-8 at byte {e.start} of the line") from None
+      if not line.strip():
+        continue
+      try:
+        rec = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise UserError(f"{path}:{i}: invalid JSON ({e.msg})") from None
+      if not isinstance(rec, dict) or not isinstance(rec.get(field), str):
+        raise UserError(f"{path}:{i}: no string field {field!r}")
+      rec.setdefault("id", f"{os.path.basename(path)}:{i}")
+      rec["text"] = rec[field]
+      yield rec
+
+
+def _text(path: str) -> Iterator[Dict]:
+  with open(path, "rb") as f:
+    raw = f.read()
+  try:
+    text = raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    raise UserError(f"{path}: invalid UTF-8 at byte {e.start}") from None
+  for i, line in enumerate(text.splitlines(), start=1):
+    if line.strip():
+      yield {"id": f"{os.path.basename(path)}:{i}", "text": line}
+
+
+def _parquet(path: str, field: str) -> Iterator[Dict]:
+  import pyarrow.parquet as pq
+  try:
+    table = pq.read_table(path)
+  except Exception as e:  # pyarrow raises its own error types for broken files
+    raise UserError(f"{path}: unreadable Parquet file ({str(e).splitlines()[0]})") from None
+  if field not in table.column_names:
+    raise UserError(f"{path}: no column {field!r} (columns: {', '.join(table.column_names)})")
+  for i, rec in enumerate(table.to_pylist()):
+    rec.setdefault("id", f"{os.path.basename(path)}:{i}")
+    rec["text"] = rec[field]
+    yield rec
+
+
+def _array_record(path: str, field: str) -> Iterator[Dict]:
+  from array_record.python.array_record_module import ArrayRecordReader
+  reader = ArrayRecordReader(path)
+  try:
+    for i in range(reader.num_records()):
+      raw = reader.read([i])[0]
+      try:
+        rec = json.loads(raw.decode("utf-8"))
+      except (UnicodeDecodeError, json.JSONDecodeError):
+        rec = {field: raw.decode("utf-8", errors="strict")}
+      rec.setdefault("id", f"{os.path.basename(path)}:{i}")
+      rec["text"] = rec[field]
+      yield rec
+  except UnicodeDecodeError as e:
+    raise UserError(f"{path}: record is not UTF-8 text (byte {e.start})") from None
+  finally:
+    reader.close()
+
+
+def read_documents(pattern: str, text_field: str = "text") -> Iterator[Dict]:
+  """Documents of every file the glob matches, in sorted file order."""
+  for path in expand(pattern):
+    n = 0
+    if path.endswith((".jsonl", ".json")):
+      docs = _jsonl(path, text_field)
+    elif path.endswith(".parquet"):
+      docs = _parquet(path, text_field)
+    elif path.endswith(".array_record") or ".array_record-" in path:
+      docs = _array_record(path, text_field)
+    else:
+      docs = _text(path)
+    for doc in docs:
+      n += 1
+      yield doc
+    if n == 0:
+      raise UserError(f"{path}: empty file (no documents)")
+
+
+def local_source(pattern: str, text_field: str = "text") -> seqio.DataSource:
+  """A seqio DataSource over local files (one split, 'train')."""
+  import tensorflow as tf
+  expand(pattern)  # fail now, not inside tf.data
+
+  def dataset_fn(split, shuffle_files, seed=None):
+    del split, shuffle_files, seed
+    return tf.data.Dataset.from_generator(
+        lambda: ({"id": str(d["id"]), "text": d["text"]} for d in read_documents(
+            pattern, text_field)),
+        output_signature={"id": tf.TensorSpec((), tf.string), "text": tf.TensorSpec((), tf.string)})
+
+  return seqio.FunctionDataSource(dataset_fn, splits=["train"])
+
+
+def tfds_source(name: str, split_map=None, data_dir=None) -> seqio.DataSource:
+  """A TFDS dataset by name, e.g. 'c4/en:3.1.0' (needs the data prepared in data_dir)."""
+  return seqio.TfdsDataSource(tfds_name=name, splits=split_map, tfds_data_dir=data_dir)
