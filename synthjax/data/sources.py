@@ -118,7 +118,9 @@ def local_source(pattern: str, text_field: str = "text") -> seqio.DataSource:
             pattern, text_field)),
         output_signature={"id": tf.TensorSpec((), tf.string), "text": tf.TensorSpec((), tf.string)})
 
-  return seqio.FunctionDataSource(dataset_fn, splits=["train"])
+  source = seqio.FunctionDataSource(dataset_fn, splits=["train"])
+  source.synthjax_pattern = pattern  # lets the token cache hash the input files' bytes
+  return source
 
 
 def tfds_source(name: str, split_map=None, data_dir=None) -> seqio.DataSource:
