@@ -78,8 +78,11 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = (),
   """Clear gin, then parse files and bindings; any config error becomes a UserError."""
   search_paths = list(search_paths) + [GIN_CONFIGS]
   gin.clear_config()
-  for root in search_paths:
-    gin.add_config_file_search_path(root)
+  # Our folders come before the working directory (gin 0.5.0 keeps them in this list and only
+  # appends): gin's package-resource reader errors on an include like 'models/x.gin' when the
+  # working directory happens to hold a folder named 'models'.
+  from gin import config as gin_config
+  gin_config._LOCATION_PREFIXES[:] = search_paths + [""]
   files = [_resolve(f, search_paths) for f in gin_files]
   root = logging.getLogger()
   level = root.level

@@ -155,7 +155,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
         read(*pending)
       pending = (step, metrics)
       is_eval = step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)
-      stop = bool(preempted) and _all_hosts_agree(bool(preempted))
+      stop = _should_stop(preempted, step, cfg.log_every)
       if is_eval or step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
         extra = evaluate(eval_step, state["params"], domain_batches) if is_eval else None
         read(step, metrics, extra)
@@ -192,11 +192,15 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
   return record
 
 
-def _all_hosts_agree(flag: bool) -> bool:
+def _should_stop(preempted: list, step: int, every: int) -> bool:
+  """One host alone decides on every step; many hosts must stop at the same step, so they
+  compare flags (a collective all of them call) on a fixed schedule."""
   if jax.process_count() == 1:
-    return flag
+    return bool(preempted)
+  if step % every:
+    return False
   from jax.experimental import multihost_utils
-  return bool(np.any(multihost_utils.process_allgather(np.asarray([flag]))))
+  return bool(np.any(multihost_utils.process_allgather(np.asarray([bool(preempted)]))))
 
 
 def _run(rest):

@@ -81,7 +81,8 @@ def parse_mixture(name: str) -> Dict[str, float]:
 
 
 def mixture_name(shares: Mapping[str, float]) -> str:
-  """Canonical name: the largest-share first component unshared... natural first if present."""
+  """Canonical name of a share dict: natural (else the alphabetically first task) leads and
+  takes the remainder; the others carry their shares to two decimals."""
   items = sorted(shares.items(), key=lambda kv: (kv[0] != "natural", kv[0]))
   items = [(t, s) for t, s in items if s > 0]
   if len(items) == 1:

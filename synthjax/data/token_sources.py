@@ -97,9 +97,9 @@ class ByteFileSource(_RowSource):
     if not raw.strip():
       raise UserError(f"{path}: empty data source (no text)")
     docs = [d for d in raw.split(b"\n") if d.strip()]
-    self.stream = np.concatenate([np.frombuffer(d, np.uint8).astype(np.int64) + 1
-                                  for d in docs for d in (d + b"\x00",)])
-    self.stream[self.stream == 1] = 0  # the appended separator byte 0 -> token 0
+    # token = byte + 1, and token 0 ends each document
+    self.stream = np.concatenate([np.append(np.frombuffer(d, np.uint8).astype(np.int64) + 1, 0)
+                                  for d in docs])
     self.mixture = os.path.basename(path)
     self.shares = {"natural": 1.0}
 

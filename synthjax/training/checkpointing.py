@@ -60,9 +60,9 @@ class TrainCheckpointer:
     if jax.process_index() != 0:
       return
     root = os.path.join(self.model_dir, "data_state")
-    kept = set(self.manager.all_steps()) | {self.manager.latest_step()}
+    kept = set(self.manager.all_steps())
+    newest = max(kept, default=0)
     for name in os.listdir(root):
-      # Keep the newest few too: their orbax saves may still be in flight.
-      if name.isdigit() and int(name) not in kept and int(name) < max(
-          (s for s in kept if s is not None), default=0):
+      # Steps newer than the newest committed one may still be saving: keep those too.
+      if name.isdigit() and int(name) not in kept and int(name) < newest:
         shutil.rmtree(os.path.join(root, name), ignore_errors=True)
