@@ -59,23 +59,45 @@ def make_mesh(axes: Mapping[str, int] = (("data", -1), ("fsdp", 1), ("tensor", 1
   return Mesh(device_grid, tuple(axes.keys()))
 
 
+def _fit(spec: P, shape, mesh: Mesh) -> P:
+  """Drop mesh axes from dimensions they do not divide (e.g. 3 kv heads on 4 tensor shards):
+  that dimension is replicated instead of failing."""
+  out = []
+  for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
+    names = (axes,) if isinstance(axes, str) else tuple(axes or ())
+    kept = tuple(a for a in names if dim % mesh.shape[a] == 0)
+    while kept and dim % math.prod(mesh.shape[a] for a in kept):
+      kept = kept[:-1]
+    out.append(kept[0] if len(kept) == 1 else (kept or None))
+  return P(*out)
+
+
 def logical_shardings(boxed_tree, mesh: Mesh, rules: Rules):
   """NamedShardings for a tree of nn.Partitioned (or abstract) leaves; plain leaves replicate."""
   specs = nn.get_partition_spec(boxed_tree)
-  return nn.logical_to_mesh_sharding(specs, mesh, rules)
+  mesh_specs = nn.logical_to_mesh(specs, rules)
+  unboxed = nn.unbox(boxed_tree)
+  fitted = jax.tree.map(lambda spec, leaf: NamedSharding(mesh, _fit(spec, leaf.shape, mesh)),
+                        mesh_specs, unboxed, is_leaf=lambda x: isinstance(x, P))
+  return fitted
 
 
 def init_sharded(init_fn: Callable, mesh: Mesh, rules: Rules, *args):
   """Run `init_fn(*args)` (returning a boxed Flax variable tree) so that every leaf is born
   on its final shards: no host or single device ever holds the whole model."""
   abstract = jax.eval_shape(init_fn, *args)
-  shardings = nn.unbox(logical_shardings(abstract, mesh, rules))
+  shardings = logical_shardings(abstract, mesh, rules)
 
   def unboxed_init(*a):
     return nn.unbox(init_fn(*a))
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
     return jax.jit(unboxed_init, out_shardings=shardings)(*args), shardings
+
+
+def named(mesh: Mesh, rules: Rules, logical_axes, shape) -> NamedSharding:
+  """The sharding of one array with the given logical axes (indivisible axes replicated)."""
+  return NamedSharding(mesh, _fit(nn.logical_to_mesh_axes(logical_axes, rules), shape, mesh))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

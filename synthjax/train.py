@@ -102,7 +102,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
                            process_count=jax.process_count())
   start = ckpt.latest_step()
   abstract = jax.eval_shape(init_state, jax.random.key(cfg.seed))
-  shardings = nn.unbox(sharding.logical_shardings(abstract, mesh, rules))
+  shardings = sharding.logical_shardings(abstract, mesh, rules)
   if start is None:
     state, _ = sharding.init_sharded(init_state, mesh, rules, jax.random.key(cfg.seed))
     start = 0

@@ -1,0 +1,230 @@
+"""Batched decoding with a KV cache, static shapes and refilled slots.
+
+A fixed number of batch slots share one KV cache [slots, max_len, K, Dh] per layer. A request
+is prefilled into a free slot (prompt padded to a length bucket, so prefill compiles once per
+bucket), then every decode step advances all busy slots by one token. A slot whose request
+ends (EOS, a stop string, max new tokens, or a full cache) is refilled from the queue at once,
+so one long output never holds the others back.
+
+Sampling runs on device per slot: greedy (temperature 0), temperature, top-k, top-p and a
+repetition penalty, with a key derived from the request's own seed and its token index, so a
+request's output does not depend on which slot or batch it ran in.
+"""
+import collections
+import dataclasses
+from typing import List, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from synthjax import sharding
+from synthjax.errors import UserError
+from synthjax.models.config import ModelConfig
+from synthjax.models.llama import Transformer, init_cache
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+  temperature: float = 0.0        # 0 = greedy
+  top_k: int = 0                  # 0 = off
+  top_p: float = 1.0              # 1 = off
+  repetition_penalty: float = 1.0
+  max_new_tokens: int = 128
+  seed: int = 0
+
+
+@dataclasses.dataclass
+class Request:
+  prompt: Sequence[int]
+  sampling: Sampling = Sampling()
+  stop: Sequence[str] = ()
+
+
+@dataclasses.dataclass
+class Result:
+  tokens: List[int]
+  finish: str            # "eos", "stop", "length" (max new tokens) or "context" (cache full)
+
+
+def sample_tokens(logits_BxV, keys, temperature_B, top_k_B, top_p_B, penalty_B, seen_BxV):
+  """One token per row under that row's own sampling settings."""
+  logits = logits_BxV.astype(jnp.float32)
+  penalised = jnp.where(logits > 0, logits / penalty_B[:, None], logits * penalty_B[:, None])
+  logits = jnp.where(seen_BxV, penalised, logits)
+  greedy = jnp.argmax(logits, axis=-1)
+  scaled = logits / jnp.maximum(temperature_B, 1e-6)[:, None]
+  ordered = jnp.sort(scaled, axis=-1)[:, ::-1]
+  V = logits.shape[-1]
+  kth = jnp.take_along_axis(ordered, jnp.clip(top_k_B - 1, 0, V - 1)[:, None], axis=-1)
+  scaled = jnp.where((top_k_B[:, None] > 0) & (scaled < kth), -jnp.inf, scaled)
+  # top-p: keep the smallest prefix of the sorted distribution whose mass reaches p
+  probs = jax.nn.softmax(jnp.sort(scaled, axis=-1)[:, ::-1], axis=-1)
+  cumulative = jnp.cumsum(probs, axis=-1)
+  cutoff_index = jnp.sum(cumulative < top_p_B[:, None], axis=-1)
+  cutoff = jnp.take_along_axis(jnp.sort(scaled, axis=-1)[:, ::-1],
+                               jnp.clip(cutoff_index, 0, V - 1)[:, None], axis=-1)
+  scaled = jnp.where(scaled < cutoff, -jnp.inf, scaled)
+  sampled = jax.vmap(jax.random.categorical)(keys, scaled)
+  return jnp.where(temperature_B <= 0, greedy, sampled).astype(jnp.int32)
+
+
+class Engine:
+
+  def __init__(self, cfg: ModelConfig, params, eos_ids: Sequence[int], slots: int = 8,
+               max_len: int = 512, buckets: Sequence[int] = (16, 32, 64, 128, 256, 512),
+               mesh=None, rules=None, decode_text=None):
+    if cfg.scan_layers:
+      raise UserError("generation needs unstacked layers (convert without --scan_layers)")
+    self.cfg, self.slots, self.max_len = cfg, slots, max_len
+    self.buckets = sorted(b for b in buckets if b <= max_len) or [max_len]
+    self.eos_ids = set(int(e) for e in eos_ids)
+    self.decode_text = decode_text  # ids -> str, needed for stop strings
+    self.mesh = mesh or sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1},
+                                           jax.devices()[:1])
+    self.rules = rules or sharding.logical_axis_rules()
+    self.model = Transformer(cfg)
+    abstract = jax.eval_shape(lambda: self.model.init(
+        jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))["params"]
+    self.param_shardings = sharding.logical_shardings(abstract, self.mesh, self.rules)
+    self.params = jax.device_put(nn.unbox(params), self.param_shardings)
+    kv_sharding = sharding.named(self.mesh, self.rules, ("batch", "length", "kv_heads",
+                                                         "head_dim"), (slots, max_len, cfg.K, cfg.Dh))
+    self.cache = jax.device_put(init_cache(cfg, slots, max_len), kv_sharding)
+    self.seen = jnp.zeros((slots, cfg.V), bool)
+    self._prefill = jax.jit(self._prefill_fn, donate_argnums=(1, 2))
+    self._decode = jax.jit(self._decode_fn, donate_argnums=(1, 2))
+
+  # --- device functions -------------------------------------------------------------------
+
+  def _apply(self, params, *args):
+    return self.model.apply({"params": params}, *args)
+
+  def _on_mesh(self, fn, *args):
+    """Call a jitted step with the mesh and logical rules in force (set outside of jit)."""
+    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+      return fn(*args)
+
+  def _prefill_fn(self, params, cache, seen, slot, tokens_1xP, length, sampling, key):
+    P_len = tokens_1xP.shape[1]
+    S = self.max_len
+    slot_cache = [{k: jax.lax.dynamic_slice_in_dim(v, slot, 1, axis=0) for k, v in c.items()}
+                  for c in cache]
+    positions = jnp.arange(P_len)[None]
+    valid = (jnp.arange(P_len) < length).astype(jnp.int32)[None]
+    kv_positions = jnp.arange(S)[None]
+    kv_valid = (jnp.arange(S) < length).astype(jnp.int32)[None]
+    logits, slot_cache = self._apply(params, tokens_1xP, positions, valid, slot_cache,
+                                     jnp.zeros((1,), jnp.int32), kv_positions, kv_valid)
+    cache = [{k: jax.lax.dynamic_update_slice_in_dim(cache[i][k], slot_cache[i][k], slot, axis=0)
+              for k in ("k", "v")} for i in range(len(cache))]
+    row_seen = jnp.zeros((self.cfg.V,), bool).at[tokens_1xP[0]].max(valid[0].astype(bool))
+    seen = jax.lax.dynamic_update_slice_in_dim(seen, row_seen[None], slot, axis=0)
+    last = jnp.take(logits[0], length - 1, axis=0)[None]
+    token = sample_tokens(last, key[None], *(s[None] for s in sampling),
+                          jax.lax.dynamic_slice_in_dim(seen, slot, 1, axis=0))[0]
+    seen = seen.at[slot, token].set(True)
+    return cache, seen, token
+
+  def _decode_fn(self, params, cache, seen, tokens_B, lengths_B, busy_B, sampling, keys):
+    S = self.max_len
+    kv_positions = jnp.broadcast_to(jnp.arange(S), (self.slots, S))
+    kv_valid = ((jnp.arange(S)[None] <= lengths_B[:, None]) & busy_B[:, None]).astype(jnp.int32)
+    logits, cache = self._apply(params, tokens_B[:, None], lengths_B[:, None],
+                                busy_B[:, None].astype(jnp.int32), cache, lengths_B,
+                                kv_positions, kv_valid)
+    next_B = sample_tokens(logits[:, 0], keys, *sampling, seen)
+    seen = seen.at[jnp.arange(self.slots), next_B].max(busy_B)
+    return cache, seen, next_B
+
+  # --- host loop --------------------------------------------------------------------------
+
+  def _bucket(self, n: int) -> int:
+    for b in self.buckets:
+      if n <= b:
+        return b
+    raise UserError(f"prompt of {n} tokens is longer than the context ({self.max_len} tokens)")
+
+  @staticmethod
+  def _key(seed: int, index: int):
+    return jax.random.fold_in(jax.random.key(seed), index)
+
+  def generate(self, requests: Sequence[Request], on_result=None) -> List[Result]:
+    """Run every request; `on_result(i, result)` is called as each one finishes."""
+    for i, r in enumerate(requests):
+      if len(r.prompt) == 0:
+        raise UserError(f"request {i}: empty prompt")
+      if len(r.prompt) >= self.max_len:
+        raise UserError(f"request {i}: prompt of {len(r.prompt)} tokens is longer than the "
+                        f"context ({self.max_len} tokens)")
+      if r.stop and self.decode_text is None:
+        raise UserError("stop strings need the engine's decode_text")
+    queue = collections.deque(range(len(requests)))
+    results: List[Optional[Result]] = [None] * len(requests)
+    owner = [-1] * self.slots
+    lengths = np.zeros(self.slots, np.int32)   # tokens in each slot's cache
+    last = np.zeros(self.slots, np.int32)      # each slot's newest token (not yet cached)
+    out = [[] for _ in range(self.slots)]
+
+    def sampling_arrays(slot_requests):
+      fields = ("temperature", "top_k", "top_p", "repetition_penalty")
+      dtypes = (np.float32, np.int32, np.float32, np.float32)
+      return tuple(jnp.asarray([getattr(requests[i].sampling, f) if i >= 0 else d(0)
+                                for i in slot_requests], d) for f, d in zip(fields, dtypes))
+
+    def finish_reason(slot):
+      req = requests[owner[slot]]
+      if out[slot][-1] in self.eos_ids:
+        return "eos"
+      if req.stop and any(s in self.decode_text(out[slot]) for s in req.stop):
+        return "stop"
+      if len(out[slot]) >= req.sampling.max_new_tokens:
+        return "length"
+      if lengths[slot] + 1 >= self.max_len:
+        return "context"
+      return None
+
+    def retire_and_refill(slot):
+      while True:
+        if owner[slot] >= 0:
+          reason = finish_reason(slot)
+          if reason is None:
+            return
+          result = Result(out[slot], reason)
+          results[owner[slot]] = result
+          if on_result:
+            on_result(owner[slot], result)
+          owner[slot] = -1
+        if not queue:
+          return
+        i = queue.popleft()
+        req = requests[i]
+        n = len(req.prompt)
+        padded = np.zeros((1, self._bucket(n)), np.int32)
+        padded[0, :n] = req.prompt
+        s = req.sampling
+        self.cache, self.seen, token = self._on_mesh(
+            self._prefill, self.params, self.cache, self.seen, slot, jnp.asarray(padded), n,
+            (jnp.float32(s.temperature), jnp.int32(s.top_k), jnp.float32(s.top_p),
+             jnp.float32(s.repetition_penalty)), self._key(s.seed, 0))
+        owner[slot], lengths[slot] = i, n
+        last[slot] = int(token)
+        out[slot] = [int(token)]
+
+    for slot in range(self.slots):
+      retire_and_refill(slot)
+    while any(o >= 0 for o in owner):
+      busy = np.asarray([o >= 0 for o in owner])
+      keys = jnp.stack([self._key(requests[o].sampling.seed, len(out[s])) if o >= 0
+                        else self._key(0, 0) for s, o in enumerate(owner)])
+      self.cache, self.seen, next_tokens = self._on_mesh(
+          self._decode, self.params, self.cache, self.seen, jnp.asarray(last), jnp.asarray(lengths),
+          jnp.asarray(busy), sampling_arrays(owner), keys)
+      next_tokens = np.asarray(next_tokens)
+      for slot in np.flatnonzero(busy):
+        lengths[slot] += 1
+        last[slot] = next_tokens[slot]
+        out[slot].append(int(next_tokens[slot]))
+        retire_and_refill(slot)
+    return results
