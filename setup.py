@@ -46,6 +46,7 @@ setup(
     description="Study synthetic data in LLM pretraining: generate, mix, train, fit, report.",
     packages=find_packages(include=["synthjax", "synthjax.*"]),
     python_requires=">=3.11,<3.12",
+    package_data={"synthjax.generate": ["templates/*.json"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
 )

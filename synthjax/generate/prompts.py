@@ -1,0 +1,90 @@
+"""Prompt styles (versioned, editable JSON templates), chat formats and chunking.
+
+A template file holds {"style", "version", "system", "user" (with {text}), "prefill"}. The
+prefill opens the assistant turn ("Paraphrased paragraph:") so that small instruct models
+write in the asked style at once instead of commenting on the request.
+"""
+import json
+import os
+import re
+from typing import Callable, List
+
+from synthjax.errors import UserError
+
+TEMPLATES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "templates")
+STYLES = ("hq", "qa", "easy", "hard", "textbook")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def load_template(style_or_path: str) -> dict:
+  path = style_or_path if style_or_path.endswith(".json") else os.path.join(
+      TEMPLATES, f"{style_or_path}.json")
+  if not os.path.exists(path):
+    raise UserError(f"unknown style {style_or_path!r}: no template {path} (styles: "
+                    f"{', '.join(STYLES)}, or a path to your own .json template)")
+  try:
+    with open(path) as f:
+      t = json.load(f)
+  except json.JSONDecodeError as e:
+    raise UserError(f"{path}: invalid JSON ({e.msg})") from None
+  for field in ("style", "version", "user", "prefill"):
+    if field not in t:
+      raise UserError(f"{path}: template is missing field {field!r}")
+  if "{text}" not in t["user"]:
+    raise UserError(f"{path}: field 'user' has no {{text}} placeholder")
+  t.setdefault("system", "")
+  return t
+
+
+def chat_format(chat_template: str) -> str:
+  """Which instruct format a tokenizer's chat template uses."""
+  if "<|im_start|>" in chat_template:
+    return "chatml"
+  if "<|start_header_id|>" in chat_template:
+    return "llama3"
+  raise UserError("the generator's chat template is neither ChatML nor Llama-3")
+
+
+def render(template: dict, text: str, fmt: str) -> str:
+  """The prompt string: system and user turns, then the opened assistant turn + prefill."""
+  user = template["user"].replace("{text}", text)
+  if fmt == "chatml":
+    system = f"<|im_start|>system\n{template['system']}<|im_end|>\n" if template["system"] else ""
+    return (f"{system}<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+            f"{template['prefill']}")
+  if fmt == "llama3":
+    system = (f"<|start_header_id|>system<|end_header_id|>\n\n{template['system']}<|eot_id|>"
+              if template["system"] else "")
+    return (f"<|begin_of_text|>{system}<|start_header_id|>user<|end_header_id|>\n\n{user}"
+            f"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n{template['prefill']}")
+  raise UserError(f"unknown chat format {fmt!r}")
+
+
+def chunk(text: str, max_tokens: int, count: Callable[[str], int]) -> List[str]:
+  """Split at sentence ends into pieces of at most max_tokens (WRAP used about 300: longer
+  chunks lose content when rephrased); a sentence longer than that is cut by words."""
+  pieces, current = [], ""
+  for sentence in _SENTENCE.split(" ".join(text.split())):
+    if not sentence:
+      continue
+    candidate = f"{current} {sentence}".strip()
+    if count(candidate) <= max_tokens:
+      current = candidate
+      continue
+    if current:
+      pieces.append(current)
+    current = ""
+    words = sentence.split()
+    while words:  # the sentence alone is too long: take as many words as fit
+      take = len(words)
+      while take > 1 and count(" ".join(words[:take])) > max_tokens:
+        take = max(1, take * 3 // 4)
+      piece = " ".join(words[:take])
+      words = words[take:]
+      if words:
+        pieces.append(piece)
+      else:
+        current = piece
+  if current:
+    pieces.append(current)
+  return pieces
