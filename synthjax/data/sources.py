@@ -8,8 +8,6 @@ import json
 import os
 from typing import Dict, Iterator, List
 
-import seqio
-
 from synthjax.errors import UserError
 
 
@@ -106,8 +104,9 @@ def read_documents(pattern: str, text_field: str = "text") -> Iterator[Dict]:
       raise UserError(f"{path}: empty file (no documents)")
 
 
-def local_source(pattern: str, text_field: str = "text") -> seqio.DataSource:
+def local_source(pattern: str, text_field: str = "text"):
   """A seqio DataSource over local files (one split, 'train')."""
+  import seqio  # imported here: TensorFlow is slow to load and chatty, readers need neither
   import tensorflow as tf
   expand(pattern)  # fail now, not inside tf.data
 
@@ -123,6 +122,7 @@ def local_source(pattern: str, text_field: str = "text") -> seqio.DataSource:
   return source
 
 
-def tfds_source(name: str, split_map=None, data_dir=None) -> seqio.DataSource:
+def tfds_source(name: str, split_map=None, data_dir=None):
   """A TFDS dataset by name, e.g. 'c4/en:3.1.0' (needs the data prepared in data_dir)."""
+  import seqio
   return seqio.TfdsDataSource(tfds_name=name, splits=split_map, tfds_data_dir=data_dir)

@@ -8,7 +8,7 @@ Rerunning the same command resumes: finished shards are kept, the rest are gener
 """
 import json
 
-from synthjax import gin_cli, sharding
+from synthjax import gin_cli
 from synthjax.errors import UserError
 from synthjax.generate.job import GenerateConfig, run
 
@@ -16,7 +16,6 @@ from synthjax.generate.job import GenerateConfig, run
 def _run(rest):
   if rest:
     raise UserError(f"unknown arguments: {' '.join(rest)}")
-  sharding.init_distributed()
   manifest = run(gin_cli.call_configured(GenerateConfig))
   print(json.dumps({k: manifest.get(k) for k in ("chunks", "kept", "rejected", "complete")}))
 

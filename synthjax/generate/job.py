@@ -6,6 +6,9 @@ k mod H. A shard is written whole under a temporary name and renamed when all it
 done, so a killed job redoes at most the shards in flight: every chunk ends up exactly once,
 either in OUT/shard-k.jsonl (kept) or OUT/rejected/shard-k.jsonl (with the filter's reason).
 
+Hosts need no JAX system between them: each runs its own engine on its own devices and takes
+every host_count-th shard.
+
 OUT/manifest.json holds the job's settings (a rerun with other settings is refused) and, once
 every shard exists, the totals: chunks, kept, rejected per reason, tokens.
 """
@@ -46,6 +49,9 @@ class GenerateConfig:
   shard_size: int = 32                # chunks per output shard
   slots: int = 16                     # concurrent sequences (performance only)
   max_len: int = 1024                 # KV cache length: prompt + output
+  # Hosts work independently (no collectives): host i of n takes shards i, i+n, ...
+  host_index: int = int(os.environ.get("SYNTHJAX_PROCESS_ID", 0))
+  host_count: int = int(os.environ.get("SYNTHJAX_NUM_PROCESSES", 1))
 
 
 def resolve_generator(name: str) -> str:
@@ -64,7 +70,7 @@ def resolve_generator(name: str) -> str:
 
 def _signature(cfg: GenerateConfig, template: dict, generator_dir: str) -> dict:
   sig = {k: v for k, v in dataclasses.asdict(cfg).items()
-         if k not in ("output_dir", "slots", "max_len")}
+         if k not in ("output_dir", "slots", "max_len", "host_index", "host_count")}
   sig.update(prompt_version=template["version"], generator_dir=os.path.abspath(generator_dir))
   return sig
 
@@ -72,8 +78,7 @@ def _signature(cfg: GenerateConfig, template: dict, generator_dir: str) -> dict:
 def _check_manifest(out_dir: str, sig: dict) -> None:
   path = os.path.join(out_dir, "manifest.json")
   if not os.path.exists(path):
-    if jax.process_index() == 0:
-      atomic.write_json(path, {"job": sig})
+    atomic.write_json(path, {"job": sig})  # every host writes the same content
     return
   with open(path) as f:
     old = json.load(f).get("job", {})
@@ -110,7 +115,9 @@ def run(cfg: GenerateConfig) -> dict:
   _check_manifest(cfg.output_dir, sig)
 
   n_shards = (len(chunks) + cfg.shard_size - 1) // cfg.shard_size
-  mine = [k for k in range(n_shards) if k % jax.process_count() == jax.process_index()
+  if not 0 <= cfg.host_index < cfg.host_count:
+    raise UserError(f"host_index {cfg.host_index} is outside 0..{cfg.host_count - 1}")
+  mine = [k for k in range(n_shards) if k % cfg.host_count == cfg.host_index
           and not os.path.exists(_shard_path(cfg.output_dir, k))]
   requests = {}
   for k in mine:
@@ -124,14 +131,17 @@ def run(cfg: GenerateConfig) -> dict:
   if mine:
     params = store.load_params(generator_dir, model_cfg)
     engine = Engine(model_cfg, params, eos_ids=[meta.get("eos_id", -1)], slots=cfg.slots,
-                    max_len=cfg.max_len, mesh=_local_mesh(), decode_text=tokenizer.decode)
+                    max_len=cfg.max_len, mesh=_mesh(cfg.slots), decode_text=tokenizer.decode)
     _generate_shards(cfg, engine, tokenizer, template, chunks, mine, requests, generator_dir)
   return finalize(cfg.output_dir, n_shards, len(chunks))
 
 
-def _local_mesh():
+def _mesh(slots: int):
+  """Slots data-parallel over as many of this host's devices as divide them evenly."""
+  import math
   from synthjax import sharding
-  return sharding.make_mesh({"data": -1, "fsdp": 1, "tensor": 1}, jax.local_devices())
+  n = math.gcd(slots, len(jax.local_devices()))
+  return sharding.make_mesh({"data": n, "fsdp": 1, "tensor": 1}, jax.local_devices()[:n])
 
 
 def _shard_path(out_dir: str, k: int, rejected: bool = False) -> str:

