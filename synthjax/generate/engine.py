@@ -127,7 +127,9 @@ class Engine:
     seen = seen.at[slot, token].set(True)
     return cache, seen, token
 
-  def _decode_fn(self, params, cache, seen, tokens_B, lengths_B, busy_B, sampling, keys):
+  def _decode_fn(self, params, cache, seen, tokens_B, lengths_B, busy_B, sampling, seeds_B,
+                 counts_B):
+    keys = jax.vmap(lambda s, c: jax.random.fold_in(jax.random.key(s), c))(seeds_B, counts_B)
     S = self.max_len
     kv_positions = jnp.broadcast_to(jnp.arange(S), (self.slots, S))
     kv_valid = ((jnp.arange(S)[None] <= lengths_B[:, None]) & busy_B[:, None]).astype(jnp.int32)
@@ -148,7 +150,7 @@ class Engine:
 
   @staticmethod
   def _key(seed: int, index: int):
-    return jax.random.fold_in(jax.random.key(seed), index)
+    return jax.random.fold_in(jax.random.key(np.uint32(seed)), index)
 
   def generate(self, requests: Sequence[Request], on_result=None) -> List[Result]:
     """Run every request; `on_result(i, result)` is called as each one finishes."""
@@ -216,11 +218,11 @@ class Engine:
       retire_and_refill(slot)
     while any(o >= 0 for o in owner):
       busy = np.asarray([o >= 0 for o in owner])
-      keys = jnp.stack([self._key(requests[o].sampling.seed, len(out[s])) if o >= 0
-                        else self._key(0, 0) for s, o in enumerate(owner)])
+      seeds = np.asarray([requests[o].sampling.seed if o >= 0 else 0 for o in owner], np.uint32)
+      counts = np.asarray([len(x) for x in out], np.int32)  # token index the key is for
       self.cache, self.seen, next_tokens = self._on_mesh(
           self._decode, self.params, self.cache, self.seen, jnp.asarray(last), jnp.asarray(lengths),
-          jnp.asarray(busy), sampling_arrays(owner), keys)
+          jnp.asarray(busy), sampling_arrays(owner), jnp.asarray(seeds), jnp.asarray(counts))
       next_tokens = np.asarray(next_tokens)
       for slot in np.flatnonzero(busy):
         lengths[slot] += 1
