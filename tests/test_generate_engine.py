@@ -82,6 +82,14 @@ def test_sample_tokens_controls():
   top1 = [sample_tokens(logits, jax.random.split(jax.random.key(i), 3), ones * 5.0,
                         jnp.ones(3, jnp.int32), ones, ones, seen).tolist() for i in range(5)]
   assert all(t == [2, 2, 2] for t in top1)  # top-k 1 is greedy whatever the temperature
+  nucleus = [sample_tokens(logits, jax.random.split(jax.random.key(i), 3), ones,
+                           jnp.zeros(3, jnp.int32), ones * 0.5, ones, seen).tolist()
+             for i in range(5)]
+  assert all(t == [2, 2, 2] for t in nucleus)  # token 2 alone holds over half the mass
+  spread = {tuple(sample_tokens(logits * 0.01, jax.random.split(jax.random.key(i), 3), ones,
+                                jnp.zeros(3, jnp.int32), ones, ones, seen).tolist())
+            for i in range(5)}
+  assert len(spread) > 1  # flat logits, no truncation: samples differ
   penalised = sample_tokens(logits, keys, jnp.zeros(3), jnp.zeros(3, jnp.int32), ones,
                             ones * 10.0, seen.at[:, 2].set(True))
   assert penalised.tolist() == [3, 3, 3]  # 5/10 < 2: the seen token loses
