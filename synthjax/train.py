@@ -86,6 +86,12 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
   primary = jax.process_index() == 0
   os.makedirs(cfg.model_dir, exist_ok=True)
   _check_model_dir(cfg.model_dir, model_cfg)
+  record_path = os.path.join(cfg.model_dir, "run.json")
+  if os.path.exists(record_path):
+    with open(record_path) as f:
+      record = json.load(f)
+    if record.get("steps") == cfg.steps:  # finished already: a rerun changes nothing
+      return record
   mesh = sharding.make_mesh()
   rules = sharding.logical_axis_rules()
   model = Transformer(model_cfg)
@@ -169,6 +175,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
         raise Preempted(step)
     if pending is not None:
       read(*pending)
+    if not final_eval and domain_batches:  # killed after the last save, before the record
+      final_eval = evaluate(eval_step, state["params"], domain_batches)
   finally:
     signal.signal(signal.SIGTERM, previous_handler)
     writer.close()
@@ -188,7 +196,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
   }
   if primary:
     gin_cli.write_operative_config(cfg.model_dir)
-    atomic.write_json(os.path.join(cfg.model_dir, "run.json"), record)
+    atomic.write_json(record_path, record)
   return record
 
 

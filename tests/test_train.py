@@ -80,6 +80,11 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
   with open(os.path.join(killed, "run.json")) as f:
     record = json.load(f)
   assert record["D"] == tokens and set(record["losses"]) == {"markov0", "markov1"}
+  # a finished run rerun is a no-op that keeps its record
+  again = subprocess.run(_train_cmd(killed, tokens, *LOG_EVERY_STEP), env=_env(), check=True,
+                         capture_output=True, text=True)
+  assert json.loads(again.stdout.strip().splitlines()[-1])["loss"] == record["loss"]
+  assert _losses(killed) == ref_losses
 
 
 def _free_port():

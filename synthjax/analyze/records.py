@@ -14,6 +14,7 @@ import math
 import os
 from typing import Dict, List
 
+from synthjax import jsonl
 from synthjax.errors import UserError
 
 NATURAL = "natural"
@@ -79,17 +80,7 @@ def _from_csv(path: str) -> List[dict]:
 
 
 def _from_jsonl(path: str) -> List[dict]:
-  out = []
-  with open(path) as f:
-    for i, line in enumerate(f, start=1):
-      if not line.strip():
-        continue
-      try:
-        rec = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{i}: invalid JSON ({e.msg})") from None
-      out.append(normalise(rec, f"{path}:{i}"))
-  return out
+  return [normalise(rec, f"{path}:{i}") for i, rec in jsonl.records(path)]
 
 
 def _from_run_json(path: str) -> dict:

@@ -8,6 +8,7 @@ import json
 import os
 from typing import Dict, Iterator, List
 
+from synthjax import jsonl
 from synthjax.errors import UserError
 
 
@@ -21,23 +22,12 @@ def expand(pattern: str) -> List[str]:
 
 
 def _jsonl(path: str, field: str) -> Iterator[Dict]:
-  with open(path, "rb") as f:
-    for i, raw in enumerate(f, start=1):
-      try:
-        line = raw.decode("utf-8")
-      except UnicodeDecodeError as e:
-        raise UserError(f"{path}:{i}: invalid UTF-8 at byte {e.start} of the line") from None
-      if not line.strip():
-        continue
-      try:
-        rec = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise UserError(f"{path}:{i}: invalid JSON ({e.msg})") from None
-      if not isinstance(rec, dict) or not isinstance(rec.get(field), str):
-        raise UserError(f"{path}:{i}: no string field {field!r}")
-      rec.setdefault("id", f"{os.path.basename(path)}:{i}")
-      rec["text"] = rec[field]
-      yield rec
+  for i, rec in jsonl.records(path):
+    if not isinstance(rec, dict) or not isinstance(rec.get(field), str):
+      raise UserError(f"{path}:{i}: no string field {field!r}")
+    rec.setdefault("id", f"{os.path.basename(path)}:{i}")
+    rec["text"] = rec[field]
+    yield rec
 
 
 def _text(path: str) -> Iterator[Dict]:
