@@ -89,7 +89,7 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = (),
   root.setLevel(logging.CRITICAL)  # gin logs every search path an include is not found in
   try:
     gin.parse_config_files_and_bindings(files, bindings, finalize_config=False)
-  except (ValueError, SyntaxError, IOError, TypeError) as e:
+  except (ValueError, SyntaxError, IOError, TypeError, KeyError) as e:
     raise UserError(f"bad gin config: {_one_line(e)}") from None
   finally:
     root.setLevel(level)

@@ -50,6 +50,7 @@ class GenerateConfig:
   slots: int = 16                     # concurrent sequences (performance only)
   max_len: int = 1024                 # KV cache length: prompt + output
   # Hosts work independently (no collectives): host i of n takes shards i, i+n, ...
+  apply_filter: bool = True           # False keeps every output (its reason goes in "flag")
   host_index: int = int(os.environ.get("SYNTHJAX_PROCESS_ID", 0))
   host_count: int = int(os.environ.get("SYNTHJAX_NUM_PROCESSES", 1))
 
@@ -171,10 +172,12 @@ def _generate_shards(cfg, engine, tokenizer, template, chunks, mine, requests, g
                  os.path.normpath(generator_dir)), "sampling": dataclasses.asdict(req.sampling),
              "prompt_tokens": len(req.prompt), "output_tokens": len(res.tokens),
              "finish": res.finish}
-      if reason:
+      if reason and cfg.apply_filter:
         rec["rejected"] = reason
         rejected.append(rec)
       else:
+        if reason:
+          rec["flag"] = reason
         kept.append(rec)
       out_tokens += len(res.tokens)
     # rejected first: the kept shard's appearance is what marks shard k as done

@@ -1,0 +1,70 @@
+"""The study's configuration: the grid and its data, validated before any work starts (its own
+module, so gin registers it once whether synthjax.study runs as __main__ or is imported)."""
+import dataclasses
+import os
+from typing import Dict, List, Sequence, Tuple
+
+import gin
+
+from synthjax import gin_cli
+from synthjax.errors import UserError
+
+STAGES = ("corpus", "vocab", "generate", "train", "analyze")
+
+
+@gin.configurable
+@dataclasses.dataclass(frozen=True)
+class StudyConfig:
+  study_dir: str
+  model_sizes: Sequence[str]                  # gin_configs/models presets
+  budgets: Sequence[int]                      # training tokens D
+  shares: Dict[str, Sequence[float]]          # synthetic kind -> shares to train at
+  styles: Dict[str, str] = dataclasses.field(default_factory=lambda: {
+      "rephrased_hq": "hq", "rephrased_qa": "qa", "textbook": "textbook"})
+  generator: str = "smollm2-135m-instruct"    # a model dir, the embedded name, or 'tiny-random'
+  generate_documents: int = 200               # natural documents each kind is made from
+  generate_overrides: Dict[str, Dict] = dataclasses.field(default_factory=dict)
+  vocab_size: int = 2048
+  seq_len: int = 128
+  batch_size: int = 8
+  stages: Sequence[str] = STAGES
+
+  def validate(self):
+    unknown = [s for s in self.stages if s not in STAGES]
+    if unknown:
+      raise UserError(f"StudyConfig.stages: unknown stage {unknown[0]!r} (stages: "
+                      f"{', '.join(STAGES)})")
+    missing_style = [k for k in self.shares if k not in self.styles]
+    if missing_style:
+      raise UserError(f"StudyConfig.shares: kind {missing_style[0]!r} has no style in "
+                      "StudyConfig.styles")
+    if not any(0.0 in [float(x) for x in v] for v in self.shares.values()):
+      raise UserError("the grid has no natural baseline: give some kind the share 0")
+    for size in self.model_sizes:
+      if not os.path.exists(os.path.join(gin_cli.GIN_CONFIGS, "models", f"{size}.gin")):
+        raise UserError(f"StudyConfig.model_sizes: no preset {size!r} in gin_configs/models")
+    if self.generator not in ("tiny-random", "smollm2-135m-instruct") and not os.path.exists(
+        os.path.join(self.generator, "model.json")):
+      raise UserError(f"StudyConfig.generator: {self.generator!r} is not a synthjax model "
+                      "directory (no model.json)")
+
+  def mixtures(self) -> List[Tuple[str, Dict[str, float]]]:
+    """(name, shares) for every distinct mixture of the grid, natural first."""
+    from synthjax.data.tasks import mixture_name
+    seen = {}
+    for kind, shares in self.shares.items():
+      for r in shares:
+        shares_dict = {"natural": 1.0 - float(r), kind: float(r)}
+        seen.setdefault(mixture_name(shares_dict), shares_dict)
+    return sorted(seen.items(), key=lambda kv: (kv[0] != "natural", kv[0]))
+
+  def jobs(self) -> List[dict]:
+    """The training grid: one job (its gin bindings) per size x budget x mixture."""
+    out = []
+    for size in self.model_sizes:
+      for budget in self.budgets:
+        for name, _ in self.mixtures():
+          out.append({"size": size, "budget": int(budget), "mixture": name,
+                      "model_dir": os.path.join(self.study_dir, "runs", size, str(budget),
+                                                name.replace("@", "_at_").replace("+", "_plus_"))})
+    return out
