@@ -89,6 +89,9 @@ def stage_train(cfg, paths):
   jobs = cfg.jobs()
   for i, j in enumerate(jobs, start=1):
     t = time.time()
+    if os.path.exists(os.path.join(j["model_dir"], "run.json")):
+      _log(f"train {i}/{len(jobs)}: {j['size']} D={j['budget']} {j['mixture']}: done already")
+      continue
     bindings = [
         f"MODEL_DIR = {j['model_dir']!r}", f"TRAIN_TOKENS = {j['budget']}",
         f"SEQ_LEN = {cfg.seq_len}", f"BATCH_SIZE = {cfg.batch_size}",
@@ -114,7 +117,7 @@ def stage_analyze(cfg, paths):
 
 
 def run(cfg: StudyConfig) -> str:
-  cfg.validate()
+  cfg.validate()  # before anything is written
   paths = _paths(cfg)
   os.makedirs(cfg.study_dir, exist_ok=True)
   t0 = time.time()
