@@ -25,8 +25,8 @@ GIN_CONFIGS = os.path.join(REPO_ROOT, "gin_configs")
 
 def _gin_value(value: str) -> str:
   """Quote a bare word or path so `--gin.MODEL_DIR=/tmp/x` works without shell quoting;
-  Python literals and gin references (@name, %MACRO) pass through."""
-  if "@" in value or "%" in value:
+  Python literals, gin references (@name, %MACRO) and containers pass through."""
+  if value.lstrip().startswith(("@", "%", "[", "{", "(")):
     return value
   try:
     ast.literal_eval(value.strip())

@@ -28,8 +28,11 @@ class StudyConfig:
   seq_len: int = 128
   batch_size: int = 8
   stages: Sequence[str] = STAGES
+  train_gin: Sequence[str] = ()               # extra gin files for launched training jobs
 
-  def validate(self):
+  def validate(self, dry_run: bool = False):
+    """Check the grid before any work; a dry run skips what only the cluster has (the
+    generator checkpoint)."""
     unknown = [s for s in self.stages if s not in STAGES]
     if unknown:
       raise UserError(f"StudyConfig.stages: unknown stage {unknown[0]!r} (stages: "
@@ -43,8 +46,8 @@ class StudyConfig:
     for size in self.model_sizes:
       if not os.path.exists(os.path.join(gin_cli.GIN_CONFIGS, "models", f"{size}.gin")):
         raise UserError(f"StudyConfig.model_sizes: no preset {size!r} in gin_configs/models")
-    if self.generator not in ("tiny-random", "smollm2-135m-instruct") and not os.path.exists(
-        os.path.join(self.generator, "model.json")):
+    if not dry_run and self.generator not in ("tiny-random", "smollm2-135m-instruct") and (
+        not os.path.exists(os.path.join(self.generator, "model.json"))):
       raise UserError(f"StudyConfig.generator: {self.generator!r} is not a synthjax model "
                       "directory (no model.json)")
 

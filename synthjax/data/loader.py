@@ -93,7 +93,9 @@ class MixtureLoader:
   def __init__(self, batch_size: int, seq_len: int, mixture: str = gin.REQUIRED,
                budget: int = gin.REQUIRED, seed: int = 0, segment_ids: bool = True,
                allow_repeat: bool = False, process_index: int = 0, process_count: int = 1,
-               threads: int = 2):
+               threads: int = 2, register=None):
+    if register is not None:  # e.g. @register_study_data: a launched job registers its tasks
+      register()
     if budget <= 0:
       raise UserError(f"budget must be positive, got {budget}")
     if batch_size % process_count:

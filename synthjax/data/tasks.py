@@ -33,8 +33,11 @@ def output_features(vocabulary: seqio.Vocabulary):
 
 def register_task(name: str, source: Union[str, seqio.DataSource],
                   vocabulary: seqio.Vocabulary, text_field: str = "text") -> seqio.Task:
-  """A task reading text (a file glob or any seqio DataSource), tokenized, EOS-terminated."""
-  if isinstance(source, str):
+  """A task reading text (a file glob, 'tfds:NAME', or any seqio DataSource), tokenized,
+  EOS-terminated."""
+  if isinstance(source, str) and source.startswith("tfds:"):
+    source = sources.tfds_source(source[len("tfds:"):])
+  elif isinstance(source, str):
     source = sources.local_source(source, text_field)
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
