@@ -150,44 +150,58 @@ def _shard_path(out_dir: str, k: int, rejected: bool = False) -> str:
 
 
 def _generate_shards(cfg, engine, tokenizer, template, chunks, mine, requests, generator_dir):
+  """All of this host's chunks go to the engine as one queue (slots refill across shard
+  boundaries); a shard is written as soon as its last chunk is back."""
   sampling = Sampling(cfg.temperature, cfg.top_k, cfg.top_p, cfg.repetition_penalty,
                       cfg.max_new_tokens, cfg.seed)
-  total_chunks = sum(len(chunks[k * cfg.shard_size:(k + 1) * cfg.shard_size]) for k in mine)
-  done_chunks, out_tokens, t0 = 0, 0, time.time()
+  order, reqs = [], []
   for k in mine:
-    shard = chunks[k * cfg.shard_size:(k + 1) * cfg.shard_size]
-    reqs = [Request(requests[(k, c["source_id"], c["chunk"])], dataclasses.replace(
-        sampling, seed=hash_seed(cfg.seed, c))) for c in shard]
-    results = engine.generate(reqs)
-    kept, rejected = [], []
-    for c, req, res in zip(shard, reqs, results):
-      ids = [t for t in res.tokens if t not in engine.eos_ids]
-      text = tokenizer.decode(ids).strip()
-      if template.get("keep_prefill"):
-        text = f"{template['prefill']} {text}"
-      reason = filters.rejection(text, c["source_text"], res.finish)
-      rec = {"id": f"{c['source_id']}#{c['chunk']}", "source_id": c["source_id"],
-             "chunk": c["chunk"], "text": text, "style": template["style"],
-             "prompt_version": template["version"], "generator": os.path.basename(
-                 os.path.normpath(generator_dir)), "sampling": dataclasses.asdict(req.sampling),
-             "prompt_tokens": len(req.prompt), "output_tokens": len(res.tokens),
-             "finish": res.finish}
-      if reason and cfg.apply_filter:
-        rec["rejected"] = reason
-        rejected.append(rec)
-      else:
-        if reason:
-          rec["flag"] = reason
-        kept.append(rec)
-      out_tokens += len(res.tokens)
-    # rejected first: the kept shard's appearance is what marks shard k as done
-    _write_jsonl(_shard_path(cfg.output_dir, k, rejected=True), rejected)
-    _write_jsonl(_shard_path(cfg.output_dir, k), kept)
-    done_chunks += len(shard)
-    elapsed = time.time() - t0
-    eta = elapsed / done_chunks * (total_chunks - done_chunks)
-    print(f"generate: chunks {done_chunks}/{total_chunks} | {out_tokens / elapsed:.1f} tok/s | "
-          f"ETA {int(eta // 60)}m{int(eta % 60):02d}s", file=sys.stderr, flush=True)
+    for c in chunks[k * cfg.shard_size:(k + 1) * cfg.shard_size]:
+      order.append((k, c))
+      reqs.append(Request(requests[(k, c["source_id"], c["chunk"])], dataclasses.replace(
+          sampling, seed=hash_seed(cfg.seed, c))))
+  pending = {k: len(chunks[k * cfg.shard_size:(k + 1) * cfg.shard_size]) for k in mine}
+  kept = {k: [] for k in mine}
+  rejected = {k: [] for k in mine}
+  progress = {"chunks": 0, "tokens": 0, "t0": time.time()}
+
+  def on_result(i, res):
+    k, c = order[i]
+    ids = [t for t in res.tokens if t not in engine.eos_ids]
+    text = tokenizer.decode(ids).strip()
+    if template.get("keep_prefill"):
+      text = f"{template['prefill']} {text}"
+    reason = filters.rejection(text, c["source_text"], res.finish)
+    rec = {"id": f"{c['source_id']}#{c['chunk']}", "source_id": c["source_id"],
+           "chunk": c["chunk"], "text": text, "style": template["style"],
+           "prompt_version": template["version"], "generator": os.path.basename(
+               os.path.normpath(generator_dir)), "sampling": dataclasses.asdict(reqs[i].sampling),
+           "prompt_tokens": len(reqs[i].prompt), "output_tokens": len(res.tokens),
+           "finish": res.finish}
+    if reason and cfg.apply_filter:
+      rec["rejected"] = reason
+      rejected[k].append(rec)
+    else:
+      if reason:
+        rec["flag"] = reason
+      kept[k].append(rec)
+    progress["chunks"] += 1
+    progress["tokens"] += len(res.tokens)
+    pending[k] -= 1
+    if pending[k] == 0:
+      by_position = lambda r: (r["source_id"], r["chunk"])
+      # rejected first: the kept shard's appearance is what marks shard k as done
+      _write_jsonl(_shard_path(cfg.output_dir, k, rejected=True),
+                   sorted(rejected.pop(k), key=by_position))
+      _write_jsonl(_shard_path(cfg.output_dir, k), sorted(kept.pop(k), key=by_position))
+      elapsed = time.time() - progress["t0"]
+      left = len(order) - progress["chunks"]
+      eta = elapsed / progress["chunks"] * left
+      print(f"generate: chunks {progress['chunks']}/{len(order)} | "
+            f"{progress['tokens'] / elapsed:.1f} tok/s | ETA {int(eta // 60)}m{int(eta % 60):02d}s",
+            file=sys.stderr, flush=True)
+
+  engine.generate(reqs, on_result=on_result)
 
 
 def hash_seed(seed: int, chunk: dict) -> int:
