@@ -8,13 +8,14 @@ finished work and a killed study resumes: the corpus and vocabulary are written 
 generation resumes per shard, each training run resumes from its checkpoint (and a finished
 one returns its run record), and the report is rebuilt from the run records.
 """
-import json
 import os
 import sys
 import time
+
 from synthjax import gin_cli
 from synthjax.errors import UserError
 from synthjax.study_config import StudyConfig
+
 
 def _log(msg: str) -> None:
   print(f"study: {msg}", file=sys.stderr, flush=True)
