@@ -83,6 +83,7 @@ def register(cfg, paths):
 
 def stage_train(cfg, paths):
   from synthjax import train as train_lib
+  from synthjax.data import loader  # noqa: F401  (registers MixtureLoader and EvalSet with gin)
   from synthjax.models.config import ModelConfig
   from synthjax.training.config import TrainConfig
   from synthjax.training.optimizer import OptimizerConfig
