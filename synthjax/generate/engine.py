@@ -1,10 +1,10 @@
 """Batched decoding with a KV cache, static shapes and refilled slots.
 
-A fixed number of batch slots share one KV cache [slots, max_len, K, Dh] per layer. A request
+A fixed number of batch slots share one KV cache [slots, K, max_len, Dh] per layer. A request
 is prefilled into a free slot (prompt padded to a length bucket, so prefill compiles once per
-bucket), then every decode step advances all busy slots by one token. A slot whose request
-ends (EOS, a stop string, max new tokens, or a full cache) is refilled from the queue at once,
-so one long output never holds the others back.
+bucket and attends over that bucket only), then every decode step advances all busy slots by
+one token. A slot whose request ends (EOS, a stop string, max new tokens, or a full cache) is
+refilled from the queue at once, so one long output never holds the others back.
 
 Sampling runs on device per slot: greedy (temperature 0), temperature, top-k, top-p and a
 repetition penalty, with a key derived from the request's own seed and its token index, so a
@@ -49,6 +49,7 @@ class Result:
 
 
 MAX_CANDIDATES = 64  # top-k / top-p choose among at most this many highest logits
+PREFILL_STEP = 64    # prompts are padded to 16, 32 or a multiple of this
 
 
 def _draw_truncated(keys, scaled, top_k_B, top_p_B):
@@ -90,12 +91,13 @@ def sample_tokens(logits_BxV, keys, temperature_B, top_k_B, top_p_B, penalty_B, 
 class Engine:
 
   def __init__(self, cfg: ModelConfig, params, eos_ids: Sequence[int], slots: int = 8,
-               max_len: int = 512, buckets: Sequence[int] = (16, 32, 64, 128, 256, 512),
+               max_len: int = 512, buckets: Optional[Sequence[int]] = None,
                mesh=None, rules=None, decode_text=None):
     if cfg.scan_layers:
       raise UserError("generation needs unstacked layers (convert without --scan_layers)")
     self.cfg, self.slots, self.max_len = cfg, slots, max_len
-    self.buckets = sorted(b for b in buckets if b <= max_len) or [max_len]
+    buckets = buckets or [16, 32, *range(PREFILL_STEP, max_len + PREFILL_STEP, PREFILL_STEP)]
+    self.buckets = sorted(set(min(b, max_len) for b in buckets))
     self.eos_ids = set(int(e) for e in eos_ids)
     self.decode_text = decode_text  # ids -> str, needed for stop strings
     self.mesh = mesh or sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1},
@@ -106,8 +108,8 @@ class Engine:
         jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))["params"]
     self.param_shardings = sharding.logical_shardings(abstract, self.mesh, self.rules)
     self.params = jax.device_put(nn.unbox(params), self.param_shardings)
-    kv_sharding = sharding.named(self.mesh, self.rules, ("batch", "length", "kv_heads",
-                                                         "head_dim"), (slots, max_len, cfg.K, cfg.Dh))
+    kv_sharding = sharding.named(self.mesh, self.rules, ("batch", "kv_heads", "length",
+                                                         "head_dim"), (slots, cfg.K, max_len, cfg.Dh))
     self.cache = jax.device_put(init_cache(cfg, slots, max_len), kv_sharding)
     self.seen = jnp.zeros((slots, cfg.V), bool)
     self._prefill = jax.jit(self._prefill_fn, donate_argnums=(1, 2))
@@ -124,17 +126,15 @@ class Engine:
       return fn(*args)
 
   def _prefill_fn(self, params, cache, seen, slot, tokens_1xP, length, sampling, key):
+    # The prompt fills the slot's first P_len positions: prefill into a cache of just that
+    # length, then write it over the slot (later positions are masked until written).
     P_len = tokens_1xP.shape[1]
-    S = self.max_len
-    slot_cache = [{k: jax.lax.dynamic_slice_in_dim(v, slot, 1, axis=0) for k, v in c.items()}
-                  for c in cache]
     positions = jnp.arange(P_len)[None]
     valid = (jnp.arange(P_len) < length).astype(jnp.int32)[None]
-    kv_positions = jnp.arange(S)[None]
-    kv_valid = (jnp.arange(S) < length).astype(jnp.int32)[None]
+    slot_cache = init_cache(self.cfg, 1, P_len, cache[0]["k"].dtype)
     logits, slot_cache = self._apply(params, tokens_1xP, positions, valid, slot_cache,
-                                     jnp.zeros((1,), jnp.int32), kv_positions, kv_valid)
-    cache = [{k: jax.lax.dynamic_update_slice_in_dim(cache[i][k], slot_cache[i][k], slot, axis=0)
+                                     jnp.zeros((1,), jnp.int32), positions, valid)
+    cache = [{k: jax.lax.dynamic_update_slice(cache[i][k], slot_cache[i][k], (slot, 0, 0, 0))
               for k in ("k", "v")} for i in range(len(cache))]
     row_seen = jnp.zeros((self.cfg.V,), bool).at[tokens_1xP[0]].max(valid[0].astype(bool))
     seen = jax.lax.dynamic_update_slice_in_dim(seen, row_seen[None], slot, axis=0)
@@ -147,9 +147,8 @@ class Engine:
   def _decode_fn(self, params, cache, seen, tokens_B, lengths_B, busy_B, sampling, seeds_B,
                  counts_B):
     keys = jax.vmap(lambda s, c: jax.random.fold_in(jax.random.key(s), c))(seeds_B, counts_B)
-    S = self.max_len
-    kv_positions = jnp.broadcast_to(jnp.arange(S), (self.slots, S))
-    kv_valid = ((jnp.arange(S)[None] <= lengths_B[:, None]) & busy_B[:, None]).astype(jnp.int32)
+    kv_positions = jnp.broadcast_to(jnp.arange(self.max_len), (self.slots, self.max_len))
+    kv_valid = ((kv_positions <= lengths_B[:, None]) & busy_B[:, None]).astype(jnp.int32)
     logits, cache = self._apply(params, tokens_B[:, None], lengths_B[:, None],
                                 busy_B[:, None].astype(jnp.int32), cache, lengths_B,
                                 kv_positions, kv_valid)

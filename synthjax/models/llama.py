@@ -105,28 +105,47 @@ class Attention(nn.Module):
                            ("batch", "length", "kv_heads", "head_dim"))
     v_BxTxKxDh = constrain(v, ("batch", "length", "kv_heads", "head_dim"))
 
+    B, T = x_BxTxD.shape[:2]
     new_cache = None
     if cache is not None:
       # Write this step's keys/values at each row's own offset, then attend over the cache.
-      def write(c_SxKxDh, new_TxKxDh, start):
-        return jax.lax.dynamic_update_slice_in_dim(c_SxKxDh, new_TxKxDh.astype(c_SxKxDh.dtype),
-                                                   start, axis=0)
-      k_BxSxKxDh = jax.vmap(write)(cache["k"], k_BxTxKxDh, cache_index_B)
-      v_BxSxKxDh = jax.vmap(write)(cache["v"], v_BxTxKxDh, cache_index_B)
-      new_cache = {"k": k_BxSxKxDh, "v": v_BxSxKxDh}
+      def write(c_KxSxDh, new_TxKxDh, start):
+        return jax.lax.dynamic_update_slice_in_dim(
+            c_KxSxDh, new_TxKxDh.swapaxes(0, 1).astype(c_KxSxDh.dtype), start, axis=1)
+      new_cache = {"k": jax.vmap(write)(cache["k"], k_BxTxKxDh, cache_index_B),
+                   "v": jax.vmap(write)(cache["v"], v_BxTxKxDh, cache_index_B)}
+      out = _attend_cache(q_BxTxHxDh, new_cache["k"], new_cache["v"], mask_BxTxS)
     else:
-      k_BxSxKxDh, v_BxSxKxDh = k_BxTxKxDh, v_BxTxKxDh
-
-    B, T = x_BxTxD.shape[:2]
-    q_BxTxKxGxDh = q_BxTxHxDh.reshape(B, T, cfg.K, G, cfg.Dh)
-    scores = jnp.einsum("btkgd,bskd->bkgts", q_BxTxKxGxDh, k_BxSxKxDh.astype(q.dtype))
-    scores = scores.astype(jnp.float32) / math.sqrt(cfg.Dh)
-    scores = jnp.where(mask_BxTxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_BxSxKxDh.dtype)
-    out = jnp.einsum("bkgts,bskd->btkgd", probs, v_BxSxKxDh).reshape(B, T, cfg.H, cfg.Dh)
+      q_BxTxKxGxDh = q_BxTxHxDh.reshape(B, T, cfg.K, G, cfg.Dh)
+      scores = jnp.einsum("btkgd,bskd->bkgts", q_BxTxKxGxDh, k_BxTxKxDh.astype(q.dtype))
+      scores = scores.astype(jnp.float32) / math.sqrt(cfg.Dh)
+      scores = jnp.where(mask_BxTxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
+      probs = jax.nn.softmax(scores, axis=-1).astype(v_BxTxKxDh.dtype)
+      out = jnp.einsum("bkgts,bskd->btkgd", probs, v_BxTxKxDh).reshape(B, T, cfg.H, cfg.Dh)
     out_BxTxD = jnp.einsum("bthk,hkd->btd", out.astype(o_HxDhxD.dtype), o_HxDhxD)
     return constrain(out_BxTxD, ("batch", "length", "embed")), new_cache
 
+
+def _attend_cache(q_BxTxHxDh, k_BxKxSxDh, v_BxKxSxDh, mask_BxTxS):
+  """Attention over a KV cache laid out [B, K, S, Dh], so that XLA sees plain matrix products
+  per (row, kv head). A decode step (T = 1) is written without the unit T dimension and masks
+  by adding a bias: on XLA:CPU either one alone makes a step's attention several times slower."""
+  B, T, H, Dh = q_BxTxHxDh.shape
+  K = k_BxKxSxDh.shape[1]
+  k, v = k_BxKxSxDh.astype(q_BxTxHxDh.dtype), v_BxKxSxDh
+  if T == 1:
+    q_BxKxGxDh = q_BxTxHxDh.reshape(B, K, H // K, Dh)
+    bias_Bx1x1xS = jnp.where(mask_BxTxS[:, 0], 0.0, -1e30).astype(jnp.float32)[:, None, None]
+    scores = jnp.einsum("bksd,bkgd->bkgs", k, q_BxKxGxDh).astype(jnp.float32)
+    probs = jax.nn.softmax(scores / math.sqrt(Dh) + bias_Bx1x1xS, axis=-1).astype(v.dtype)
+    return jnp.einsum("bkgs,bksd->bkgd", probs, v).reshape(B, 1, H, Dh)
+  q_BxKxGxTxDh = q_BxTxHxDh.reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
+  scores = jnp.einsum("bkgtd,bksd->bkgts", q_BxKxGxTxDh, k).astype(jnp.float32)
+  scores = jnp.where(mask_BxTxS[:, None, None], scores / math.sqrt(Dh),
+                     jnp.finfo(jnp.float32).min)
+  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+  out = jnp.einsum("bkgts,bksd->bkgtd", probs, v)
+  return out.transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
 
 class Mlp(nn.Module):
   cfg: ModelConfig
@@ -238,7 +257,7 @@ class Transformer(nn.Module):
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None):
-  """An empty KV cache: one {"k", "v"} dict of BxSxKxDh arrays per layer."""
+  """An empty KV cache: one {"k", "v"} dict of BxKxSxDh arrays per layer."""
   dtype = dtype or _dtype(cfg.dtype)
-  shape = (batch, max_len, cfg.K, cfg.Dh)
+  shape = (batch, cfg.K, max_len, cfg.Dh)
   return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(cfg.L)]
