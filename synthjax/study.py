@@ -111,9 +111,29 @@ def stage_train(cfg, paths):
          f"loss {record['loss']:.4f} ({time.time() - t:.0f}s)")
 
 
+def _run_records_digest(runs_dir: str) -> str:
+  import glob
+  import hashlib
+  h = hashlib.sha256()
+  for path in sorted(glob.glob(os.path.join(runs_dir, "**", "run.json"), recursive=True)):
+    with open(path, "rb") as f:
+      h.update(path.encode() + b"\0" + f.read() + b"\0")
+  return h.hexdigest()
+
+
 def stage_analyze(cfg, paths):
+  """The report, rebuilt only when the run records changed (the fits take a few seconds)."""
+  from synthjax import atomic
   from synthjax.analyze import report
-  path = report.report([os.path.join(cfg.study_dir, "runs")], paths["report"], n_boot=20)
+  runs_dir = os.path.join(cfg.study_dir, "runs")
+  digest = _run_records_digest(runs_dir)
+  stamp = os.path.join(paths["report"], "run_records.sha256")
+  path = os.path.join(paths["report"], "report.md")
+  if os.path.exists(path) and os.path.exists(stamp) and open(stamp).read() == digest:
+    _log(f"report: {path} (run records unchanged)")
+    return path
+  path = report.report([runs_dir], paths["report"], n_boot=20)
+  atomic.write_text(stamp, digest)
   _log(f"report: {path}")
   return path
 

@@ -54,9 +54,12 @@ def test_smoke_study_end_to_end(smoke):
     assert os.path.getsize(os.path.join(d, "report", png)) > 10_000
   domains = next(iter(records.values()))[2]
   assert "python_docs" in domains and "people" in domains
-  # a rerun of a finished study redoes nothing
+  # a rerun of a finished study redoes nothing, the report included
+  report_mtime = os.path.getmtime(os.path.join(d, "report", "report.md"))
   again = subprocess.run(_cmd(d), env=_env(), capture_output=True, text=True, timeout=300)
   assert again.returncode == 0 and again.stderr.count("done already") == 12
+  assert "(run records unchanged)" in again.stderr
+  assert os.path.getmtime(os.path.join(d, "report", "report.md")) == report_mtime
   assert _records(d) == records
 
 
