@@ -129,9 +129,11 @@ def stage_analyze(cfg, paths):
   digest = _run_records_digest(runs_dir)
   stamp = os.path.join(paths["report"], "run_records.sha256")
   path = os.path.join(paths["report"], "report.md")
-  if os.path.exists(path) and os.path.exists(stamp) and open(stamp).read() == digest:
-    _log(f"report: {path} (run records unchanged)")
-    return path
+  if os.path.exists(path) and os.path.exists(stamp):
+    with open(stamp) as f:
+      if f.read() == digest:
+        _log(f"report: {path} (run records unchanged)")
+        return path
   path = report.report([runs_dir], paths["report"], n_boot=20)
   atomic.write_text(stamp, digest)
   _log(f"report: {path}")

@@ -147,6 +147,7 @@ def _attend_cache(q_BxTxHxDh, k_BxKxSxDh, v_BxKxSxDh, mask_BxTxS):
   out = jnp.einsum("bkgts,bksd->bkgtd", probs, v)
   return out.transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
 
+
 class Mlp(nn.Module):
   cfg: ModelConfig
 
