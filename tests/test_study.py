@@ -2,6 +2,7 @@
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -52,6 +53,10 @@ def test_smoke_study_end_to_end(smoke):
   assert "| natural | " in md and "natural+rephrased_hq@0.50" in md
   for png in ("loss_vs_budget.png", "speedup.png", "domain_heatmap.png"):
     assert os.path.getsize(os.path.join(d, "report", png)) > 10_000
+  # the report links every run record, relative to itself
+  links = re.findall(r"\]\(([^)]*run\.json)\)", md)
+  assert len(links) == 12
+  assert all(os.path.isfile(os.path.join(d, "report", link)) for link in links)
   domains = next(iter(records.values()))[2]
   assert "python_docs" in domains and "people" in domains
   # a rerun of a finished study redoes nothing, the report included

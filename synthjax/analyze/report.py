@@ -211,7 +211,7 @@ def _plots(results: dict, out_dir: str) -> Dict[str, str]:
 
 # ----------------------------------------------------------------------------- document
 
-def _blocks(results: dict, images: Dict[str, str]):
+def _blocks(results: dict, images: Dict[str, str], out_dir: str):
   g = results["grid"]
   yield ("h1", "synthjax study report")
   yield ("p", f"{g['runs']} runs; model sizes N = {', '.join(_fmt(n) for n in g['N'])}; "
@@ -268,9 +268,26 @@ def _blocks(results: dict, images: Dict[str, str]):
       yield ("img", "domain_heatmap.png", "per-domain loss gaps")
   yield ("h2", "Runs")
   rows = [[r["mixture"], _fmt(r["N"]), _fmt(r["D"]), _fmt(r["share"], 3), _fmt(r["loss"]),
-           r["path"]] for r in sorted(results["records"], key=lambda r: (r["N"], r["D"],
-                                                                         r["mixture"]))]
+           _record_link(r["path"], out_dir)]
+          for r in sorted(results["records"], key=lambda r: (r["N"], r["D"], r["mixture"]))]
   yield ("table", ["mixture", "N", "D", "share", "loss", "record"], rows)
+
+
+def _record_link(path: str, out_dir: str):
+  """A run.json becomes a link relative to the report; a line of a JSONL/CSV stays text."""
+  if os.path.isfile(path):
+    return ("link", path, os.path.relpath(path, out_dir))
+  return path
+
+
+def _cell_md(c) -> str:
+  return f"[{c[1]}]({c[2]})" if isinstance(c, tuple) else str(c)
+
+
+def _cell_html(c) -> str:
+  if isinstance(c, tuple):
+    return f"<a href='{html.escape(c[2])}'>{html.escape(c[1])}</a>"
+  return html.escape(str(c))
 
 
 def _ci(fit: dict, key: str) -> str:
@@ -292,7 +309,7 @@ def _markdown(blocks) -> str:
     elif b[0] == "table":
       head, rows = b[1], b[2]
       out.append("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-      out.extend("| " + " | ".join(str(c) for c in row) + " |" for row in rows)
+      out.extend("| " + " | ".join(_cell_md(c) for c in row) + " |" for row in rows)
       out.append("")
     elif b[0] == "img":
       out.append(f"![{b[2]}]({b[1]})\n")
@@ -313,7 +330,7 @@ def _html(blocks) -> str:
       out.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in b[1]) + "</ul>")
     elif b[0] == "table":
       out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in b[1]) + "</tr>"
-                 + "".join("<tr>" + "".join(f"<td>{e(str(c))}</td>" for c in row) + "</tr>"
+                 + "".join("<tr>" + "".join(f"<td>{_cell_html(c)}</td>" for c in row) + "</tr>"
                            for row in b[2]) + "</table>")
     elif b[0] == "img":
       out.append(f"<p><img src='{e(b[1])}' alt='{e(b[2])}'></p>")
@@ -324,7 +341,7 @@ def write(results: dict, out_dir: str) -> str:
   """Render the report into out_dir; returns the Markdown path."""
   os.makedirs(out_dir, exist_ok=True)
   images = _plots(results, out_dir)
-  blocks = list(_blocks(results, images))
+  blocks = list(_blocks(results, images, out_dir))
   atomic.write_json(os.path.join(out_dir, "analysis.json"), _jsonable(results))
   atomic.write_text(os.path.join(out_dir, "report.html"), _html(blocks))
   path = os.path.join(out_dir, "report.md")
