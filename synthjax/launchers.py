@@ -17,6 +17,7 @@ from typing import List, Sequence
 from synthjax import gin_cli
 from synthjax.errors import UserError, exit_on_user_error
 
+
 @dataclasses.dataclass(frozen=True)
 class Job:
   name: str

@@ -6,7 +6,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import gin
 
-from synthjax import gin_cli
+from synthjax import assets, gin_cli
 from synthjax.errors import UserError
 
 STAGES = ("corpus", "vocab", "generate", "train", "analyze")
@@ -21,7 +21,7 @@ class StudyConfig:
   shares: Dict[str, Sequence[float]]          # synthetic kind -> shares to train at
   styles: Dict[str, str] = dataclasses.field(default_factory=lambda: {
       "rephrased_hq": "hq", "rephrased_qa": "qa", "textbook": "textbook"})
-  generator: str = "smollm2-135m-instruct"    # a model dir, the embedded name, or 'tiny-random'
+  generator: str = assets.EMBEDDED_GENERATOR  # a model dir, the embedded name, or 'tiny-random'
   generate_documents: int = 200               # natural documents each kind is made from
   generate_overrides: Dict[str, Dict] = dataclasses.field(default_factory=dict)
   vocab_size: int = 2048
@@ -46,7 +46,7 @@ class StudyConfig:
     for size in self.model_sizes:
       if not os.path.exists(os.path.join(gin_cli.GIN_CONFIGS, "models", f"{size}.gin")):
         raise UserError(f"StudyConfig.model_sizes: no preset {size!r} in gin_configs/models")
-    if not dry_run and self.generator not in ("tiny-random", "smollm2-135m-instruct") and (
+    if not dry_run and self.generator not in ("tiny-random", assets.EMBEDDED_GENERATOR) and (
         not os.path.exists(os.path.join(self.generator, "model.json"))):
       raise UserError(f"StudyConfig.generator: {self.generator!r} is not a synthjax model "
                       "directory (no model.json)")

@@ -15,6 +15,7 @@ every shard exists, the totals: chunks, kept, rejected per reason, tokens.
 import dataclasses
 import glob
 import json
+import math
 import os
 import sys
 import time
@@ -49,8 +50,8 @@ class GenerateConfig:
   shard_size: int = 32                # chunks per output shard
   slots: int = 16                     # concurrent sequences (performance only)
   max_len: int = 1024                 # KV cache length: prompt + output
-  # Hosts work independently (no collectives): host i of n takes shards i, i+n, ...
   apply_filter: bool = True           # False keeps every output (its reason goes in "flag")
+  # Hosts work independently (no collectives): host i of n takes shards i, i+n, ...
   host_index: int = int(os.environ.get("SYNTHJAX_PROCESS_ID", 0))
   host_count: int = int(os.environ.get("SYNTHJAX_NUM_PROCESSES", 1))
 
@@ -139,7 +140,6 @@ def run(cfg: GenerateConfig) -> dict:
 
 def _mesh(slots: int):
   """Slots data-parallel over as many of this host's devices as divide them evenly."""
-  import math
   from synthjax import sharding
   n = math.gcd(slots, len(jax.local_devices()))
   return sharding.make_mesh({"data": n, "fsdp": 1, "tensor": 1}, jax.local_devices()[:n])
