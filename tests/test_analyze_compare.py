@@ -1,44 +1,45 @@
-"""Speedup, best share and corpus diagnostics against answers known in closed form."""
+"""Speedup and corpus diagnostics against answers known in closed form."""
 import math
 
 import numpy as np
 import pytest
 
-from synthjax.analyze import diagnostics, share, speedup
-from synthjax.errors import UserError
+from synthjax.analyze import diagnostics, speedup
+
+
+def _law(E, B, beta, D_range, replicates=()):
+  """An L(D) fit as laws.fit_law returns it (theta = log E, log B, beta)."""
+  theta = [math.log(E), math.log(B), beta]
+  return {"theta": theta, "replicate_thetas": list(replicates) or [theta],
+          "D_range": list(D_range)}
 
 
 def test_speedup_of_a_curve_with_k_times_more_effective_data_is_k():
-  natural = dict(E=2.0, B=400.0, beta=0.3)
   k = 4.0
-  mixture = dict(E=2.0, B=400.0 / k ** 0.3, beta=0.3)  # L_mix(D) = L_nat(k D)
-  rows = speedup.speedup_table(natural, mixture, [1e7, 1e8, 1e9], (1e6, 1e10), (1e7, 1e8))
+  natural = _law(2.0, 400.0, 0.3, (1e6, 1e10))
+  mixture = _law(2.0, 400.0 / k ** 0.3, 0.3, (1e7, 1e8))  # L_mix(D) = L_nat(k D)
+  rows = speedup.speedup_rows(natural, mixture, [1e7, 1e8, 1e9])
   for r in rows:
     assert r["speedup"] == pytest.approx(k, rel=1e-9)
-    assert r["loss"] == pytest.approx(speedup.loss_at(natural, k * r["D"]))
+    assert r["loss"] == pytest.approx(2.0 + 400.0 / (k * r["D"]) ** 0.3)
   assert [r["extrapolated"] for r in rows] == [False, False, True]
 
 
+def test_speedup_interval_spans_the_replicates():
+  natural = _law(2.0, 400.0, 0.3, (1e6, 1e10))
+  reps = [[math.log(2.0), math.log(400.0 / k ** 0.3), 0.3] for k in (2.0, 3.0, 4.0, 5.0, 6.0)]
+  mixture = _law(2.0, 400.0 / 4.0 ** 0.3, 0.3, (1e6, 1e10), reps)
+  natural["replicate_thetas"] = [natural["theta"]] * len(reps)
+  row = speedup.speedup_rows(natural, mixture, [1e8])[0]
+  lo, hi = row["interval"]
+  assert 2.0 - 1e-9 <= lo < row["speedup"] < hi <= 6.0 + 1e-9
+
+
 def test_speedup_is_infinite_below_natural_floor():
-  natural = dict(E=2.5, B=400.0, beta=0.3)
-  mixture = dict(E=2.0, B=400.0, beta=0.3)
-  row = speedup.speedup_table(natural, mixture, [1e12], (1, 1e13), (1, 1e13))[0]
+  natural = _law(2.5, 400.0, 0.3, (1, 1e13))
+  mixture = _law(2.0, 400.0, 0.3, (1, 1e13))
+  row = speedup.speedup_rows(natural, mixture, [1e12])[0]
   assert row["loss"] < 2.5 and math.isinf(row["speedup"]) and row["extrapolated"]
-
-
-def test_best_share_of_a_parabola_is_its_vertex():
-  shares = [0, 1 / 3, 2 / 3, 1]
-  out = share.best_share(shares, [3.0 + (r - 0.3) ** 2 for r in shares])
-  assert out["best_share"] == pytest.approx(0.3, abs=1e-9)
-  assert out["interval"] == pytest.approx((0.3, 0.3), abs=1e-6)  # no residual, no spread
-  # Monotone losses put the best share at an end of [0, 1].
-  assert share.best_share(shares, [3.0, 3.1, 3.2, 3.3])["best_share"] == 0.0
-  noisy = share.best_share(shares + shares, [3.0 + (r - 0.3) ** 2 + e for r, e in
-                                             zip(shares * 2, [0.01, -0.01, 0.01, -0.01] * 2)])
-  lo, hi = noisy["interval"]
-  assert lo < 0.3 < hi
-  with pytest.raises(UserError, match="3 or more distinct shares"):
-    share.best_share([0, 1], [3.0, 3.1])
 
 
 def test_corpus_diagnostics_on_known_texts():
@@ -53,11 +54,3 @@ def test_corpus_diagnostics_on_known_texts():
   novel = diagnostics.compare(natural, ["the cat sat on a log"])
   # 3-grams of the synthetic text: (the cat sat) (cat sat on) are natural, (sat on a) (on a log) not
   assert novel["novel_3gram_share"] == pytest.approx(0.5)
-
-
-def test_domain_gaps_subtract_natural_at_same_size_and_budget():
-  recs = [{"N": 1, "D": 2, "mixture": "natural", "share": 0.0, "domains": {"x": 3.0}},
-          {"N": 1, "D": 2, "mixture": "m", "share": 0.5, "domains": {"x": 3.25}},
-          {"N": 1, "D": 9, "mixture": "m", "share": 0.5, "domains": {"x": 1.0}}]
-  assert diagnostics.domain_gaps(recs) == [
-      {"N": 1, "D": 2, "mixture": "m", "domain": "x", "gap": 0.25}]

@@ -11,9 +11,10 @@ from synthjax.errors import UserError
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "runs.jsonl")
 
 EXPECTED_AXES = {
-    "loss_vs_budget.png": "x: training tokens D (log); y: validation loss (log)",
+    "loss_vs_budget.png": "x: training tokens D (log); y: validation loss (nats/token) (linear)",
     "speedup.png": "x: mixture tokens D (log); y: speedup D_natural / D_mixture (log)",
-    "loss_vs_share.png": "x: synthetic token share (linear); y: validation loss (linear)",
+    "loss_vs_share.png": "x: synthetic token share (linear); y: validation loss (nats/token) "
+                         "(linear)",
     "residuals.png": "x: training tokens D (log); y: log L - log L_fit (linear)",
 }
 
@@ -21,7 +22,7 @@ EXPECTED_AXES = {
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory):
   out = str(tmp_path_factory.mktemp("report"))
-  path = report.report([FIXTURE], out, n_boot=10)
+  path = report.report([FIXTURE], out, n_boot=400, n_fit_boot=10)
   with open(os.path.join(out, "analysis.json")) as f:
     return out, open(path).read(), json.load(f)
 
@@ -40,32 +41,73 @@ def test_pngs_are_real_images_with_expected_axes(rendered):
 def test_markdown_tables_hold_the_fitted_numbers(rendered):
   out, md, analysis = rendered
   fit = next(f for f in analysis["budget_fits"] if f["mixture"] == "natural")
-  assert f"| natural | {report._fmt(fit['N'])} | {report._fmt(fit['E'])} | " \
-         f"{report._fmt(fit['B'])} | {report._fmt(fit['beta'])} |" in md
-  best = analysis["best_shares"][0]
-  assert f"| {report._fmt(best['best_share'], 3)} |" in md
-  # The fixture's rephrased share acts as exp(2.5 r - 3.8 r^2) more data: best r ~ 0.33.
-  assert all(0.25 < b["best_share"] < 0.4 for b in analysis["best_shares"]
-             if b["kind"] == "rephrased_hq")
+  assert f"| natural | {report._fmt(fit['N'])} | {report._fmt(fit['E'])} | " in md
+  # The fixture's rephrased share acts as exp(2.5 r - 3.8 r^2) more data: on the grid
+  # 0, 1/3, 2/3, 1 the best is 1/3, and both ends are clearly worse.
+  hq = [b for b in analysis["best_shares"] if b["kind"] == "rephrased_hq"]
+  assert len(hq) == 30
+  assert all(b["verdict"] == "interior" and b["interval"][0] < 1 / 3 < b["interval"][1]
+             for b in hq)
   sp = [r for s in analysis["speedups"] if s["mixture"] == "natural+rephrased_hq@0.33"
         for r in s["rows"] if not r["extrapolated"]]
   assert sp and all(1.3 < r["speedup"] < 1.7 for r in sp)  # exp(0.41) = 1.5 by construction
-  assert "## Missing" not in md
+  assert all(r["interval"][0] <= r["speedup"] <= r["interval"][1] for r in sp)
+  # 5 sizes support the model law; its holdout needs a sixth.
+  assert len(analysis["model_fits"]) == 5 * 6
+  assert "L(N) holdout error: needs 6 points" in md
+  assert all(f["holdout"] and f["holdout"]["relative_error"] < 0.01
+             for f in analysis["budget_fits"])
+  found = {(f["mixture"], f["N"]): f for f in analysis["findings"]}
+  assert all(found[("rephrased_hq", n)]["verdict"] == "higher" for n in analysis["grid"]["N"])
+  assert all(found[("natural+rephrased_hq@0.33", n)]["verdict"] == "lower"
+             for n in analysis["grid"]["N"])
   assert os.path.exists(os.path.join(out, "report.html"))
 
 
 def test_partial_grid_still_renders_and_says_what_is_missing(tmp_path):
   rows = [json.loads(l) for l in open(FIXTURE)]
-  kept = [r for r in rows if not (r["N"] == 8e6 and r["mixture"] == "natural")
-          and not (r["D"] == 2e8 and r["mixture"] == "rephrased_hq")]
+  kept = [r for r in rows if r["N"] in (2e6, 8e6)
+          and not (r["N"] == 8e6 and r["mixture"] == "natural")
+          and not (r["D"] >= 8e7 and r["mixture"] == "rephrased_hq")]
   path = tmp_path / "partial.jsonl"
   path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-  md = open(report.report([str(path)], str(tmp_path / "out"), n_boot=0)).read()
+  out = report.analyze(records.load(str(path)), n_boot=200, n_fit_boot=0)
+  md = open(report.write(out, str(tmp_path / "out"))).read()
   assert "## Missing" in md
-  assert "run natural at N=8e+06, D=2e+08" in md
-  assert "speedup of natural+rephrased_hq@0.33 at N=8e+06: no natural fit" in md
-  assert "L(D) fit for rephrased_hq at N=2e+06: needs 3 budgets, has 2" in md
+  assert "run natural at N=8e+06, D=1e+07" in md
+  assert "speedup of natural+rephrased_hq@0.33 at N=8e+06: no natural L(D) fit" in md
+  # 3 budgets cannot support a 3-parameter law: listed, not fitted
+  assert "L(D) fit: needs 5 points (parameters + 2), not shown for rephrased_hq at N=2e+06 (3)" \
+      in md
+  assert not [f for f in out["budget_fits"] if f["mixture"] == "rephrased_hq"]
   assert os.path.exists(tmp_path / "out" / "loss_vs_budget.png")
+
+
+def test_one_seed_and_no_document_losses_call_no_difference(tmp_path):
+  rows = [json.loads(l) for l in open(FIXTURE)]
+  one_seed = [r for r in rows if r["seed"] == 0 and r["N"] == 2e6]
+  path = tmp_path / "one.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in one_seed))
+  out = report.analyze(records.load(str(path)), n_boot=100, n_fit_boot=0)
+  assert any("noise estimate" in m for m in out["missing"])
+  assert all(f["verdict"] == "not resolved" for f in out["findings"])
+  assert all(b["verdict"] == "not resolved" for b in out["best_shares"])
+
+
+def test_csv_records_with_seed_and_kind_columns(tmp_path):
+  path = tmp_path / "runs.csv"
+  lines = ["N,D,mixture,kind,share,seed,loss"]
+  for seed, noise in ((0, 0.01), (1, -0.01), (2, 0.0)):
+    for share, loss in ((0, 3.0), (0.5, 3.2), (1, 3.4)):
+      name = "natural" if share == 0 else f"natural+mine@{share}"
+      lines.append(f"1e6,1e7,{name},{'natural' if share == 0 else 'mine'},{share},{seed},"
+                   f"{loss + noise}")
+  path.write_text("\n".join(lines) + "\n")
+  recs = records.load(str(path))
+  assert sorted({r["seed"] for r in recs}) == [0, 1, 2]
+  out = report.analyze(recs, n_boot=300, n_fit_boot=0)
+  (best,) = out["best_shares"]
+  assert best["kind"] == "mine" and best["verdict"] == "best at 0"
 
 
 def test_run_json_folders_are_found(tmp_path):

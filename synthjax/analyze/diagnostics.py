@@ -71,18 +71,3 @@ def compare(natural: List[str], synthetic: List[str], n_novel: int = 3) -> Dict[
       **{f"natural/{k}": v for k, v in corpus_stats(natural).items()},
       **{f"synthetic/{k}": v for k, v in corpus_stats(synthetic).items()},
   }
-
-
-def domain_gaps(records: List[dict]) -> List[dict]:
-  """Per-domain loss of each mixture minus natural data's, at the same (N, D)."""
-  natural = {(r["N"], r["D"]): r for r in records if r["share"] == 0}
-  rows = []
-  for r in records:
-    base = natural.get((r["N"], r["D"]))
-    if r["share"] == 0 or base is None:
-      continue
-    for domain, loss in sorted(r["domains"].items()):
-      if domain in base["domains"]:
-        rows.append({"N": r["N"], "D": r["D"], "mixture": r["mixture"], "domain": domain,
-                     "gap": loss - base["domains"][domain]})
-  return rows

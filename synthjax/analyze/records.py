@@ -1,11 +1,18 @@
 """Run records: what the analysis reads.
 
 Sources: a study or train output folder (every MODEL_DIR/run.json below it), a JSONL file of
-run.json objects, or a CSV with columns N, D, mixture, share, loss and loss/<domain>.
+run.json objects, or a CSV with columns
+    N, D        parameters and training tokens
+    mixture     the mixture's name: runs with the same (mixture, N, D) are one cell
+    kind        the synthetic data kind ('natural' for the baseline; needed for share sweeps,
+                e.g. 'rephrased_hq')
+    share       token share of synthetic data (0 for natural)
+    seed        the training seed (runs of one cell differ only in it; default 0)
+    loss        mean validation loss, and loss/<domain> per domain (optional)
 
-Normalised record: {"N", "D", "mixture", "kind", "share", "loss", "domains": {name: loss},
-"path"}. `kind` is the synthetic data kind ("natural" for the baseline) and `share` the token
-share of synthetic data (0 for natural).
+Normalised record: {"N", "D", "mixture", "kind", "share", "seed", "loss", "domains": {name:
+loss}, "docs": {name: (per-document loss sums, per-document tokens)}, "baselines": {name:
+unigram loss}, "bits_per_byte": {name: bpb}, "repeats": {task: passes}, "path"}.
 """
 import csv
 import glob
@@ -62,8 +69,17 @@ def normalise(rec: dict, where: str) -> dict:
   kind, share = _kind_and_share(rec, where)
   if not 0.0 <= share <= 1.0:
     raise UserError(f"{where}: synthetic share {share} is outside [0, 1]")
+  seed = rec.get("seed", 0)
+  seed = 0 if seed in ("", None) else int(_number(seed, "seed", where))
+  evals = rec.get("eval") or {}
+  docs = {d: (e["doc_loss_sums"], e["doc_tokens"]) for d, e in evals.items()
+          if "doc_loss_sums" in e and "doc_tokens" in e}
   return {"N": N, "D": D, "mixture": str(rec["mixture"]), "kind": kind, "share": share,
-          "loss": loss, "domains": domains, "path": rec.get("path", where),
+          "seed": seed, "loss": loss, "domains": domains, "docs": docs,
+          "baselines": {d: e["unigram_loss"] for d, e in evals.items() if "unigram_loss" in e},
+          "bits_per_byte": {d: e["bits_per_byte"] for d, e in evals.items()
+                            if "bits_per_byte" in e},
+          "repeats": rec.get("repeats") or {}, "path": rec.get("path", where),
           "model": rec.get("model", "")}
 
 

@@ -12,8 +12,7 @@ from typing import Dict, List
 import numpy as np
 
 from synthjax import atomic
-from synthjax.analyze import diagnostics, records as records_lib, scaling, share as share_lib
-from synthjax.analyze.speedup import speedup_table
+from synthjax.analyze import laws, noise, records as records_lib, share as share_lib, speedup
 from synthjax.errors import UserError
 
 
@@ -31,81 +30,161 @@ def _fmt(x, digits=4) -> str:
   return f"{x:.{digits}g}"
 
 
-def analyze(records: List[dict], n_boot: int = 50, seed: int = 0) -> dict:
+def analyze(records: List[dict], n_boot: int = 1000, n_fit_boot: int = 100,
+            seed: int = 0) -> dict:
+  """Everything the report shows, from run records: cell means with intervals, findings,
+  fits, speedups, best shares, per-domain gaps and baselines."""
+  cells = noise.bootstrap_cells(records, n_boot, seed)
   missing: List[str] = []
   Ns = sorted({r["N"] for r in records})
   Ds = sorted({r["D"] for r in records})
   mixtures = sorted({r["mixture"] for r in records}, key=lambda m: (m != "natural", m))
-  present = {(r["mixture"], r["N"], r["D"]) for r in records}
+  kind_of = {r["mixture"]: (r["kind"], r["share"]) for r in records}
   for m in mixtures:
     for N in Ns:
       for D in Ds:
-        if (m, N, D) not in present:
+        if not cells.has((m, N, D)):
           missing.append(f"run {m} at N={_fmt(N)}, D={_fmt(D)}")
-  if not any(r["share"] == 0 for r in records):
+  natural = [m for m in mixtures if kind_of[m][1] == 0]
+  if not natural:
     missing.append("natural baseline (share 0): no speedups or domain gaps without it")
+  if not cells.measured:
+    missing.append("noise estimate: one seed per cell and no per-document losses, so no "
+                   "interval and no difference is called (run 2+ seeds)")
 
-  budget_fits = []
-  for (mixture, N), rs in sorted(records_lib.group(records, "mixture", "N").items()):
-    D = np.array([r["D"] for r in rs])
-    L = np.array([r["loss"] for r in rs])
-    if len(np.unique(D)) < 3:
-      missing.append(f"L(D) fit for {mixture} at N={_fmt(N)}: needs 3 budgets, has "
-                     f"{len(np.unique(D))}")
-      continue
-    fit = scaling.fit({"D": D}, L, what=f"{mixture} N={_fmt(N)}")
-    if len(L) > 3 and n_boot:
-      fit = scaling.bootstrap({"D": D}, L, fit, n_boot=n_boot, seed=seed)
-    budget_fits.append({"mixture": mixture, "N": N, "kind": rs[0]["kind"],
-                        "share": rs[0]["share"], "D_range": [float(D.min()), float(D.max())],
-                        **fit.to_json()})
+  table = []
+  for c, (m, N, D) in enumerate(cells.keys):
+    q = cells.quantities
+    table.append({"mixture": m, "N": N, "D": D, "kind": kind_of[m][0],
+                  "share": kind_of[m][1], "seeds": int(cells.seeds[c]),
+                  "loss": float(cells.point[c, 0]),
+                  "interval": noise.interval(cells.reps[:, c, 0]),
+                  "domains": {d: float(cells.point[c, i]) for i, d in enumerate(q) if i}})
 
-  joint_fits = []
-  for (mixture,), rs in sorted(records_lib.group(records, "mixture").items()):
-    N = np.array([r["N"] for r in rs])
-    D = np.array([r["D"] for r in rs])
-    L = np.array([r["loss"] for r in rs])
-    if len(rs) < 5 or len(np.unique(N)) < 2 or len(np.unique(D)) < 2:
-      missing.append(f"L(N, D) fit for {mixture}: needs 5 runs over 2+ sizes and 2+ budgets")
-      continue
-    fit = scaling.fit({"N": N, "D": D}, L, what=f"{mixture} L(N, D)")
-    pred = fit.predict(N=N, D=D)
-    joint_fits.append({"mixture": mixture, **fit.to_json(),
-                       "residuals": [{"N": float(n), "D": float(d),
-                                      "log_residual": float(np.log(l) - np.log(p))}
-                                     for n, d, l, p in zip(N, D, L, pred)]})
+  def law_points(mixture, free, fixed_name, fixed):
+    keys = [k for k in cells.keys if k[0] == mixture and (fixed_name is None or
+                                                           k[1 if fixed_name == "N" else 2] == fixed)]
+    idx = [cells.index(k) for k in keys]
+    res = {name: np.array([k[1 if name == "N" else 2] for k in keys], np.float64)
+           for name in free}
+    return res, cells.point[idx, 0], cells.reps[:, idx, 0]
+
+  def fit_family(free, fixed_name, label, holdout_on):
+    out, too_few, no_holdout = [], [], []
+    groups = sorted({(k[0], None if fixed_name is None else k[1 if fixed_name == "N" else 2])
+                     for k in cells.keys}, key=lambda g: (g[0] != "natural", g[0], g[1] or 0))
+    for mixture, fixed in groups:
+      res, point, reps = law_points(mixture, free, fixed_name, fixed)
+      where = f"{mixture}" + (f" at {fixed_name}={_fmt(fixed)}" if fixed_name else "")
+      need = laws.min_points(free)
+      if len(point) < need:
+        too_few.append(f"{where} ({len(point)})")
+        continue
+      f = laws.fit_law(res, point, reps, holdout_on, n_fit_boot)
+      if f["holdout"] is None and holdout_on:
+        no_holdout.append(where)
+      pred = laws.predict(free, f["theta"], **res)
+      out.append({"mixture": mixture, "kind": kind_of[mixture][0],
+                  "share": kind_of[mixture][1], fixed_name or "all": fixed,
+                  **{f"{k}_range": [float(v.min()), float(v.max())] for k, v in res.items()},
+                  **f, "residuals": [{**{k: float(v[i]) for k, v in res.items()},
+                                      "log_residual": float(np.log(point[i] / pred[i]))}
+                                     for i in range(len(point))]})
+    if too_few:
+      missing.append(f"{label} fit: needs {laws.min_points(free)} points (parameters + 2), "
+                     f"not shown for {_listing(too_few)}")
+    if no_holdout:
+      missing.append(f"{label} holdout error: needs {laws.min_points(free) + 1} points, "
+                     f"not computed for {_listing(no_holdout)}")
+    return out
+
+  budget_fits = fit_family(["D"], "N", "L(D)", "D")
+  model_fits = fit_family(["N"], "D", "L(N)", "N")
+  joint_fits = fit_family(["N", "D"], None, "L(N, D)", "D")
 
   speedups = []
-  by_key = {(f["mixture"], f["N"]): f for f in budget_fits}
   for f in budget_fits:
     if f["share"] == 0:
       continue
-    base = next((b for (m, n), b in by_key.items() if n == f["N"] and b["share"] == 0), None)
+    base = next((b for b in budget_fits if b["N"] == f["N"] and b["share"] == 0), None)
     if base is None:
-      missing.append(f"speedup of {f['mixture']} at N={_fmt(f['N'])}: no natural fit")
+      missing.append(f"speedup of {f['mixture']} at N={_fmt(f['N'])}: no natural L(D) fit")
       continue
-    budgets = sorted(set(Ds) | {max(Ds) * 3, max(Ds) * 10})  # measured, then extrapolated
-    rows = speedup_table(base, f, budgets, tuple(base["D_range"]), tuple(f["D_range"]))
-    speedups.append({"mixture": f["mixture"], "N": f["N"], "rows": rows})
+    budgets = sorted(set(d for d in Ds) | {max(Ds) * 3, max(Ds) * 10})
+    speedups.append({"mixture": f["mixture"], "N": f["N"],
+                     "rows": speedup.speedup_rows(base, f, budgets)})
 
   best_shares = []
-  kinds = sorted({r["kind"] for r in records if r["share"] > 0})
+  kinds = sorted({kind_of[m][0] for m in mixtures if kind_of[m][1] > 0})
   for kind in kinds:
-    for (N, D), rs in sorted(records_lib.group(records, "N", "D").items()):
-      pts = [r for r in rs if r["kind"] == kind or r["share"] == 0]
-      if len({r["share"] for r in pts}) < 3:
-        continue
-      out = share_lib.best_share([r["share"] for r in pts], [r["loss"] for r in pts],
-                                 seed=seed)
-      best_shares.append({"kind": kind, "N": N, "D": D,
-                          "points": sorted((r["share"], r["loss"]) for r in pts), **out})
+    sweep = [m for m in mixtures if kind_of[m][0] in (kind, "natural")]
+    for N in Ns:
+      for D in Ds:
+        here = [m for m in sweep if cells.has((m, N, D))]
+        if len({kind_of[m][1] for m in here}) < 3:
+          continue
+        idx = [cells.index((m, N, D)) for m in here]
+        out = share_lib.best_share([kind_of[m][1] for m in here], cells.point[idx, 0],
+                                   cells.reps[:, idx, 0], cells.measured)
+        best_shares.append({"kind": kind, "N": N, "D": D, **out})
   if kinds and not best_shares:
     missing.append("best share: no (size, budget) has losses at 3 or more shares of one kind")
 
-  return {"grid": {"N": Ns, "D": Ds, "mixtures": mixtures, "runs": len(records)},
-          "budget_fits": budget_fits, "joint_fits": joint_fits, "speedups": speedups,
-          "best_shares": best_shares, "domain_gaps": diagnostics.domain_gaps(records),
-          "records": [{k: v for k, v in r.items()} for r in records], "missing": missing}
+  gaps, findings = [], []
+  for (m, N, D) in cells.keys:
+    base = next((b for b in natural if cells.has((b, N, D))), None)
+    if base is None or m == base:
+      continue
+    per_domain = {d: noise.difference(cells, (m, N, D), (base, N, D), d)
+                  for d in cells.quantities[1:]}
+    gaps.extend({"mixture": m, "N": N, "D": D, "domain": d, "gap": g["diff"],
+                 "interval": g["interval"], "verdict": g["verdict"]}
+                for d, g in per_domain.items())
+    if D == max(k[2] for k in cells.keys if k[1] == N and k[0] in (m, base)):
+      overall = noise.difference(cells, (m, N, D), (base, N, D))
+      findings.append({"mixture": m, "N": N, "D": D, **overall,
+                       "domains_higher": sorted(d for d, g in per_domain.items()
+                                                if g["verdict"] == "higher"),
+                       "domains_lower": sorted(d for d, g in per_domain.items()
+                                               if g["verdict"] == "lower"),
+                       "domains": len(per_domain)})
+
+  return {"grid": {"N": Ns, "D": Ds, "mixtures": mixtures, "runs": len(records),
+                   "seeds": sorted({int(s) for s in cells.seeds}), "noise": cells.noise,
+                   "level": noise.LEVEL},
+          "cells": table, "findings": findings, "baselines": _baselines(records, table),
+          "budget_fits": budget_fits, "model_fits": model_fits, "joint_fits": joint_fits,
+          "speedups": speedups, "best_shares": best_shares, "domain_gaps": gaps,
+          "records": records, "missing": missing}
+
+
+def _listing(items: List[str], show: int = 4) -> str:
+  more = len(items) - show
+  return "; ".join(items[:show]) + (f"; and {more} more" if more > 0 else "")
+
+
+def _baselines(records: List[dict], table: List[dict]) -> List[dict]:
+  """Per domain: the unigram loss of the natural training data (a model that learned only
+  token frequencies) beside the best cell mean and the natural runs at the largest (N, D)."""
+  domains = sorted({d for r in records for d in r["baselines"]})
+  if not domains:
+    return []
+  top = max((c["N"], c["D"]) for c in table)
+  out = []
+  for d in domains:
+    base = float(np.mean([r["baselines"][d] for r in records if d in r["baselines"]]))
+    best = min((c for c in table if d in c["domains"]), key=lambda c: c["domains"][d])
+    nat = next((c for c in table if (c["N"], c["D"]) == top and c["share"] == 0), None)
+    out.append({"domain": d, "unigram": base, "best": best["domains"][d],
+                "best_cell": f"{best['mixture']}, N={_fmt(best['N'])}, D={_fmt(best['D'])}",
+                "natural_at_largest": nat["domains"].get(d) if nat else None})
+  avg = float(np.mean([b["unigram"] for b in out]))
+  out.append({"domain": "mean", "unigram": avg,
+              "best": float(np.mean([b["best"] for b in out])), "best_cell": "per domain",
+              "natural_at_largest": (float(np.mean([b["natural_at_largest"] for b in out]))
+                                     if all(b["natural_at_largest"] is not None for b in out)
+                                     else None)})
+  return out
 
 
 # ----------------------------------------------------------------------------- plots
@@ -114,11 +193,20 @@ def _plots(results: dict, out_dir: str) -> Dict[str, str]:
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  from matplotlib import ticker
 
-  records = results["records"]
+  cells = results["cells"]
   Ns = results["grid"]["N"]
   colors = {m: plt.cm.tab10(i % 10) for i, m in enumerate(results["grid"]["mixtures"])}
+  markers = dict(zip(Ns, "osD^v<>p*h"))
+  styles = dict(zip(Ns, ["-", "--", ":", "-."] * 3))
   made = {}
+
+  def budget_axis(ax):
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(ticker.FixedLocator(results["grid"]["D"]))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: _short(x)))
+    ax.xaxis.set_minor_locator(ticker.NullLocator())
 
   def save(fig, name):
     path = os.path.join(out_dir, name)
@@ -133,48 +221,74 @@ def _plots(results: dict, out_dir: str) -> Dict[str, str]:
     os.replace(tmp, path)
     made[name] = path
 
-  fig, axes = plt.subplots(1, len(Ns), figsize=(5 * len(Ns), 4), squeeze=False)
+  def errorbar(ax, x, c, **kw):
+    lo, hi = c["interval"]
+    ax.errorbar([x], [c["loss"]], yerr=[[c["loss"] - lo], [hi - c["loss"]]], capsize=2, **kw)
+
+  fig, axes = plt.subplots(1, len(Ns), figsize=(5.5 * len(Ns), 4.2), squeeze=False)
   for ax, N in zip(axes[0], Ns):
     for m in results["grid"]["mixtures"]:
-      pts = sorted((r["D"], r["loss"]) for r in records if r["N"] == N and r["mixture"] == m)
-      if pts:
-        ax.scatter(*zip(*pts), color=colors[m], s=18)
+      for c in (c for c in cells if c["N"] == N and c["mixture"] == m):
+        errorbar(ax, c["D"], c, fmt=markers[N], color=colors[m], ms=4)
       fit = next((f for f in results["budget_fits"] if f["N"] == N and f["mixture"] == m), None)
+      D = np.geomspace(min(results["grid"]["D"]), max(results["grid"]["D"]), 60)
       if fit:
-        D = np.geomspace(fit["D_range"][0], fit["D_range"][1] * 10, 50)
-        ax.plot(D, fit["E"] + fit["B"] / D ** fit["beta"], color=colors[m], label=m)
-    ax.set(xscale="log", yscale="log", xlabel="training tokens D", ylabel="validation loss",
-           title=f"N = {_fmt(N)} params")
+        ax.plot(D, laws.predict(["D"], fit["theta"], D=D), color=colors[m], lw=1, label=m)
+      else:
+        pts = sorted((c["D"], c["loss"]) for c in cells if c["N"] == N and c["mixture"] == m)
+        if pts:
+          ax.plot(*zip(*pts), color=colors[m], lw=0.8, alpha=0.6, label=m)
+    _baseline_line(ax, results)
+    budget_axis(ax)
+    ax.set(xlabel="training tokens D", ylabel="validation loss (nats/token)",
+           title=f"N = {_fmt(N)} params ({results['grid']['level']:.0%} intervals)")
     ax.legend(fontsize=7)
   save(fig, "loss_vs_budget.png")
 
   if results["speedups"]:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for s in results["speedups"]:
-      D = [r["D"] for r in s["rows"]]
-      sp = [min(r["speedup"], 1e6) for r in s["rows"]]
-      line, = ax.plot(D, sp, "--", color=colors[s["mixture"]], alpha=0.5)
-      inside = [(d, v) for d, v, r in zip(D, sp, s["rows"]) if not r["extrapolated"]]
-      if inside:
-        ax.plot(*zip(*inside), "o-", color=line.get_color(),
+      D = np.array([r["D"] for r in s["rows"]])
+      sp = np.array([min(r["speedup"], 1e3) for r in s["rows"]])
+      lo = np.array([min(r["interval"][0], 1e3) if r["interval"] else v
+                     for r, v in zip(s["rows"], sp)])
+      hi = np.array([min(r["interval"][1], 1e3) if r["interval"] else v
+                     for r, v in zip(s["rows"], sp)])
+      inside = np.array([not r["extrapolated"] for r in s["rows"]])
+      color = colors[s["mixture"]]
+      ax.plot(D, sp, styles[s["N"]], color=color, alpha=0.4, lw=0.8)
+      ax.fill_between(D, lo, hi, color=color, alpha=0.12)
+      if inside.any():
+        ax.plot(D[inside], sp[inside], styles[s["N"]], marker=markers[s["N"]], color=color,
                 label=f"{s['mixture']}, N={_fmt(s['N'])}")
     ax.axhline(1.0, color="gray", lw=0.8)
-    ax.set(xscale="log", yscale="log", xlabel="mixture tokens D",
-           ylabel="speedup D_natural / D_mixture", title="speedup over natural (dashed: extrapolated)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: _short(x)))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda y, _: f"{y:g}"))
+    ax.set(xlabel="mixture tokens D", ylabel="speedup D_natural / D_mixture",
+           title="speedup over natural (faint: extrapolated; band: interval)")
     ax.legend(fontsize=7)
     save(fig, "speedup.png")
 
   if results["best_shares"]:
-    fig, axes = plt.subplots(1, len(Ns), figsize=(5 * len(Ns), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(Ns), figsize=(5.5 * len(Ns), 4.2), squeeze=False)
     for ax, N in zip(axes[0], Ns):
       for b in (b for b in results["best_shares"] if b["N"] == N):
-        r, y = zip(*b["points"])
-        line, = ax.plot(r, y, "o", label=f"{b['kind']}, D={_fmt(b['D'])}")
-        grid = np.linspace(0, 1, 50)
-        ax.plot(grid, np.polyval(b["coef"], grid), color=line.get_color(), lw=0.8)
-        ax.plot([b["best_share"]], [b["best_loss"]], "*", ms=12, color=line.get_color())
-      ax.set(xlabel="synthetic token share", ylabel="validation loss",
-             title=f"N = {_fmt(N)}: loss vs share (* best)")
+        here = [c for c in cells if c["N"] == N and c["D"] == b["D"]
+                and (c["kind"] == b["kind"] or c["share"] == 0)]
+        here.sort(key=lambda c: c["share"])
+        line, = ax.plot([c["share"] for c in here], [c["loss"] for c in here], "-",
+                        marker=markers[N], ms=4,
+                        label=f"{b['kind']}, D={_short(b['D'])}: {b['verdict']}")
+        for c in here:
+          errorbar(ax, c["share"], c, fmt="none", color=line.get_color())
+        best = next(c for c in here if c["share"] == b["grid_argmin"])
+        ax.plot([best["share"]], [best["loss"]], "*", ms=11, color=line.get_color())
+      ax.set(xlabel="synthetic token share", ylabel="validation loss (nats/token)",
+             title=f"N = {_fmt(N)}: loss vs share (* grid argmin)")
       ax.legend(fontsize=7)
     save(fig, "loss_vs_share.png")
 
@@ -187,90 +301,192 @@ def _plots(results: dict, out_dir: str) -> Dict[str, str]:
     grid = np.full((len(mixtures), len(domains)), np.nan)
     for g in sel:
       grid[mixtures.index(g["mixture"]), domains.index(g["domain"])] = g["gap"]
-    fig, ax = plt.subplots(figsize=(1 + 0.7 * len(domains), 1 + 0.5 * len(mixtures)))
+    fig, ax = plt.subplots(figsize=(2 + 0.9 * len(domains), 1.5 + 0.5 * len(mixtures)))
     lim = np.nanmax(np.abs(grid)) or 1.0
     im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    for g in sel:  # the value; faint where its interval includes 0
+      ax.text(domains.index(g["domain"]), mixtures.index(g["mixture"]), f"{g['gap']:+.2f}",
+              ha="center", va="center", fontsize=7,
+              alpha=1.0 if g["verdict"] != "not resolved" else 0.35)
     ax.set_xticks(range(len(domains)), domains, rotation=45, ha="right")
     ax.set_yticks(range(len(mixtures)), mixtures)
-    ax.set_title(f"loss minus natural's, N={_fmt(top[0])}, D={_fmt(top[1])}")
+    ax.set_title(f"loss minus natural's, N={_fmt(top[0])}, D={_fmt(top[1])} "
+                 "(faint: within noise)")
     fig.colorbar(im, ax=ax, label="loss gap (nats/token)")
     save(fig, "domain_heatmap.png")
 
   if results["joint_fits"]:
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for f in results["joint_fits"]:
-      ax.scatter([r["D"] for r in f["residuals"]], [r["log_residual"] for r in f["residuals"]],
-                 color=colors[f["mixture"]], label=f["mixture"], s=18)
+      for N in Ns:
+        pts = [(r["D"], r["log_residual"]) for r in f["residuals"] if r["N"] == N]
+        if pts:
+          ax.plot(*zip(*pts), markers[N], color=colors[f["mixture"]], ms=4,
+                  label=f"{f['mixture']}, N={_fmt(N)}")
     ax.axhline(0, color="gray", lw=0.8)
-    ax.set(xscale="log", xlabel="training tokens D", ylabel="log L - log L_fit",
-           title="L(N, D) fit residuals")
-    ax.legend(fontsize=7)
+    budget_axis(ax)
+    ax.set(xlabel="training tokens D", ylabel="log L - log L_fit", title="L(N, D) fit residuals")
+    ax.legend(fontsize=6, ncol=2)
     save(fig, "residuals.png")
   return made
 
 
+def _baseline_line(ax, results):
+  mean = next((b for b in results["baselines"] if b["domain"] == "mean"), None)
+  if mean:
+    ax.axhline(mean["unigram"], color="gray", ls=":", lw=1)
+    ax.annotate("unigram baseline", (0.01, mean["unigram"]), xycoords=("axes fraction", "data"),
+                fontsize=7, color="gray", va="bottom")
+
+
+def _short(x: float) -> str:
+  for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+    if abs(x) >= div:
+      return f"{x / div:g}{unit}"
+  return f"{x:g}"
+
+
 # ----------------------------------------------------------------------------- document
+
+def _iv(iv, digits=3) -> str:
+  return f"[{_fmt(iv[0], digits)}, {_fmt(iv[1], digits)}]" if iv else "-"
+
+
+def _law_rows(fits, coef, expo, var, fixed):
+  rows = []
+  for f in fits:
+    iv = f["intervals"]
+    hold = f["holdout"]
+    rows.append([f["mixture"], _fmt(f[fixed]) if fixed else "all", _fmt(f["E"]),
+                 _iv(iv.get("E")), _fmt(f[coef]), _fmt(f[expo]), _iv(iv.get(expo)),
+                 f["n_points"],
+                 f"{hold['relative_error']:.2%} at {var}={_fmt(hold['at'])}" if hold else "-"])
+  return rows
+
 
 def _blocks(results: dict, images: Dict[str, str], out_dir: str):
   g = results["grid"]
+  level = f"{g['level']:.0%}"
   yield ("h1", "synthjax study report")
+  sources = [name for name, measured in g["noise"].items() if measured]
   yield ("p", f"{g['runs']} runs; model sizes N = {', '.join(_fmt(n) for n in g['N'])}; "
               f"budgets D = {', '.join(_fmt(d) for d in g['D'])}; mixtures: "
-              f"{', '.join(g['mixtures'])}.")
+              f"{', '.join(g['mixtures'])}; seeds per cell: "
+              f"{', '.join(str(s) for s in g['seeds'])}. Intervals are {level}, from a "
+              f"bootstrap over {' and '.join(sources) or 'nothing (no noise measured)'}; a "
+              "difference is called only when its interval excludes 0.")
   if results["missing"]:
     yield ("h2", "Missing")
     yield ("list", results["missing"])
-  yield ("h2", "Loss against data budget: L(D) = E + B / D^beta")
-  rows = [[f["mixture"], _fmt(f["N"]), _fmt(f["E"]), _fmt(f["B"]), _fmt(f["beta"]),
-           _ci(f, "beta"), _fmt(f["objective"], 3), f["n_points"]] for f in results["budget_fits"]]
-  yield ("table", ["mixture", "N", "E", "B", "beta", "beta 5-95%", "objective", "points"], rows)
+  if results["findings"]:
+    yield ("h2", "Findings: each mixture against natural data at its largest budget")
+    yield ("p", "Mean validation loss of the mixture minus natural's at equal tokens "
+                f"(negative: the mixture is better), with its {level} interval; per domain, "
+                "how many domains are resolved higher or lower.")
+    rows = [[f["mixture"], _fmt(f["N"]), _fmt(f["D"]), f"{f['diff']:+.4f}",
+             _iv(f["interval"], 3), _finding(f),
+             f"{len(f['domains_higher'])} higher, {len(f['domains_lower'])} lower, "
+             f"{f['domains'] - len(f['domains_higher']) - len(f['domains_lower'])} within noise"]
+            for f in results["findings"]]
+    yield ("table", ["mixture", "N", "D", "loss - natural", level, "verdict", "domains"], rows)
+  if results["baselines"]:
+    yield ("h2", "How far the models got: unigram baseline per domain")
+    yield ("p", "unigram = cross-entropy of the domain's evaluation tokens under the natural "
+                "training data's token frequencies: a model that learned nothing beyond them.")
+    rows = [[b["domain"], _fmt(b["unigram"]), _fmt(b["natural_at_largest"]), _fmt(b["best"]),
+             _fmt(b["best"] - b["unigram"], 3), b["best_cell"]] for b in results["baselines"]]
+    yield ("table", ["domain", "unigram", "natural, largest N and D", "best cell",
+                     "best - unigram", "best cell is"], rows)
+  yield ("h2", "Mean validation loss per cell")
+  rows = [[c["mixture"], _fmt(c["N"]), _fmt(c["D"]), c["seeds"], _fmt(c["loss"]),
+           _iv(c["interval"], 4)] for c in results["cells"]]
+  yield ("table", ["mixture", "N", "D", "seeds", "loss", level], rows)
   if "loss_vs_budget.png" in images:
-    yield ("img", "loss_vs_budget.png", "loss against budget, fitted curves over points")
+    yield ("img", "loss_vs_budget.png", "loss against budget: cell means with intervals")
+  if results["budget_fits"]:
+    yield ("h2", "Data law L(D) = E + B / D^beta per mixture at fixed N")
+    yield ("table", ["mixture", "N", "E", f"E {level}", "B", "beta", f"beta {level}",
+                     "points", "holdout error"],
+           _law_rows(results["budget_fits"], "B", "beta", "D", "N"))
+  if results["model_fits"]:
+    yield ("h2", "Model law L(N) = E + A / N^alpha per mixture at fixed D")
+    yield ("table", ["mixture", "D", "E", f"E {level}", "A", "alpha", f"alpha {level}",
+                     "points", "holdout error"],
+           _law_rows(results["model_fits"], "A", "alpha", "N", "D"))
   if results["joint_fits"]:
     yield ("h2", "L(N, D) = E + A / N^alpha + B / D^beta (Approach 3)")
     rows = [[f["mixture"], _fmt(f["E"]), _fmt(f["A"]), _fmt(f["alpha"]), _fmt(f["B"]),
-             _fmt(f["beta"]), _fmt(f["objective"], 3), f["n_points"]]
+             _fmt(f["beta"]), _fmt(f["objective"], 3), f["n_points"],
+             f"{f['holdout']['relative_error']:.2%}" if f["holdout"] else "-"]
             for f in results["joint_fits"]]
-    yield ("table", ["mixture", "E", "A", "alpha", "B", "beta", "objective", "points"], rows)
+    yield ("table", ["mixture", "E", "A", "alpha", "B", "beta", "objective", "points",
+                     "holdout error (largest D)"], rows)
     if "residuals.png" in images:
       yield ("img", "residuals.png", "fit residuals")
   if results["speedups"]:
     yield ("h2", "Speedup over natural data")
-    yield ("p", "speedup = D_natural(L*) / D_mixture at the loss L* the mixture reaches with "
-                "D_mixture tokens; * marks extrapolation beyond the measured budgets.")
+    yield ("p", "speedup = D_natural(L*) / D_mixture at the loss L* the mixture's L(D) reaches "
+                "with D_mixture tokens; * marks extrapolation beyond the measured budgets.")
     rows = []
     for s in results["speedups"]:
       for r in s["rows"]:
         rows.append([s["mixture"], _fmt(s["N"]), _fmt(r["D"]), _fmt(r["loss"]),
                      _fmt(r["D_natural"]), _fmt(r["speedup"], 3) + ("*" if r["extrapolated"]
-                                                                      else "")])
-    yield ("table", ["mixture", "N", "D mixture", "loss", "D natural", "speedup"], rows)
+                                                                    else ""),
+                     _iv(r["interval"])])
+    yield ("table", ["mixture", "N", "D mixture", "loss", "D natural", "speedup", level], rows)
     if "speedup.png" in images:
       yield ("img", "speedup.png", "speedup against budget")
   if results["best_shares"]:
     yield ("h2", "Best synthetic share")
-    rows = [[b["kind"], _fmt(b["N"]), _fmt(b["D"]), _fmt(b["best_share"], 3),
-             f"{_fmt(b['interval'][0], 3)} - {_fmt(b['interval'][1], 3)}",
-             _fmt(b["best_loss"])] for b in results["best_shares"]]
-    yield ("table", ["kind", "N", "D", "best share", "5-95%", "loss at best"], rows)
+    yield ("p", "From the measured means, no fitted curve: the confidence set holds the shares "
+                "within noise of the lowest loss (95%, simultaneous); an interior optimum's "
+                "interval runs between the grid shares around that set. The grid argmin is the "
+                f"paper's grid search, with the {level} interval of the argmin over replicates.")
+    rows = [[b["kind"], _fmt(b["N"]), _fmt(b["D"]), b["verdict"], _iv(b["interval"]),
+             _fmt(b["grid_argmin"], 3), _iv(b["grid_argmin_interval"]),
+             ", ".join(_fmt(x, 3) for x in b["confidence_set"])]
+            for b in results["best_shares"]]
+    yield ("table", ["kind", "N", "D", "verdict", "interval", "grid argmin", level,
+                     "confidence set"], rows)
     if "loss_vs_share.png" in images:
       yield ("img", "loss_vs_share.png", "loss against share")
   if results["domain_gaps"]:
-    yield ("h2", "Per-domain loss gap to natural data (positive: mixture is worse)")
+    yield ("h2", "Per-domain loss gap to natural data at each size's largest budget")
+    yield ("p", f"mixture's loss minus natural's (positive: worse) [{level} interval]; "
+                "(~) marks a gap within noise.")
     domains = sorted({x["domain"] for x in results["domain_gaps"]})
-    table: Dict[tuple, Dict[str, float]] = {}
+    largest = {f["N"]: f["D"] for f in results["findings"]}
+    table: Dict[tuple, Dict[str, dict]] = {}
     for x in results["domain_gaps"]:
-      table.setdefault((x["mixture"], x["N"], x["D"]), {})[x["domain"]] = x["gap"]
-    rows = [[m, _fmt(n), _fmt(d)] + [_fmt(v.get(dom), 3) for dom in domains]
+      if largest.get(x["N"]) == x["D"]:
+        table.setdefault((x["mixture"], x["N"], x["D"]), {})[x["domain"]] = x
+    rows = [[m, _fmt(n), _fmt(d)] + [_gap(v.get(dom)) for dom in domains]
             for (m, n, d), v in sorted(table.items())]
     yield ("table", ["mixture", "N", "D"] + domains, rows)
     if "domain_heatmap.png" in images:
       yield ("img", "domain_heatmap.png", "per-domain loss gaps")
   yield ("h2", "Runs")
-  rows = [[r["mixture"], _fmt(r["N"]), _fmt(r["D"]), _fmt(r["share"], 3), _fmt(r["loss"]),
+  rows = [[r["mixture"], _fmt(r["N"]), _fmt(r["D"]), r["seed"], _fmt(r["share"], 3),
+           _fmt(r["loss"]), ", ".join(f"{k} x{v:.3g}" for k, v in r["repeats"].items()
+                                      if v > 1) or "-",
            _record_link(r["path"], out_dir)]
-          for r in sorted(results["records"], key=lambda r: (r["N"], r["D"], r["mixture"]))]
-  yield ("table", ["mixture", "N", "D", "share", "loss", "record"], rows)
+          for r in sorted(results["records"],
+                          key=lambda r: (r["N"], r["D"], r["mixture"], r["seed"]))]
+  yield ("table", ["mixture", "N", "D", "seed", "share", "loss", "repeated", "record"], rows)
+
+
+def _finding(f: dict) -> str:
+  if f["verdict"] == "not resolved":
+    return "no difference resolved"
+  return "mixture worse" if f["verdict"] == "higher" else "mixture better"
+
+
+def _gap(x) -> str:
+  if x is None:
+    return "-"
+  return (f"{x['gap']:+.3f} {_iv(x['interval'], 2)}"
+          + (" (~)" if x["verdict"] == "not resolved" else ""))
 
 
 def _record_link(path: str, out_dir: str):
@@ -338,11 +554,14 @@ def _html(blocks) -> str:
 
 
 def write(results: dict, out_dir: str) -> str:
-  """Render the report into out_dir; returns the Markdown path."""
+  """Render the report into out_dir; returns the Markdown path. (analysis.json leaves out the
+  per-document losses: they are in the run records.)"""
   os.makedirs(out_dir, exist_ok=True)
   images = _plots(results, out_dir)
   blocks = list(_blocks(results, images, out_dir))
-  atomic.write_json(os.path.join(out_dir, "analysis.json"), _jsonable(results))
+  slim = dict(results, records=[{k: v for k, v in r.items() if k != "docs"}
+                                for r in results["records"]])
+  atomic.write_json(os.path.join(out_dir, "analysis.json"), _jsonable(slim))
   atomic.write_text(os.path.join(out_dir, "report.html"), _html(blocks))
   path = os.path.join(out_dir, "report.md")
   atomic.write_text(path, _markdown(blocks))
@@ -361,8 +580,8 @@ def _jsonable(x):
   return x
 
 
-def report(paths, out_dir: str, n_boot: int = 50) -> str:
+def report(paths, out_dir: str, n_boot: int = 1000, n_fit_boot: int = 100) -> str:
   recs = records_lib.load(paths)
   if not recs:
     raise UserError("no run records")
-  return write(analyze(recs, n_boot=n_boot), out_dir)
+  return write(analyze(recs, n_boot=n_boot, n_fit_boot=n_fit_boot), out_dir)

@@ -188,7 +188,10 @@ def fit(resources: Dict[str, Sequence[float]], loss: Sequence[float],
   logL = np.log(loss)
   fun = lambda t: _objective_and_grad(t, X, logL, delta)
   starts = grid_starts(len(names)) if starts is None else np.atleast_2d(starts)
-  screened, f = _batched_bfgs(starts, fun)
+  if len(starts) > polish:  # screen a grid of starts; a few given starts go straight to polish
+    screened, f = _batched_bfgs(starts, fun)
+  else:
+    screened, f = starts, fun(starts)[0]
   order = np.argsort(np.where(np.isfinite(f), f, np.inf))[:polish]
   best_theta, best_f = screened[order[0]], f[order[0]]
   for i in order:

@@ -1,41 +1,67 @@
-"""The best synthetic share for one (model size, budget): a smooth fit of loss against share.
+"""The best synthetic share for one (model size, budget), from the measured points alone.
 
-A quadratic in the share r is the smallest smooth curve with an interior minimum; its argmin
-on [0, 1] is the best share. The interval comes from a parametric bootstrap: refit after
-adding Gaussian noise at the size of the fit's own residuals.
+No curve is fitted: a smooth fit through few noisy points can put a minimum where the data
+has none. Instead, from the bootstrap replicates of the measured mean losses (noise.py):
+
+- The confidence set: every measured share whose loss is within c of the lowest measured
+  loss, where c is the `level` quantile of the largest centred difference between any two
+  shares in a replicate. It holds the truly best grid share with probability about `level`
+  (simultaneously over all pairs, so flat data rarely excludes anything by chance).
+- Verdict: "best at <lowest share>" when the set holds the lowest share but not the highest;
+  "best at <highest share>" in the mirror case; "interior" when it holds neither end; "not
+  resolved" when it holds both (the differences are within noise) or no noise was measured.
+- An interior optimum's interval runs from the grid share below the set to the one above it:
+  if loss is convex in the share, its minimum lies there.
+- The grid argmin (the paper's grid search per (N, D)) is reported too, with the interval of
+  the argmin over the replicates.
 """
 from typing import Sequence
 
 import numpy as np
 
+from synthjax.analyze.noise import interval
 from synthjax.errors import UserError
 
-
-def _argmin_on_unit(coef) -> float:
-  c2, c1, c0 = coef
-  candidates = [0.0, 1.0]
-  if c2 > 0:
-    candidates.append(float(np.clip(-c1 / (2 * c2), 0.0, 1.0)))
-  values = [np.polyval(coef, r) for r in candidates]
-  return candidates[int(np.argmin(values))]
+SET_LEVEL = 0.95
 
 
-def best_share(shares: Sequence[float], losses: Sequence[float], n_boot: int = 200,
-               seed: int = 0) -> dict:
+def best_share(shares: Sequence[float], point: Sequence[float], reps: np.ndarray,
+               noise_measured: bool = True, level: float = SET_LEVEL) -> dict:
+  """shares [k], point [k] mean losses, reps [replicates, k] bootstrap replicates of them."""
   r = np.asarray(shares, np.float64)
-  y = np.asarray(losses, np.float64)
-  if len(np.unique(r)) < 3:
+  m = np.asarray(point, np.float64)
+  R = np.asarray(reps, np.float64).reshape(-1, len(r))
+  if len(np.unique(r)) != len(r) or len(r) < 3:
     raise UserError(f"best share needs losses at 3 or more distinct shares, got "
-                    f"{sorted(set(r.tolist()))}")
-  coef = np.polyfit(r, y, 2)
-  best = _argmin_on_unit(coef)
-  residuals = y - np.polyval(coef, r)
-  dof = len(r) - 3
-  sigma = float(np.sqrt((residuals ** 2).sum() / dof)) if dof > 0 else 0.0
-  rng = np.random.default_rng(seed)
-  boots = [_argmin_on_unit(np.polyfit(r, np.polyval(coef, r) + rng.normal(0, sigma, len(r)), 2))
-           for _ in range(n_boot if sigma > 0 else 0)]
-  interval = (float(np.percentile(boots, 5)), float(np.percentile(boots, 95))) if boots else (
-      best, best)
-  return {"best_share": best, "interval": interval, "coef": coef.tolist(),
-          "best_loss": float(np.polyval(coef, best)), "residual_std": sigma}
+                    f"{sorted(r.tolist())}")
+  order = np.argsort(r)
+  r, m, R = r[order], m[order], R[:, order]
+  dev = R - m
+  critical = float(np.quantile(dev.max(1) - dev.min(1), level)) if len(R) else 0.0
+  inside = (m - m.min()) <= critical
+  in_set = r[inside]
+  boot_argmin = r[np.argmin(R, axis=1)] if len(R) else r[[np.argmin(m)]]
+  out = {"shares": r.tolist(), "losses": m.tolist(), "confidence_set": in_set.tolist(),
+         "critical_gap": critical, "grid_argmin": float(r[np.argmin(m)]),
+         "grid_argmin_interval": interval(boot_argmin), "interval": None}
+  low, high = bool(inside[0]), bool(inside[-1])
+  if not noise_measured or critical == 0.0:
+    out.update(verdict="not resolved", why="no noise estimate (one seed per cell and no "
+                                           "per-document losses)")
+  elif low and high:
+    out.update(verdict="not resolved", why="the lowest and the highest share are both within "
+                                           "noise of the best")
+  elif low:
+    out.update(verdict=f"best at {_share(r[0])}", why="every share above it that differs is "
+                                                      "worse; the highest share is worse")
+  elif high:
+    out.update(verdict=f"best at {_share(r[-1])}", why="the lowest share is worse")
+  else:
+    first, last = np.flatnonzero(inside)[[0, -1]]
+    out.update(verdict="interior", interval=(float(r[first - 1]), float(r[last + 1])),
+               why="both ends are worse than the best share")
+  return out
+
+
+def _share(x: float) -> str:
+  return f"{x:.3g}"

@@ -1,27 +1,26 @@
 """How many times fewer tokens a mixture needs than natural data to reach the same loss."""
-import math
-from typing import Dict, List, Sequence, Tuple
+from typing import List, Sequence
 
-from synthjax.analyze.scaling import tokens_for_loss
-
-
-def loss_at(params: Dict[str, float], D: float) -> float:
-  return params["E"] + params["B"] / D ** params["beta"]
+from synthjax.analyze import laws, noise
 
 
-def speedup_table(natural: Dict[str, float], mixture: Dict[str, float],
-                  budgets: Sequence[float], natural_range: Tuple[float, float],
-                  mixture_range: Tuple[float, float]) -> List[dict]:
-  """For each mixture budget D: the loss L* the mixture reaches there, the natural tokens
-  D_nat(L*) for the same loss, and speedup = D_nat / D. Rows outside the measured budgets of
-  either curve are marked as extrapolation (inf when natural data never reaches L*)."""
+def speedup_rows(natural: dict, mixture: dict, budgets: Sequence[float]) -> List[dict]:
+  """For each mixture budget D: the loss L* the mixture's L(D) gives there, the natural tokens
+  D_natural(L*) for the same loss, speedup = D_natural / D (inf when natural data never gets
+  there), and its interval over the paired bootstrap refits. A row outside the measured
+  budgets of either curve is marked as extrapolation.
+
+  natural, mixture: L(D) fits from laws.fit_law (theta, replicate_thetas, D_range)."""
   rows = []
+  pairs = list(zip(natural["replicate_thetas"], mixture["replicate_thetas"]))
   for D in budgets:
-    target = loss_at(mixture, D)
-    d_nat = tokens_for_loss(natural, target)
-    inside = (mixture_range[0] <= D <= mixture_range[1]
-              and natural_range[0] <= d_nat <= natural_range[1])
-    rows.append({"D": float(D), "loss": target, "D_natural": d_nat,
-                 "speedup": d_nat / D if math.isfinite(d_nat) else math.inf,
+    target = float(laws.predict(["D"], mixture["theta"], D=D))
+    d_nat = laws.tokens_for_loss(natural["theta"], target)
+    reps = [laws.tokens_for_loss(tn, float(laws.predict(["D"], tm, D=D))) / D
+            for tn, tm in pairs]
+    inside = (mixture["D_range"][0] <= D <= mixture["D_range"][1]
+              and natural["D_range"][0] <= d_nat <= natural["D_range"][1])
+    rows.append({"D": float(D), "loss": target, "D_natural": d_nat, "speedup": d_nat / D,
+                 "interval": noise.interval(reps) if reps else None,
                  "extrapolated": not inside})
   return rows

@@ -1,0 +1,75 @@
+"""The best-share estimator on synthetic losses whose true answer is known, boring cases too."""
+import numpy as np
+import pytest
+
+from synthjax.analyze import noise, share
+
+SHARES = {4: [0.0, 1 / 3, 2 / 3, 1.0], 7: [0.0, 0.1, 0.2, 0.33, 0.5, 0.67, 1.0]}
+SEEDS = 3
+SEED_SD = 0.01  # nats: the seed-to-seed spread of a small run's loss
+TRUE = {
+    "rising": lambda r: 3.0 + 0.3 * r,
+    "falling": lambda r: 3.3 - 0.3 * r,
+    "flat": lambda r: 3.0 + 0.0 * r,
+    "interior": lambda r: 3.0 + 0.8 * (r - 0.3) ** 2,
+}
+
+
+def _draw(shape, shares, rng):
+  records = [{"mixture": f"share{r:.2f}", "N": 1e6, "D": 1e7, "domains": {},
+              "loss": TRUE[shape](r) + rng.normal(0, SEED_SD), "seed": s}
+             for r in shares for s in range(SEEDS)]
+  cells = noise.bootstrap_cells(records, n_boot=400, seed=int(rng.integers(1 << 30)))
+  point = [cells.point[cells.index((f"share{r:.2f}", 1e6, 1e7)), 0] for r in shares]
+  reps = np.stack([cells.reps[:, cells.index((f"share{r:.2f}", 1e6, 1e7)), 0]
+                   for r in shares], 1)
+  return share.best_share(shares, point, reps, cells.measured)
+
+
+def _rate(shape, k, ok):
+  rng = np.random.default_rng(1000 * k + len(shape))
+  return np.mean([ok(_draw(shape, SHARES[k], rng)) for _ in range(50)])
+
+
+@pytest.mark.parametrize("k", [4, 7])
+def test_monotone_rising_is_best_at_zero(k):
+  assert _rate("rising", k, lambda o: o["verdict"] == "best at 0") >= 0.9
+
+
+@pytest.mark.parametrize("k", [4, 7])
+def test_monotone_falling_is_best_at_one(k):
+  assert _rate("falling", k, lambda o: o["verdict"] == "best at 1") >= 0.9
+
+
+@pytest.mark.parametrize("k", [4, 7])
+def test_flat_is_not_resolved(k):
+  assert _rate("flat", k, lambda o: o["verdict"] == "not resolved") >= 0.9
+
+
+@pytest.mark.parametrize("k", [4, 7])
+def test_interior_interval_covers_the_true_optimum(k):
+  def ok(o):
+    return o["verdict"] == "interior" and o["interval"][0] <= 0.3 <= o["interval"][1]
+  assert _rate("interior", k, ok) >= 0.9
+
+
+def test_the_old_counterexample_is_no_longer_an_interior_optimum():
+  # A quadratic fit put the best share of this monotone rise at 0.24, below every point.
+  shares = [0, 1 / 3, 2 / 3, 1]
+  losses = np.array([3.0, 3.01, 3.05, 3.3])
+  rng = np.random.default_rng(0)
+  reps = losses + rng.normal(0, 0.002, (400, 4))
+  out = share.best_share(shares, losses, reps)
+  assert out["verdict"] == "best at 0" and out["grid_argmin"] == 0.0
+
+
+def test_without_a_noise_estimate_nothing_is_resolved():
+  out = share.best_share([0, 0.5, 1], [3.0, 2.5, 3.0], np.array([[3.0, 2.5, 3.0]]),
+                         noise_measured=False)
+  assert out["verdict"] == "not resolved" and "no noise estimate" in out["why"]
+
+
+def test_fewer_than_three_shares_is_an_error():
+  from synthjax.errors import UserError
+  with pytest.raises(UserError, match="3 or more distinct shares"):
+    share.best_share([0, 1], [3.0, 3.1], np.zeros((10, 2)))
