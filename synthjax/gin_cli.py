@@ -23,9 +23,15 @@ from synthjax.errors import UserError
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GIN_CONFIGS = os.path.join(REPO_ROOT, "gin_configs")
 
+_WORDS = {"true": "True", "false": "False", "none": "None"}
+
+
 def _gin_value(value: str) -> str:
   """Quote a bare word or path so `--gin.MODEL_DIR=/tmp/x` works without shell quoting;
-  Python literals, gin references (@name, %MACRO) and containers pass through."""
+  true/false/none in any case are the Python constants; Python literals, gin references
+  (@name, %MACRO) and containers pass through."""
+  if value.strip().lower() in _WORDS:
+    return _WORDS[value.strip().lower()]
   if value.lstrip().startswith(("@", "%", "[", "{", "(")):
     return value
   try:
@@ -33,6 +39,49 @@ def _gin_value(value: str) -> str:
     return value
   except (ValueError, SyntaxError):
     return repr(value)
+
+
+def _default_type(name: str):
+  """The type (bool, int or float) a parameter 'scope/Configurable.param' takes by its
+  default or annotation; None for macros, strings and anything unknown."""
+  import dataclasses
+  import inspect
+  from gin import config as gin_config
+  if "." not in name:
+    return None
+  selector, param = name.rsplit(".", 1)
+  try:
+    configurable = gin_config._REGISTRY.get_match(selector.split("/")[-1])
+  except (KeyError, ValueError):
+    return None
+  if configurable is None:
+    return None
+  fn = configurable.wrapped
+  if dataclasses.is_dataclass(fn):
+    field = {f.name: f for f in dataclasses.fields(fn)}.get(param)
+    kind = field.type if field else None
+  else:
+    try:
+      p = inspect.signature(fn).parameters.get(param)
+    except (TypeError, ValueError):
+      return None
+    kind = type(p.default) if p is not None else None
+  return kind if kind in (bool, int, float) else None
+
+
+def check_bare_words(argv: Sequence[str]) -> None:
+  """A bare word given to a number or boolean parameter is a mistake (it would bind the
+  string): say which flag. Call after the configurables are registered (after parse)."""
+  for arg in argv:
+    name, eq, value = arg.partition("=")
+    if not (name.startswith("--gin.") and eq):
+      continue
+    if _gin_value(value) == repr(value):  # it was quoted: a bare word
+      kind = _default_type(name[len("--gin."):])
+      if kind is not None:
+        raise UserError(f"{arg}: {name[len('--gin.'):]} takes {'an' if kind is int else 'a'} "
+                        f"{kind.__name__}, not the word "
+                        f"{value!r}" + (" (use true or false)" if kind is bool else ""))
 
 
 def split_argv(argv: Sequence[str]):
@@ -145,8 +194,10 @@ def main(prog: str, run: Callable[[List[str]], None], argv: Optional[Sequence[st
 
   @exit_on_user_error(prog)
   def go():
-    files, bindings, paths, rest = split_argv(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    files, bindings, paths, rest = split_argv(args)
     parse(files, bindings, paths)
+    check_bare_words(args)
     return run(rest)
 
   return go()

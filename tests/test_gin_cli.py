@@ -63,3 +63,27 @@ def test_every_model_preset_builds_a_valid_config():
   assert sizes["smollm2_135m"] == 134_515_008  # SmolLM2-135M's published parameter count
   assert 7.9e9 < sizes["llama3_8b"] < 8.1e9
   assert 70e9 < sizes["llama3_70b"] < 71e9
+
+
+@pytest.mark.parametrize("word,value", [("false", False), ("FALSE", False), ("True", True),
+                                        ("none", None)])
+def test_booleans_and_none_on_the_command_line(word, value):
+  import synthjax.data.loader  # noqa: F401  (registers MixtureLoader)
+  _, bindings, _, _ = gin_cli.split_argv([f"--gin.MixtureLoader.allow_repeat={word}"])
+  gin_cli.parse([], bindings)
+  import gin as gin_lib
+  assert gin_lib.query_parameter("MixtureLoader.allow_repeat") is value
+
+
+def test_a_bare_word_for_a_number_or_boolean_names_the_flag():
+  import synthjax.data.loader  # noqa: F401
+  from synthjax.training.config import TrainConfig  # noqa: F401
+  argv = ["--gin.MixtureLoader.allow_repeat=yes"]
+  gin_cli.parse([], gin_cli.split_argv(argv)[1])
+  with pytest.raises(UserError, match=r"--gin.MixtureLoader.allow_repeat=yes: .* takes a bool"):
+    gin_cli.check_bare_words(argv)
+  argv = ["--gin.TrainConfig.seq_len=long"]
+  gin_cli.parse([], gin_cli.split_argv(argv)[1])
+  with pytest.raises(UserError, match="TrainConfig.seq_len takes an int, not the word 'long'"):
+    gin_cli.check_bare_words(argv)
+  gin_cli.check_bare_words(["--gin.MODEL_DIR=/tmp/x", "--gin.MixtureLoader.mixture=natural"])
