@@ -7,6 +7,7 @@ Outputs in MODEL_DIR: metrics.jsonl, tensorboard/, checkpoints/ (orbax), data_st
 config.gin (operative config), model.json, and run.json (the run record) at the end.
 A rerun with the same MODEL_DIR resumes from the latest checkpoint; SIGTERM saves and exits.
 """
+import functools
 import json
 import math
 import os
@@ -53,31 +54,86 @@ def _check_model_dir(model_dir: str, cfg: ModelConfig) -> None:
     atomic.write_text(path, cfg.to_json())
 
 
-def _domain_batches(cfg: TrainConfig, mesh):
+def _eval_sets(cfg: TrainConfig, mesh):
+  """domain -> (source, [(global batch, document id per target or None)])."""
   out = {}
   for name, factory in (cfg.eval_sources or {}).items():
-    source = factory(batch_size=cfg.batch_size, seq_len=cfg.seq_len,
+    source = factory(seq_len=cfg.seq_len, batch_size=cfg.eval_batch_size,
                      process_index=jax.process_index(), process_count=jax.process_count())
-    out[name] = [sharding.global_batch(source.next_batch(), mesh)
+    if hasattr(source, "eval_batches"):  # an EvalSet: a fixed set of documents
+      batches = [(sharding.global_batch(local, mesh), doc_ids)
+                 for local, doc_ids in source.eval_batches()]
+    else:  # a row source (e.g. MarkovSource): its first eval_batches batches
+      batches = [(sharding.global_batch(source.next_batch(), mesh), None)
                  for _ in range(cfg.eval_batches)]
+    out[name] = (source, batches)
   return out
 
 
-def evaluate(eval_step, params, domain_batches) -> Dict[str, float]:
-  """Per-domain mean token loss and perplexity, and their token-weighted average."""
-  out, total_loss, total_tokens = {}, 0.0, 0.0
-  for name, batches in domain_batches.items():
-    sums = [eval_step(params, b) for b in batches]
-    loss_sum = float(sum(jax.device_get(s) for s, _ in sums))
-    tokens = float(sum(jax.device_get(n) for _, n in sums))
+def evaluate(eval_step, params, eval_sets):
+  """Per domain: mean token loss, perplexity, and (for an EvalSet) bits per byte, the unigram
+  baseline and per-document loss sums; plus the token-weighted average over domains.
+  Returns (metrics to log, per-domain details for the run record)."""
+  metrics, details = {}, {}
+  total_loss = total_tokens = 0.0
+  for name, (source, batches) in eval_sets.items():
+    n_docs = getattr(source, "documents", 0)
+    doc_sums, doc_tokens = np.zeros(n_docs), np.zeros(n_docs)
+    loss_sum = tokens = 0.0
+    for batch, doc_ids in batches:
+      losses, weights = (np.asarray(x, np.float64) for x in jax.device_get(
+          eval_step(params, batch)))
+      loss_sum += losses.sum()
+      tokens += weights.sum()
+      if doc_ids is not None:
+        real = doc_ids >= 0
+        doc_sums += np.bincount(doc_ids[real], losses[real], minlength=n_docs)
+        doc_tokens += np.bincount(doc_ids[real], weights[real], minlength=n_docs)
     loss = loss_sum / max(tokens, 1.0)
-    out[f"eval/{name}/loss"] = loss
-    out[f"eval/{name}/ppl"] = math.exp(min(loss, 50.0))
+    metrics[f"eval/{name}/loss"] = loss
+    metrics[f"eval/{name}/ppl"] = math.exp(min(loss, 50.0))
+    d = {"loss": loss, "tokens": int(tokens)}
+    if n_docs:
+      d.update(bytes=source.bytes, doc_loss_sums=doc_sums.tolist(),
+               doc_tokens=doc_tokens.astype(int).tolist())
+      d["bits_per_byte"] = metrics[f"eval/{name}/bpb"] = loss_sum / math.log(2) / max(
+          source.bytes, 1)
+      if source.unigram_loss is not None:
+        d["unigram_loss"] = source.unigram_loss
+    details[name] = d
     total_loss, total_tokens = total_loss + loss_sum, total_tokens + tokens
-  if domain_batches:
-    out["eval/avg/loss"] = total_loss / max(total_tokens, 1.0)
-    out["eval/avg/ppl"] = math.exp(min(out["eval/avg/loss"], 50.0))
-  return out
+  if eval_sets:
+    metrics["eval/avg/loss"] = total_loss / max(total_tokens, 1.0)
+    metrics["eval/avg/ppl"] = math.exp(min(metrics["eval/avg/loss"], 50.0))
+  return metrics, details
+
+
+@functools.lru_cache(maxsize=4)
+def _programs(model_cfg: ModelConfig, opt_cfg: optimizer_lib.OptimizerConfig, mesh, rules,
+              seq_len: int, grad_accum: int, z_loss: float):
+  """A run's compiled pieces, shared by every run of one model shape in a process (a study
+  trains dozens): jit caches by function, so building them once compiles them once."""
+  model = Transformer(model_cfg)
+  tx = optimizer_lib.make(opt_cfg)
+  dummy = jnp.zeros((1, seq_len), jnp.int32)
+
+  def init_state(rng):
+    params = model.init(rng, dummy)["params"]
+    return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+
+  abstract = jax.eval_shape(init_state, jax.random.key(0))
+  shardings = sharding.logical_shardings(abstract, mesh, rules)
+  init_jit = jax.jit(lambda rng: nn.unbox(init_state(rng)), out_shardings=shardings)
+
+  def init(rng):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      return init_jit(rng)
+
+  batch_sharding = sharding.batch_sharding(mesh)
+  train_step = make_train_step(model, tx, shardings, batch_sharding, rules, mesh, grad_accum,
+                               z_loss)
+  eval_step = make_eval_step(model, shardings["params"], batch_sharding, rules, mesh)
+  return abstract, shardings, init, train_step, eval_step
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig,
@@ -94,23 +150,18 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
       return record
   mesh = sharding.make_mesh()
   rules = sharding.logical_axis_rules()
-  model = Transformer(model_cfg)
-  tx, lr_fn = optimizer_lib.make(opt_cfg, cfg.steps)
-  dummy = jnp.zeros((1, cfg.seq_len), jnp.int32)
-
-  def init_state(rng):
-    params = model.init(rng, dummy)["params"]
-    return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
+  abstract, shardings, init, train_step, eval_step = _programs(
+      model_cfg, opt_cfg, mesh, rules, cfg.seq_len, cfg.grad_accum, cfg.z_loss)
+  lrs = np.asarray(jax.vmap(optimizer_lib.schedule(opt_cfg, cfg.steps))(
+      jnp.arange(cfg.steps)), np.float32)
 
   ckpt = TrainCheckpointer(cfg.model_dir, cfg.keep_checkpoints, cfg.milestones)
   source = cfg.data_source(batch_size=cfg.batch_size, seq_len=cfg.seq_len,
                            process_index=jax.process_index(),
                            process_count=jax.process_count())
   start = ckpt.latest_step()
-  abstract = jax.eval_shape(init_state, jax.random.key(cfg.seed))
-  shardings = sharding.logical_shardings(abstract, mesh, rules)
   if start is None:
-    state, _ = sharding.init_sharded(init_state, mesh, rules, jax.random.key(cfg.seed))
+    state = init(jax.random.key(cfg.seed))
     start = 0
   else:
     target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
@@ -120,11 +171,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
     if primary:
       print(f"resumed from step {start}", file=sys.stderr, flush=True)
 
-  batch_sharding = sharding.batch_sharding(mesh)
-  train_step = make_train_step(model, tx, lr_fn, shardings, batch_sharding, rules, mesh,
-                               cfg.grad_accum, cfg.z_loss)
-  eval_step = make_eval_step(model, shardings["params"], batch_sharding, rules, mesh)
-  domain_batches = _domain_batches(cfg, mesh)
+  eval_sets = _eval_sets(cfg, mesh)
   writer = MetricsWriter(cfg.model_dir, enabled=primary, resume_step=start)
   progress = Progress(cfg.steps, start, enabled=primary)
   if primary:
@@ -137,6 +184,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
   pending = None  # (step, metrics on device): read one step behind
   timer = (time.time(), start)
   final_eval: Dict[str, float] = {}
+  final_details: Dict[str, dict] = {}
 
   def read(step, metrics, extra=None):
     nonlocal timer
@@ -156,18 +204,19 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
   try:
     for step in range(start + 1, cfg.steps + 1):
       batch = sharding.global_batch(source.next_batch(), mesh)
-      state, metrics = train_step(state, batch)
+      state, metrics = train_step(state, batch, lrs[step - 1])
       if pending is not None:
         read(*pending)
       pending = (step, metrics)
       is_eval = step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)
       stop = _should_stop(preempted, step, cfg.log_every)
       if is_eval or step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
-        extra = evaluate(eval_step, state["params"], domain_batches) if is_eval else None
+        extra, details = (evaluate(eval_step, state["params"], eval_sets) if is_eval
+                          else (None, None))
         read(step, metrics, extra)
         pending = None
         if extra:
-          final_eval = extra
+          final_eval, final_details = extra, details
         ckpt.save(step, state, source.get_state())
         last_good = step
       if stop:
@@ -175,8 +224,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
         raise Preempted(step)
     if pending is not None:
       read(*pending)
-    if not final_eval and domain_batches:  # killed after the last save, before the record
-      final_eval = evaluate(eval_step, state["params"], domain_batches)
+    if not final_eval and eval_sets:  # killed after the last save, before the record
+      final_eval, final_details = evaluate(eval_step, state["params"], eval_sets)
   finally:
     signal.signal(signal.SIGTERM, previous_handler)
     writer.close()
@@ -190,7 +239,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
       "shares": getattr(source, "shares", {}), "seed": cfg.seed,
       "losses": {k.split("/")[1]: v for k, v in final_eval.items()
                  if k.endswith("/loss") and not k.startswith("eval/avg")},
-      "loss": final_eval.get("eval/avg/loss"),
+      "loss": final_eval.get("eval/avg/loss"), "eval": final_details,
+      "repeats": getattr(source, "repeats", {}),
       "flops_per_token": train_flops_per_token(model_cfg, cfg.seq_len),
       "wall_s": wall, "model_dir": os.path.abspath(cfg.model_dir),
   }

@@ -12,12 +12,14 @@ restart per document within a row when `segment_ids=True`, else one segment per 
 "source_ids" (index of the component each input token came from).
 The iterator is a Grain MapDataset over batch indices; its state is {"next_index": b}.
 """
+import functools
 import math
-from typing import Dict, List
+from typing import Dict, List, Optional, Sequence, Union
 
 import gin
 import grain
 import numpy as np
+import seqio
 
 from synthjax.data import tasks as tasks_lib
 from synthjax.data.materialize import TokenizedTask
@@ -28,16 +30,19 @@ class TokenStream:
   """The planned stream: segments (component, document, start, length) and their offsets."""
 
   def __init__(self, components: Dict[str, float], total_tokens: int, seed: int,
-               allow_repeat: bool = False):
+               allow_repeat: Union[bool, Sequence[str]] = False):
     self.names = list(components)
     self.tasks = [TokenizedTask(n) for n in self.names]
     need = _split_exactly(total_tokens, [components[n] for n in self.names])
+    self.repeats = {}  # component -> passes over its documents (> 1: repeated)
     segs, keys = [], []
     for c, (task, n_need) in enumerate(zip(self.tasks, need)):
       if n_need == 0:
         continue
       available = int(task.lengths.sum())
-      if n_need > available and not allow_repeat:
+      self.repeats[task.name] = n_need / available
+      may_repeat = allow_repeat if isinstance(allow_repeat, bool) else task.name in allow_repeat
+      if n_need > available and not may_repeat:
         raise UserError(f"task {task.name!r} has {available} unique tokens, but this budget "
                         f"needs {n_need} from it (share {components[task.name]:.3g} of "
                         f"{total_tokens}); lower the budget or allow repetition")
@@ -88,12 +93,16 @@ def _split_exactly(total: int, shares: List[float]) -> List[int]:
 
 @gin.configurable
 class MixtureLoader:
-  """The trainer's data source for a seqio task or mixture name at a token budget."""
+  """The trainer's data source for a seqio task or mixture name at a token budget.
+
+  allow_repeat: True, or the names of the components that may be read more than once when
+  the budget needs more of them than they hold (e.g. small generated sets); `repeats` says
+  how many passes each component took, for the run record."""
 
   def __init__(self, batch_size: int, seq_len: int, mixture: str = gin.REQUIRED,
                budget: int = gin.REQUIRED, seed: int = 0, segment_ids: bool = True,
-               allow_repeat: bool = False, process_index: int = 0, process_count: int = 1,
-               threads: int = 2, register=None):
+               allow_repeat: Union[bool, Sequence[str]] = False, process_index: int = 0,
+               process_count: int = 1, threads: int = 2, register=None):
     if register is not None:  # e.g. @register_study_data: a launched job registers its tasks
       register()
     if budget <= 0:
@@ -108,6 +117,7 @@ class MixtureLoader:
     self.steps = math.ceil(budget / (batch_size * seq_len))
     self.stream = TokenStream(self.shares, self.steps * batch_size * seq_len + 1, seed,
                               allow_repeat)
+    self.repeats = self.stream.repeats
     dataset = grain.MapDataset.range(self.steps).map(self._batch)
     self._iter = iter(dataset.to_iter_dataset(
         grain.ReadOptions(num_threads=threads, prefetch_buffer_size=4)))
@@ -141,31 +151,80 @@ class MixtureLoader:
 
 @gin.configurable
 class EvalSet:
-  """A validation domain: its task's documents in order, packed, the same for every run."""
+  """A validation domain: the same evaluation tokens for every run, whatever its batch size.
 
-  def __init__(self, batch_size: int, seq_len: int, task: str = gin.REQUIRED,
+  Documents are taken in a seeded random order (not file order) until `max_tokens` targets
+  are reached (the last document cut), packed into rows of seq_len with segment ids and
+  positions restarting per document, and grouped `batch_size` rows to an evaluation step.
+  Every target token is attributed to its document, so the loss can be resampled by document
+  (analyze/noise.py). `baseline_task` adds the unigram loss of these targets under that task's
+  token frequencies (add-one smoothed): what a model that learned only frequencies scores.
+  """
+
+  def __init__(self, seq_len: int, task: str = gin.REQUIRED, max_tokens: int = 16384,
+               seed: int = 0, batch_size: int = 16, baseline_task: Optional[str] = None,
                process_index: int = 0, process_count: int = 1):
-    self.task = TokenizedTask(task)
-    self.stream = TokenStream({task: 1.0}, int(self.task.lengths.sum()), seed=0)
-    self.stream.segments = self.stream.segments[np.argsort(self.stream.segments[:, 1])]
-    self.stream.offsets = np.concatenate([[0], np.cumsum(self.stream.segments[:, 2])])
-    self.batch_size, self.seq_len = batch_size, seq_len
+    if batch_size % process_count:
+      raise UserError(f"EvalSet.batch_size {batch_size} is not divisible by {process_count} "
+                      "hosts")
+    self.task_name, self.seq_len = task, seq_len
+    data = TokenizedTask(task)
+    order = np.random.default_rng(seed).permutation(len(data))
+    docs, total = [], 0
+    for d in order:  # max_tokens targets need max_tokens + 1 tokens
+      tokens = data.tokens(d)[:max_tokens + 1 - total]
+      docs.append(tokens)
+      total += len(tokens)
+      if total > max_tokens:
+        break
+    self.documents = len(docs)
+    stream = np.concatenate(docs).astype(np.int64)
+    doc_of = np.concatenate([np.full(len(t), i) for i, t in enumerate(docs)])
+    pos = np.concatenate([np.arange(len(t)) for t in docs])
+    targets = len(stream) - 1
+    rows = -(-targets // seq_len)
+    pad = rows * seq_len + 1 - len(stream)
+    stream, doc_of, pos = (np.concatenate([x, np.zeros(pad, x.dtype)])
+                           for x in (stream, doc_of, pos))
+    idx = np.arange(rows)[:, None] * seq_len + np.arange(seq_len)[None]
+    weights = (idx + 1 < len(stream) - pad).astype(np.int32)
+    self.rows = {"inputs": stream[idx], "targets": stream[idx + 1], "weights": weights,
+                 "segment_ids": doc_of[idx] + 1, "positions": pos[idx]}
+    self.doc_ids = np.where(weights > 0, doc_of[idx + 1], -1)  # the document of each target
+    self.tokens = int(weights.sum())
+    vocab = seqio.get_mixture_or_task(task).output_features["targets"].vocabulary
+    self.bytes = sum(len(vocab.decode([int(t) for t in d if t > 1]).encode("utf-8"))
+                     for d in docs)
+    self.unigram_loss = None
+    if baseline_task:
+      counts = unigram_counts(baseline_task, vocab.vocab_size)
+      logp = np.log((counts + 1) / (counts.sum() + len(counts)))
+      self.unigram_loss = float(-logp[self.rows["targets"][weights > 0]].mean())
+    self.batch_size = batch_size
     self.local = batch_size // process_count
     self.offset = process_index * self.local
-    self.rows = (self.stream.total - 1) // seq_len
-    self.next_index = 0
 
-  def next_batch(self) -> Dict[str, np.ndarray]:
-    """Batch b of the domain; rows past its end wrap around (weights 0 there)."""
-    out = {k: [] for k in ("inputs", "targets", "weights", "segment_ids", "positions")}
-    for i in range(self.local):
-      r = self.next_index * self.batch_size + self.offset + i
-      tokens, _, segs, pos = self.stream.read((r % self.rows) * self.seq_len, self.seq_len + 1)
-      T = self.seq_len
-      out["inputs"].append(tokens[:T])
-      out["targets"].append(tokens[1:])
-      out["weights"].append(np.full(T, 1 if r < self.rows else 0))
-      out["segment_ids"].append(segs[:T])
-      out["positions"].append(pos[:T])
-    self.next_index += 1
-    return {k: np.stack(v).astype(np.int32) for k, v in out.items()}
+  def eval_batches(self):
+    """[(this host's batch, the global batch's document id per target, -1 for padding)]."""
+    out = []
+    n = len(self.doc_ids)
+    for start in range(0, n, self.batch_size):
+      rows = np.arange(start, start + self.batch_size)
+      real = rows < n
+      take = np.where(real, rows, 0)
+      glob = {k: np.where(real[:, None], v[take], 0).astype(np.int32)
+              for k, v in self.rows.items()}
+      doc_ids = np.where(real[:, None], self.doc_ids[take], -1)
+      local = {k: v[self.offset:self.offset + self.local] for k, v in glob.items()}
+      out.append((local, doc_ids))
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def unigram_counts(task: str, vocab_size: int) -> np.ndarray:
+  """Token counts over a whole materialized task."""
+  data = TokenizedTask(task)
+  counts = np.zeros(vocab_size, np.int64)
+  for d in range(len(data)):
+    counts += np.bincount(data.tokens(d), minlength=vocab_size)[:vocab_size]
+  return counts

@@ -18,8 +18,9 @@ class TrainConfig:
   batch_size: int = 8                 # global sequences per step
   seq_len: int = 128
   grad_accum: int = 1
-  eval_sources: Optional[Dict[str, Callable]] = None  # domain -> source factory
-  eval_batches: int = 2
+  eval_sources: Optional[Dict[str, Callable]] = None  # domain -> source factory (@EvalSet)
+  eval_batch_size: int = 16           # rows per evaluation step; fixed, not the training batch
+  eval_batches: int = 2               # batches read from a row source (an EvalSet has its own)
   eval_every: int = 0                 # steps; 0 = only at the end
   log_every: int = 10
   checkpoint_every: int = 100
@@ -30,8 +31,8 @@ class TrainConfig:
 
   def __post_init__(self):
     _check_types(self)
-    for field in ("train_tokens", "batch_size", "seq_len", "grad_accum", "eval_batches",
-                  "log_every", "checkpoint_every", "keep_checkpoints"):
+    for field in ("train_tokens", "batch_size", "seq_len", "grad_accum", "eval_batch_size",
+                  "eval_batches", "log_every", "checkpoint_every", "keep_checkpoints"):
       if getattr(self, field) <= 0:
         raise UserError(f"TrainConfig.{field} must be positive, got {getattr(self, field)}")
     if self.batch_size % self.grad_accum:

@@ -46,10 +46,11 @@ def decay_mask(params):
   return jax.tree.map(lambda x: x.ndim >= 2, params)
 
 
-def make(cfg: OptimizerConfig, total_steps: int):
-  lr = schedule(cfg, total_steps)
-  tx = optax.chain(
+def make(cfg: OptimizerConfig) -> optax.GradientTransformation:
+  """AdamW without its learning rate: the train step multiplies the update by the step's
+  rate (an input), so one compiled step serves runs of every length."""
+  return optax.chain(
       optax.clip_by_global_norm(cfg.clip_norm),
-      optax.adamw(lr, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps, weight_decay=cfg.weight_decay,
-                  mask=decay_mask))
-  return tx, lr
+      optax.scale_by_adam(b1=cfg.b1, b2=cfg.b2, eps=cfg.eps),
+      optax.add_decayed_weights(cfg.weight_decay, mask=decay_mask),
+      optax.scale(-1.0))

@@ -1,10 +1,9 @@
 """Loss, the donated and explicitly sharded train step, and the eval step."""
-from typing import Callable
-
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from jax.sharding import NamedSharding, PartitionSpec as P
 
 from synthjax.models.llama import Transformer
 
@@ -20,17 +19,17 @@ def token_losses(model: Transformer, params, batch, z_loss: float = 0.0):
   return ce_BxT, z_loss * jnp.square(log_z_BxT), weights_BxT
 
 
-def make_train_step(model: Transformer, tx: optax.GradientTransformation, lr_fn: Callable,
-                    state_shardings, batch_sharding, rules, mesh, grad_accum: int = 1,
-                    z_loss: float = 0.0):
-  """One jitted step: state donated, shardings explicit. With grad_accum > 1 the batch is
-  split into that many microbatches whose gradients are summed before one update."""
+def make_train_step(model: Transformer, tx: optax.GradientTransformation, state_shardings,
+                    batch_sharding, rules, mesh, grad_accum: int = 1, z_loss: float = 0.0):
+  """One jitted step `(state, batch, lr) -> (state, metrics)`: state donated, shardings
+  explicit, the learning rate an input (tx ends in scale(-1)). With grad_accum > 1 the batch
+  is split into that many microbatches whose gradients are summed before one update."""
 
   def loss_fn(params, micro):
     ce, zl, w = token_losses(model, params, micro, z_loss)
     return jnp.sum((ce + zl) * w), (jnp.sum(ce * w), jnp.sum(w))
 
-  def step(state, batch):
+  def step(state, batch, lr):
     grad_fn = jax.grad(loss_fn, has_aux=True)
     if grad_accum == 1:
       grads, (ce_sum, n) = grad_fn(state["params"], batch)
@@ -45,28 +44,32 @@ def make_train_step(model: Transformer, tx: optax.GradientTransformation, lr_fn:
       (grads, ce_sum, n), _ = jax.lax.scan(body, (zeros, 0.0, 0.0), micro)
     grads = jax.tree.map(lambda g: g / jnp.maximum(n, 1.0), grads)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
+    updates = jax.tree.map(lambda u: (lr * u).astype(u.dtype), updates)
     params = optax.apply_updates(state["params"], updates)
     metrics = {"train/loss": ce_sum / jnp.maximum(n, 1.0), "train/tokens": n,
-               "grad_norm": optax.tree.norm(grads), "lr": lr_fn(state["step"])}
+               "grad_norm": optax.tree.norm(grads), "lr": lr}
     return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
-  jitted = jax.jit(step, in_shardings=(state_shardings, batch_sharding),
+  jitted = jax.jit(step, in_shardings=(state_shardings, batch_sharding, None),
                    out_shardings=(state_shardings, None), donate_argnums=(0,))
 
-  def run(state, batch):
+  def run(state, batch, lr):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      return jitted(state, batch)
+      return jitted(state, batch, jnp.asarray(lr, jnp.float32))
   return run
 
 
 def make_eval_step(model: Transformer, param_shardings, batch_sharding, rules, mesh):
-  """Summed token loss and token count of one batch (so domains can be token-weighted)."""
+  """Every target's loss (0 where its weight is 0) and its weight, [batch, seq] each,
+  replicated so that every host can attribute losses to documents."""
 
   def step(params, batch):
     ce, _, w = token_losses(model, params, batch)
-    return jnp.sum(ce * w), jnp.sum(w)
+    return ce * w, w
 
-  jitted = jax.jit(step, in_shardings=(param_shardings, batch_sharding))
+  replicated = NamedSharding(mesh, P())
+  jitted = jax.jit(step, in_shardings=(param_shardings, batch_sharding),
+                   out_shardings=(replicated, replicated))
 
   def run(params, batch):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
