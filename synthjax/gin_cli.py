@@ -194,6 +194,8 @@ def main(prog: str, run: Callable[[List[str]], None], argv: Optional[Sequence[st
 
   @exit_on_user_error(prog)
   def go():
+    from synthjax import quiet
+    quiet.import_tensorflow()
     args = sys.argv[1:] if argv is None else argv
     files, bindings, paths, rest = split_argv(args)
     parse(files, bindings, paths)

@@ -30,15 +30,17 @@ class Job:
 
 
 def study_jobs(cfg) -> List[Job]:
-  """One job per grid cell of a StudyConfig (sizes x budgets x mixtures)."""
+  """One job per grid cell and seed of a StudyConfig (sizes x budgets x mixtures x seeds)."""
   out = []
   for j in cfg.jobs():
     name = "-".join([j["size"], str(j["budget"]),
-                     j["mixture"].replace("+", "-").replace("@", "").replace(".", "")])
+                     j["mixture"].replace("+", "-").replace("@", "").replace(".", ""),
+                     f"s{j['seed']}"])
     out.append(Job(name, ["train/base.gin", f"models/{j['size']}.gin"] + list(cfg.train_gin),
                    [f"TRAIN_TOKENS={j['budget']}", f"MixtureLoader.mixture={j['mixture']}",
                     "MixtureLoader.budget=%TRAIN_TOKENS",
-                    "TrainConfig.data_source=@MixtureLoader"]))
+                    "TrainConfig.data_source=@MixtureLoader", f"TrainConfig.seed={j['seed']}",
+                    f"MixtureLoader.seed={j['seed']}"]))
   return out
 
 

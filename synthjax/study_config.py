@@ -10,6 +10,7 @@ from synthjax import assets, gin_cli
 from synthjax.errors import UserError
 
 STAGES = ("corpus", "vocab", "generate", "train", "analyze")
+EMBEDDED = "embedded"
 
 
 @gin.configurable
@@ -19,14 +20,24 @@ class StudyConfig:
   model_sizes: Sequence[str]                  # gin_configs/models presets
   budgets: Sequence[int]                      # training tokens D
   shares: Dict[str, Sequence[float]]          # synthetic kind -> shares to train at
+  # The natural text: 'embedded' (the demo corpus), a file glob (JSONL with a text field,
+  # plain text, Parquet, ArrayRecord) or 'tfds:NAME' (training only: generation reads files).
+  natural: str = EMBEDDED
+  # Evaluation domains, name -> source as above; empty with the embedded corpus: its domains.
+  eval_domains: Dict[str, str] = dataclasses.field(default_factory=dict)
+  eval_tokens: int = 16384                    # evaluation tokens per domain, for every run
+  seeds: Sequence[int] = (0,)                 # each cell is trained once per seed
   styles: Dict[str, str] = dataclasses.field(default_factory=lambda: {
       "rephrased_hq": "hq", "rephrased_qa": "qa", "textbook": "textbook"})
   generator: str = assets.EMBEDDED_GENERATOR  # a model dir, the embedded name, or 'tiny-random'
   generate_documents: int = 200               # natural documents each kind is made from
   generate_overrides: Dict[str, Dict] = dataclasses.field(default_factory=dict)
+  repeat_synthetic: bool = True               # read generated text more than once if needed
   vocab_size: int = 2048
+  vocab_documents: int = 200_000              # natural documents the vocabulary is trained on
   seq_len: int = 128
   batch_size: int = 8
+  train_bindings: Sequence[str] = ()          # gin bindings for every run, e.g. the lr
   stages: Sequence[str] = STAGES
   train_gin: Sequence[str] = ()               # extra gin files for launched training jobs
 
@@ -46,6 +57,22 @@ class StudyConfig:
     for size in self.model_sizes:
       if not os.path.exists(os.path.join(gin_cli.GIN_CONFIGS, "models", f"{size}.gin")):
         raise UserError(f"StudyConfig.model_sizes: no preset {size!r} in gin_configs/models")
+    if not self.seeds:
+      raise UserError("StudyConfig.seeds: give at least one seed")
+    if self.natural != EMBEDDED and not self.eval_domains:
+      raise UserError(f"StudyConfig.eval_domains: the natural source {self.natural!r} has no "
+                      "evaluation domains; name them (domain -> file glob)")
+    if not dry_run:
+      from synthjax.data import sources
+      for what, source in [("natural", self.natural), *self.eval_domains.items()]:
+        if source != EMBEDDED and not source.startswith("tfds:"):
+          try:
+            sources.expand(source)
+          except UserError as e:
+            raise UserError(f"StudyConfig ({what}): {e}") from None
+      if self.natural.startswith("tfds:") and "generate" in self.stages and self.shares:
+        raise UserError("StudyConfig.natural: generation reads files, not "
+                        f"{self.natural!r}; export the documents to JSONL first")
     if not dry_run and self.generator not in ("tiny-random", assets.EMBEDDED_GENERATOR) and (
         not os.path.exists(os.path.join(self.generator, "model.json"))):
       raise UserError(f"StudyConfig.generator: {self.generator!r} is not a synthjax model "
@@ -62,12 +89,16 @@ class StudyConfig:
     return sorted(seen.items(), key=lambda kv: (kv[0] != "natural", kv[0]))
 
   def jobs(self) -> List[dict]:
-    """The training grid: one job (its gin bindings) per size x budget x mixture."""
+    """The training grid: one job per size x budget x mixture x seed. `cell_dir` names the
+    cell; the study appends the key of the job's settings to it."""
     out = []
     for size in self.model_sizes:
       for budget in self.budgets:
-        for name, _ in self.mixtures():
-          out.append({"size": size, "budget": int(budget), "mixture": name,
-                      "model_dir": os.path.join(self.study_dir, "runs", size, str(budget),
-                                                name.replace("@", "_at_").replace("+", "_plus_"))})
+        for name, shares in self.mixtures():
+          for seed in self.seeds:
+            out.append({"size": size, "budget": int(budget), "mixture": name, "seed": int(seed),
+                        "kinds": sorted(k for k, v in shares.items() if v > 0),
+                        "cell_dir": os.path.join(
+                            self.study_dir, "runs", size, str(budget),
+                            name.replace("@", "_at_").replace("+", "_plus_"))})
     return out

@@ -1,7 +1,6 @@
 """Speedup and corpus diagnostics against answers known in closed form."""
 import math
 
-import numpy as np
 import pytest
 
 from synthjax.analyze import diagnostics, speedup

@@ -30,18 +30,31 @@ def test_recovers_a_known_joint_law_from_noisy_points():
   assert np.abs(np.log(pred / L)).max() < 0.02  # fits the points to the noise level
 
 
-def test_recovers_a_budget_law_and_bootstrap_brackets_it():
+def test_recovers_a_budget_law_and_its_interval_brackets_it():
+  from synthjax.analyze import laws
   rng = np.random.default_rng(1)
   D = np.geomspace(1e6, 1e9, 8)
-  L = (2.0 + 300.0 / D ** 0.3) * np.exp(rng.normal(0, 0.002, D.shape))
-  fit = scaling.bootstrap({"D": D}, L, scaling.fit({"D": D}, L), n_boot=40)
-  assert fit.params["E"] == pytest.approx(2.0, rel=0.05)
-  assert fit.params["beta"] == pytest.approx(0.3, abs=0.03)
-  lo, hi = fit.intervals["beta"]
-  assert lo <= fit.params["beta"] <= hi and hi - lo < 0.1
-  assert scaling.tokens_for_loss(fit.params, 1.9) == float("inf")
+  truth = 2.0 + 300.0 / D ** 0.3
+  L = truth * np.exp(rng.normal(0, 0.002, D.shape))
+  reps = L * np.exp(rng.normal(0, 0.002, (40, len(D))))  # replicates at the noise level
+  fit = laws.fit_law({"D": D}, L, reps, holdout_on="D", n_fit_boot=40)
+  assert fit["E"] == pytest.approx(2.0, rel=0.05)
+  assert fit["beta"] == pytest.approx(0.3, abs=0.03)
+  lo, hi = fit["intervals"]["beta"]
+  assert lo <= fit["beta"] <= hi and hi - lo < 0.1
+  assert fit["holdout"]["at"] == 1e9 and fit["holdout"]["relative_error"] < 0.01
+  assert scaling.tokens_for_loss(dict(E=2.0, B=300.0, beta=0.3), 1.9) == float("inf")
   target = 2.0 + 300.0 / 1e7 ** 0.3
   assert scaling.tokens_for_loss(dict(E=2.0, B=300.0, beta=0.3), target) == pytest.approx(1e7)
+
+
+def test_fewer_points_than_a_law_supports_get_no_fit_and_no_holdout():
+  from synthjax.analyze import laws
+  assert laws.min_points(["D"]) == 5 and laws.min_points(["N", "D"]) == 7
+  D = np.geomspace(1e6, 1e9, 5)
+  L = 2.0 + 300.0 / D ** 0.3
+  fit = laws.fit_law({"D": D}, L, L[None], holdout_on="D", n_fit_boot=1)
+  assert fit["holdout"] is None  # 4 points left would not support it
 
 
 def _reference():

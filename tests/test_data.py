@@ -249,3 +249,27 @@ def test_hf_tokenizer_json_as_a_seqio_vocabulary(tmp_path):
     path2 = tmp_path / "x.txt"
     path2.write_text("x")
     vocab.load_vocabulary(str(path2))
+
+
+def test_eval_set_is_a_seeded_sample_of_fixed_size_whatever_the_batch(corpus):
+  a = loader.EvalSet(seq_len=64, task="valid_people", max_tokens=3000, batch_size=4)
+  b = loader.EvalSet(seq_len=64, task="valid_people", max_tokens=3000, batch_size=16)
+  assert a.tokens == b.tokens == 3000
+  for k in a.rows:
+    np.testing.assert_array_equal(a.rows[k], b.rows[k])
+  # every target counts once, attributed to one document, in either batching
+  for s in (a, b):
+    ids = np.concatenate([d.reshape(-1) for _, d in s.eval_batches()])
+    weights = np.concatenate([x["weights"].reshape(-1) for x, _ in s.eval_batches()])
+    assert (ids >= 0).sum() == weights.sum() == 3000
+    assert set(ids[ids >= 0]) == set(range(s.documents))
+  # a seeded sample, not the file's first documents; another seed takes others
+  from synthjax.data.materialize import TokenizedTask
+  first = TokenizedTask("valid_people").tokens(0)
+  assert not np.array_equal(a.rows["inputs"][0, :len(first)], first[:64])
+  c = loader.EvalSet(seq_len=64, task="valid_people", max_tokens=3000, seed=1)
+  assert not np.array_equal(a.rows["inputs"], c.rows["inputs"])
+  # bytes of the text behind the targets, and a unigram baseline near the entropy of text
+  assert 2000 < a.bytes < 6000
+  d = loader.EvalSet(seq_len=64, task="valid_people", max_tokens=3000, baseline_task="natural")
+  assert 2.0 < d.unigram_loss < 5.0  # character-level vocabulary: a few nats per character

@@ -48,21 +48,29 @@ def test_smoke_study_end_to_end(smoke):
   d, proc = smoke
   assert proc.stdout.strip().endswith(f"report: {d}/report/report.md")
   records = _records(d)
-  assert len(records) == 2 * 3 * 2  # sizes x budgets x mixtures
+  assert len(records) == 2 * 3 * 2 * 2  # sizes x budgets x mixtures x seeds
   md = open(os.path.join(d, "report", "report.md")).read()
   assert "| natural | " in md and "natural+rephrased_hq@0.50" in md
   for png in ("loss_vs_budget.png", "speedup.png", "domain_heatmap.png"):
     assert os.path.getsize(os.path.join(d, "report", png)) > 10_000
   # the report links every run record, relative to itself
   links = re.findall(r"\]\(([^)]*run\.json)\)", md)
-  assert len(links) == 12
+  assert len(links) == 24
   assert all(os.path.isfile(os.path.join(d, "report", link)) for link in links)
   domains = next(iter(records.values()))[2]
-  assert "python_docs" in domains and "people" in domains
+  assert {"python_docs", "python_code", "people"} <= set(domains)
+  # every run is evaluated on the same tokens of each domain, whatever its size or budget
+  evals = [json.load(open(p))["eval"] for p in glob.glob(
+      os.path.join(d, "runs", "**", "run.json"), recursive=True)]
+  assert all(e["people"]["tokens"] == 2048 for e in evals)
+  assert len({json.dumps({k: v["doc_tokens"] for k, v in e.items()}) for e in evals}) == 1
+  assert all(0 < e["people"]["unigram_loss"] and 0 < e["people"]["bits_per_byte"]
+             for e in evals)
+  assert "seeds per cell: 2" in md and "How far the models got" in md
   # a rerun of a finished study redoes nothing, the report included
   report_mtime = os.path.getmtime(os.path.join(d, "report", "report.md"))
   again = subprocess.run(_cmd(d), env=_env(), capture_output=True, text=True, timeout=300)
-  assert again.returncode == 0 and again.stderr.count("done already") == 12
+  assert again.returncode == 0 and again.stderr.count("done already") == 24
   assert "(run records unchanged)" in again.stderr
   assert os.path.getmtime(os.path.join(d, "report", "report.md")) == report_mtime
   assert _records(d) == records
@@ -78,9 +86,63 @@ def test_sigkill_then_rerun_equals_uninterrupted(smoke, tmp_path):
     time.sleep(0.2)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  assert 3 <= len(_records(d)) < 12, "not killed mid-way"
+  assert 3 <= len(_records(d)) < 24, "not killed mid-way"
   subprocess.run(_cmd(d), env=_env(), check=True, capture_output=True, timeout=900)
   assert _records(d) == _records(ref)
+
+
+def test_a_changed_setting_reruns_what_it_changes_and_says_so(smoke):
+  d, _ = smoke
+  one = ["--gin.StudyConfig.model_sizes=['micro_s']", "--gin.StudyConfig.budgets=[2048]"]
+  same = subprocess.run(_cmd(d, *one), env=_env(), capture_output=True, text=True, timeout=300)
+  assert same.returncode == 0 and same.stderr.count("done already") == 4
+  before = set(_records(d))
+  shorter = subprocess.run(_cmd(d, *one, "--gin.StudyConfig.seq_len=32"), env=_env(),
+                           capture_output=True, text=True, timeout=300)
+  assert shorter.returncode == 0, shorter.stderr[-2000:]
+  assert shorter.stderr.count("settings changed since") == 4
+  assert "made already for this corpus" in shorter.stderr  # the vocabulary is kept
+  assert len(set(_records(d)) - before) == 4
+  smaller = subprocess.run(_cmd(d, *one, "--gin.StudyConfig.vocab_size=400"), env=_env(),
+                           capture_output=True, text=True, timeout=300)
+  assert smaller.returncode == 0, smaller.stderr[-2000:]
+  assert "vocab_size changed since the last vocabulary: training anew" in smaller.stderr
+  assert smaller.stderr.count("settings changed since") == 4
+  assert len(glob.glob(os.path.join(d, "vocab", "*", "sp.model"))) == 2
+  # the report reads this grid's records only: 4 runs, not the 24 + 8 older ones
+  assert "4 runs;" in open(os.path.join(d, "report", "report.md")).read()
+
+
+def test_a_study_on_your_own_corpus(tmp_path):
+  """Natural text and evaluation domains from files, named in StudyConfig alone."""
+  import pydoc_data.topics
+  paragraphs = [p for t in pydoc_data.topics.topics.values() for p in t.split("\n\n")
+                if len(p.split()) > 8]
+  import inspect
+  import json as json_lib
+  code = inspect.getsource(json_lib).split("\n\n")
+  def write(name, texts):
+    path = tmp_path / name
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    return str(path)
+  natural = write("mine.jsonl", paragraphs[:-60])
+  docs = write("held_out_docs.jsonl", paragraphs[-60:])
+  src = write("code.jsonl", code)
+  d = str(tmp_path / "study")
+  proc = subprocess.run(_cmd(d, f"--gin.StudyConfig.natural={natural}",
+                             f"--gin.StudyConfig.eval_domains={{'docs': '{docs}', "
+                             f"'code': '{src}'}}",
+                             "--gin.StudyConfig.model_sizes=['micro_s']",
+                             "--gin.StudyConfig.vocab_size=300",
+                             "--gin.StudyConfig.eval_tokens=1024"),
+                        env=_env(), capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "natural text from" in proc.stderr and not os.path.exists(os.path.join(d, "corpus"))
+  recs = _records(d)
+  assert len(recs) == 3 * 2 * 2
+  assert all(set(r[2]) == {"docs", "code"} for r in recs.values())
+  md = open(os.path.join(d, "report", "report.md")).read()
+  assert "| docs |" in md and "| code |" in md
 
 
 def _error(tmp_path, *bindings):
@@ -99,3 +161,8 @@ def test_config_errors_stop_before_any_work(tmp_path):
       tmp_path, f"--gin.StudyConfig.generator={tmp_path / 'nowhere'}")
   assert "no natural baseline" in _error(
       tmp_path, "--gin.StudyConfig.shares={'rephrased_hq': [0.5, 1.0]}")
+  assert "has no evaluation domains" in _error(
+      tmp_path, f"--gin.StudyConfig.natural={tmp_path / 'x.jsonl'}")
+  assert "nothing matches" in _error(
+      tmp_path, f"--gin.StudyConfig.natural={tmp_path / 'none*.jsonl'}",
+      f"--gin.StudyConfig.eval_domains={{'a': '{tmp_path / 'x.jsonl'}'}}")

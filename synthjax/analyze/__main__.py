@@ -2,7 +2,8 @@
 
   fit     --csv FILE --n_col NAME (--d_col NAME | --flop_col NAME) --loss_col NAME
           [--drop_highest K]: Approach-3 fit of L(N, D), printed as JSON.
-  report  --runs PATH [PATH ...] --out DIR: fits, speedups, best shares, plots, report.md.
+  report  --runs PATH [PATH ...] --out DIR [--n_boot B --n_fit_boot F]: cell means with
+          intervals, findings, fits, speedups, best shares, plots, report.md.
   corpus  --natural FILE --synthetic FILE: distribution / collapse diagnostics as JSON
           (files: JSONL with a "text" field, or plain text with one document per line).
 """
@@ -86,7 +87,10 @@ def main(argv=None):
   r = sub.add_parser("report")
   r.add_argument("--runs", nargs="+", required=True)
   r.add_argument("--out", required=True)
-  r.add_argument("--n_boot", type=int, default=50)
+  r.add_argument("--n_boot", type=int, default=1000,
+                 help="bootstrap replicates over seeds and evaluation documents")
+  r.add_argument("--n_fit_boot", type=int, default=100,
+                 help="replicates refitted for the laws' intervals and the speedups")
   c = sub.add_parser("corpus")
   c.add_argument("--natural", required=True)
   c.add_argument("--synthetic", required=True)
@@ -95,7 +99,7 @@ def main(argv=None):
     print(json.dumps(fit_csv(args.csv, args.n_col, args.loss_col, args.d_col, args.flop_col,
                              args.drop_highest), indent=2))
   elif args.command == "report":
-    print(f"report: {report.report(args.runs, args.out, args.n_boot)}")
+    print(f"report: {report.report(args.runs, args.out, args.n_boot, args.n_fit_boot)}")
   else:
     print(json.dumps(diagnostics.compare(_texts(args.natural), _texts(args.synthetic)),
                      indent=2))

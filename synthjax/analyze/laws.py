@@ -5,7 +5,10 @@
 - L(N, D) = E + A / N^alpha + B / D^beta per mixture (Hoffmann et al.'s Approach 3).
 
 A law is fitted only with at least (parameters + 2) distinct design points (seeds of one point
-are one point); otherwise the caller lists it as missing. Its holdout error follows the paper:
+are one point); otherwise the caller lists it as missing. A fit whose exponent is not positive
+(loss that rises with the resource: e.g. a small synthetic set read many times) is rejected:
+the law does not describe such data. A floor E far below every measured loss, or an exponent
+above 3 (a term that is flat over the data), is flagged as not identified. Its holdout error follows the paper:
 refit without the largest budget (or size), predict that point, report the relative error;
 computed only when the refit itself has parameters + 2 points. Parameter intervals come from
 refitting the bootstrap replicates of the cell means (noise.py), started at the full fit.
@@ -35,15 +38,27 @@ def fit_law(resources: Dict[str, np.ndarray], point: np.ndarray, reps: np.ndarra
   as speedups) and the holdout error."""
   names = list(resources)
   base = scaling.fit(resources, point)
+  exponents = {k: v for k, v in base.params.items() if k in ("alpha", "beta")}
+  if min(exponents.values()) <= 0:
+    return {"rejected": "loss does not fall with " + " and ".join(names) + " (fitted exponent "
+                        + ", ".join(f"{k} = {v:.3g}" for k, v in exponents.items()) + ")"}
   thetas = []
   for b in range(min(n_fit_boot, len(reps))):
     thetas.append(scaling.fit(resources, reps[b], starts=base.theta, polish=1).theta)
   samples = [scaling.Fit(names, t, 0.0, len(point)).params for t in thetas]
   intervals = {k: interval([s[k] for s in samples]) for k in base.params} if samples else {}
+  # A floor far below every loss means the losses show no flattening yet: E is then not
+  # determined by the data (the refits, started at the fit, stay at the bound).
+  notes = []
+  if base.params["E"] < 0.01 * float(np.min(point)):
+    notes.append("E not identified: the losses show no floor yet")
+    intervals.pop("E", None)
+  notes += [f"{k} = {v:.3g} not identified: the term is flat over the measured range"
+            for k, v in exponents.items() if v > 3]
   out = {**base.params, "objective": base.objective, "n_points": len(point),
          "intervals": intervals, "theta": base.theta.tolist(),
          "replicate_thetas": [t.tolist() for t in thetas],
-         "holdout": None}
+         "holdout": None, "note": "; ".join(notes) or None}
   if holdout_on is not None:
     x = resources[holdout_on]
     keep = x < x.max()

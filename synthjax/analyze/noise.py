@@ -3,7 +3,7 @@ documents, so every number of the report can carry an interval from the data's o
 
 A cell is one (mixture, N, D); its runs differ only in their seed. Each bootstrap replicate
   - draws the cell's seed noise: the mean of n seeds varies by s / sqrt(n), with s the
-    seed-to-seed spread pooled over the mixtures of one (N, D) (2 seeds a cell leave one
+    seed-to-seed spread pooled over the budgets of one (mixture, N) (2 seeds a cell leave one
     degree of freedom each; pooling gives a usable s), drawn from Student's t with the pooled
     degrees of freedom (independently per cell); and
   - resamples each domain's evaluation documents with replacement, the SAME draw for every
@@ -75,12 +75,13 @@ def bootstrap_cells(records: List[dict], n_boot: int = 1000, seed: int = 0) -> C
   for c in range(C):
     v = values[cell_of == c]
     seeds[c], point[c] = len(v), v.mean(0)
-  # Seed noise: the within-cell variance pooled over the cells of one (N, D), so that 2 seeds
-  # a cell still give a usable estimate; drawn from Student's t with the pooled degrees of
-  # freedom, which widens the interval when few seeds back it.
+  # Seed noise: the within-cell variance pooled over the budgets of one (mixture, N), so that
+  # 2 seeds a cell still give a usable estimate while a mixture whose runs scatter more (a
+  # small synthetic set read many times) keeps its own; drawn from Student's t with the pooled
+  # degrees of freedom, which widens the interval when few seeds back it.
   seed_dev = np.zeros((n_boot, C, Q))
-  for group in {k[1:] for k in keys}:
-    members = [c for c, k in enumerate(keys) if k[1:] == group]
+  for group in {k[:2] for k in keys}:
+    members = [c for c, k in enumerate(keys) if k[:2] == group]
     squares = sum(((values[cell_of == c] - point[c]) ** 2).sum(0) for c in members)
     dof = int(sum(seeds[c] - 1 for c in members))
     if dof == 0:

@@ -70,7 +70,7 @@ def analyze(records: List[dict], n_boot: int = 1000, n_fit_boot: int = 100,
     return res, cells.point[idx, 0], cells.reps[:, idx, 0]
 
   def fit_family(free, fixed_name, label, holdout_on):
-    out, too_few, no_holdout = [], [], []
+    out, too_few, no_holdout, rejected = [], [], [], []
     groups = sorted({(k[0], None if fixed_name is None else k[1 if fixed_name == "N" else 2])
                      for k in cells.keys}, key=lambda g: (g[0] != "natural", g[0], g[1] or 0))
     for mixture, fixed in groups:
@@ -81,6 +81,9 @@ def analyze(records: List[dict], n_boot: int = 1000, n_fit_boot: int = 100,
         too_few.append(f"{where} ({len(point)})")
         continue
       f = laws.fit_law(res, point, reps, holdout_on, n_fit_boot)
+      if "rejected" in f:
+        rejected.append(f"{where}: {f['rejected']}")
+        continue
       if f["holdout"] is None and holdout_on:
         no_holdout.append(where)
       pred = laws.predict(free, f["theta"], **res)
@@ -93,6 +96,8 @@ def analyze(records: List[dict], n_boot: int = 1000, n_fit_boot: int = 100,
     if too_few:
       missing.append(f"{label} fit: needs {laws.min_points(free)} points (parameters + 2), "
                      f"not shown for {_listing(too_few)}")
+    if rejected:
+      missing.append(f"{label} fit does not apply to {_listing(rejected)}")
     if no_holdout:
       missing.append(f"{label} holdout error: needs {laws.min_points(free) + 1} points, "
                      f"not computed for {_listing(no_holdout)}")
@@ -342,8 +347,8 @@ def _baseline_line(ax, results):
 def _short(x: float) -> str:
   for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
     if abs(x) >= div:
-      return f"{x / div:g}{unit}"
-  return f"{x:g}"
+      return f"{x / div:.3g}{unit}"
+  return f"{x:.3g}"
 
 
 # ----------------------------------------------------------------------------- document
@@ -360,7 +365,8 @@ def _law_rows(fits, coef, expo, var, fixed):
     rows.append([f["mixture"], _fmt(f[fixed]) if fixed else "all", _fmt(f["E"]),
                  _iv(iv.get("E")), _fmt(f[coef]), _fmt(f[expo]), _iv(iv.get(expo)),
                  f["n_points"],
-                 f"{hold['relative_error']:.2%} at {var}={_fmt(hold['at'])}" if hold else "-"])
+                 f"{hold['relative_error']:.2%} at {var}={_fmt(hold['at'])}" if hold else "-",
+                 f["note"] or ""])
   return rows
 
 
@@ -406,21 +412,21 @@ def _blocks(results: dict, images: Dict[str, str], out_dir: str):
   if results["budget_fits"]:
     yield ("h2", "Data law L(D) = E + B / D^beta per mixture at fixed N")
     yield ("table", ["mixture", "N", "E", f"E {level}", "B", "beta", f"beta {level}",
-                     "points", "holdout error"],
+                     "points", "holdout error", "note"],
            _law_rows(results["budget_fits"], "B", "beta", "D", "N"))
   if results["model_fits"]:
     yield ("h2", "Model law L(N) = E + A / N^alpha per mixture at fixed D")
     yield ("table", ["mixture", "D", "E", f"E {level}", "A", "alpha", f"alpha {level}",
-                     "points", "holdout error"],
+                     "points", "holdout error", "note"],
            _law_rows(results["model_fits"], "A", "alpha", "N", "D"))
   if results["joint_fits"]:
     yield ("h2", "L(N, D) = E + A / N^alpha + B / D^beta (Approach 3)")
     rows = [[f["mixture"], _fmt(f["E"]), _fmt(f["A"]), _fmt(f["alpha"]), _fmt(f["B"]),
              _fmt(f["beta"]), _fmt(f["objective"], 3), f["n_points"],
-             f"{f['holdout']['relative_error']:.2%}" if f["holdout"] else "-"]
+             f"{f['holdout']['relative_error']:.2%}" if f["holdout"] else "-", f["note"] or ""]
             for f in results["joint_fits"]]
     yield ("table", ["mixture", "E", "A", "alpha", "B", "beta", "objective", "points",
-                     "holdout error (largest D)"], rows)
+                     "holdout error (largest D)", "note"], rows)
     if "residuals.png" in images:
       yield ("img", "residuals.png", "fit residuals")
   if results["speedups"]:

@@ -114,7 +114,6 @@ class Fit:
   theta: np.ndarray           # (e, a_1, alpha_1, ...)
   objective: float
   n_points: int
-  intervals: Optional[Dict[str, tuple]] = None  # 5th-95th bootstrap percentiles
 
   @property
   def params(self) -> Dict[str, float]:
@@ -134,10 +133,7 @@ class Fit:
     return total
 
   def to_json(self) -> dict:
-    out = dict(self.params, objective=self.objective, n_points=self.n_points)
-    if self.intervals:
-      out["intervals"] = {k: list(v) for k, v in self.intervals.items()}
-    return out
+    return dict(self.params, objective=self.objective, n_points=self.n_points)
 
 
 def _validate(resources: Dict[str, np.ndarray], loss: np.ndarray, n_params: int, what: str):
@@ -201,28 +197,6 @@ def fit(resources: Dict[str, Sequence[float]], loss: Sequence[float],
     if out.fun < best_f:
       best_theta, best_f = out.x, float(out.fun)
   return Fit(names, np.asarray(best_theta), float(best_f), len(loss))
-
-
-def bootstrap(resources: Dict[str, Sequence[float]], loss: Sequence[float], base: Fit,
-              n_boot: int = 100, seed: int = 0, delta: float = HUBER_DELTA) -> Fit:
-  """Resample points with replacement, refit from the full-data optimum, keep 5-95%."""
-  rng = np.random.default_rng(seed)
-  loss = np.asarray(loss, np.float64)
-  res = {k: np.asarray(v, np.float64) for k, v in resources.items()}
-  samples = []
-  for _ in range(n_boot):
-    idx = rng.integers(0, len(loss), len(loss))
-    if len(np.unique(idx)) < len(base.theta):
-      continue
-    refit = fit({k: v[idx] for k, v in res.items()}, loss[idx], delta, starts=base.theta,
-                polish=1)
-    samples.append(Fit(base.names, refit.theta, refit.objective, len(idx)).params)
-  intervals = {}
-  if samples:
-    for key in samples[0]:
-      values = np.asarray([s[key] for s in samples])
-      intervals[key] = (float(np.percentile(values, 5)), float(np.percentile(values, 95)))
-  return dataclasses.replace(base, intervals=intervals)
 
 
 def tokens_for_loss(params: Dict[str, float], target: float) -> float:

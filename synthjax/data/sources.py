@@ -116,3 +116,10 @@ def tfds_source(name: str, split_map=None, data_dir=None):
   """A TFDS dataset by name, e.g. 'c4/en:3.1.0' (needs the data prepared in data_dir)."""
   import seqio
   return seqio.TfdsDataSource(tfds_name=name, splits=split_map, tfds_data_dir=data_dir)
+
+
+def tfds_documents(name: str, text_field: str = "text") -> Iterator[Dict]:
+  """The train split of a TFDS dataset as documents, in its stored order."""
+  ds = tfds_source(name).get_dataset(split="train", shuffle=False)
+  for i, ex in enumerate(ds.as_numpy_iterator()):
+    yield {"id": f"tfds:{name}:{i}", "text": ex[text_field].decode("utf-8")}

@@ -1,0 +1,29 @@
+"""Keep TensorFlow's start-up chatter out of a binary's output.
+
+TensorFlow (which seqio and TFDS import) writes INFO lines from C++ straight to file
+descriptor 2 when it loads, before any logging setting applies (TF_CPP_MIN_LOG_LEVEL does not
+stop them in 2.21). Importing it once with fd 2 pointed at /dev/null keeps a binary's output
+its own; an import that fails restores fd 2 first, so its error still shows.
+"""
+import os
+import sys
+
+
+def import_tensorflow() -> None:
+  if "tensorflow" in sys.modules:
+    return
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  sys.stderr.flush()
+  saved = os.dup(2)
+  devnull = os.open(os.devnull, os.O_WRONLY)
+  try:
+    os.dup2(devnull, 2)
+    try:
+      import seqio  # noqa: F401  (imports tensorflow and tensorflow_text)
+    finally:
+      os.dup2(saved, 2)
+  finally:
+    os.close(devnull)
+    os.close(saved)
+  import absl.logging
+  absl.logging.set_verbosity(absl.logging.WARNING)
