@@ -51,8 +51,11 @@ def test_smoke_study_end_to_end(smoke):
   assert len(records) == 2 * 3 * 2 * 2  # sizes x budgets x mixtures x seeds
   md = open(os.path.join(d, "report", "report.md")).read()
   assert "| natural | " in md and "natural+rephrased_hq@0.50" in md
-  for png in ("loss_vs_budget.png", "speedup.png", "domain_heatmap.png"):
+  for png in ("loss_vs_budget.png", "domain_heatmap.png"):
     assert os.path.getsize(os.path.join(d, "report", png)) > 10_000
+  # 3 budgets cannot support L(D) (3 parameters + 2): listed, and no speedup drawn from it
+  assert "L(D) fit: needs 5 points (parameters + 2)" in md
+  assert not os.path.exists(os.path.join(d, "report", "speedup.png"))
   # the report links every run record, relative to itself
   links = re.findall(r"\]\(([^)]*run\.json)\)", md)
   assert len(links) == 24

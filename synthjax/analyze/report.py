@@ -309,9 +309,10 @@ def _plots(results: dict, out_dir: str) -> Dict[str, str]:
     fig, ax = plt.subplots(figsize=(2 + 0.9 * len(domains), 1.5 + 0.5 * len(mixtures)))
     lim = np.nanmax(np.abs(grid)) or 1.0
     im = ax.imshow(grid, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-    for g in sel:  # the value; faint where its interval includes 0
+    for g in sel:  # the value; faint where its interval includes 0, white on dark cells
       ax.text(domains.index(g["domain"]), mixtures.index(g["mixture"]), f"{g['gap']:+.2f}",
               ha="center", va="center", fontsize=7,
+              color="white" if abs(g["gap"]) > 0.6 * lim else "black",
               alpha=1.0 if g["verdict"] != "not resolved" else 0.35)
     ax.set_xticks(range(len(domains)), domains, rotation=45, ha="right")
     ax.set_yticks(range(len(mixtures)), mixtures)
