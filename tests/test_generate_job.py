@@ -52,6 +52,7 @@ def _chunk_ids(out):
   return collections.Counter(r["id"] for r in job.all_records(out))
 
 
+@pytest.mark.slow
 def test_sigkill_then_rerun_gives_every_chunk_exactly_once(tmp_path, inputs, tiny_generator):
   ref, out = str(tmp_path / "ref"), str(tmp_path / "out")
   subprocess.run(_cmd(inputs, ref, tiny_generator), env=_env(), check=True, capture_output=True)
@@ -151,6 +152,7 @@ def test_filters_name_the_reason():
                            "wrought iron named after Eiffel.", src, "eos") is None
 
 
+@pytest.mark.slow
 def test_smollm2_writes_on_topic_english_in_each_style(tmp_path):
   """The embedded generator on two Wikipedia leads: every style's output shares content
   words with its source (on-topic) and is mostly common English words."""

