@@ -144,10 +144,14 @@ def register(cfg, paths):
 
 
 def _run_dir(cfg, data, voc, job) -> str:
-  """The job's MODEL_DIR: its cell and seed, plus the key of every setting it depends on."""
-  with open(os.path.join(gin_cli.GIN_CONFIGS, "models", f"{job['size']}.gin")) as f:
-    preset = f.read()
-  key = _key(preset, data.vocab_key, voc.vocab_size, data.eval_key,
+  """The job's MODEL_DIR: its cell and seed, plus the key of every setting it depends on
+  (the run file and model preset, vocabulary, synthetic data, evaluation set, shapes and
+  extra bindings)."""
+  gin_texts = []
+  for name in ("train/base.gin", f"models/{job['size']}.gin"):
+    with open(os.path.join(gin_cli.GIN_CONFIGS, name)) as f:
+      gin_texts.append(f.read())
+  key = _key(gin_texts, data.vocab_key, voc.vocab_size, data.eval_key,
              {k: data.synthetic[k][1] for k in job["kinds"] if k in data.synthetic},
              cfg.seq_len, cfg.batch_size, list(cfg.train_bindings), cfg.repeat_synthetic)
   return os.path.join(job["cell_dir"], f"seed{job['seed']}-{key}")

@@ -167,7 +167,6 @@ class EvalSet:
     if batch_size % process_count:
       raise UserError(f"EvalSet.batch_size {batch_size} is not divisible by {process_count} "
                       "hosts")
-    self.task_name, self.seq_len = task, seq_len
     data = TokenizedTask(task)
     order = np.random.default_rng(seed).permutation(len(data))
     docs, total = [], 0
