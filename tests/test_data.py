@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import seqio
 
-from synthjax.data import loader, materialize, sources, tasks, vocab
+from synthjax.data import loader, materialize, plan, sources, tasks, vocab
 from synthjax.errors import UserError
 
 BUDGET = 1_000_000
@@ -273,3 +273,32 @@ def test_eval_set_is_a_seeded_sample_of_fixed_size_whatever_the_batch(corpus):
   assert 2000 < a.bytes < 6000
   d = loader.EvalSet(seq_len=64, task="valid_people", max_tokens=3000, baseline_task="natural")
   assert 2.0 < d.unigram_loss < 5.0  # character-level vocabulary: a few nats per character
+
+
+def _plan_one_document_at_a_time(lengths, need, seed):
+  """The plan's definition, document by document: seeded passes, the last document cut,
+  segments ordered by their midpoint within their own component (stable)."""
+  segs, keys = [], []
+  for c, (lens, n_need) in enumerate(zip(lengths, need)):
+    rng = np.random.default_rng((seed, c))
+    taken = 0
+    while taken < n_need:
+      for doc in rng.permutation(len(lens)):
+        length = min(int(lens[doc]), n_need - taken)
+        segs.append((c, int(doc), length))
+        keys.append((taken + length / 2) / n_need)
+        taken += length
+        if taken == n_need:
+          break
+  return np.asarray(segs, np.int64)[np.argsort(np.asarray(keys), kind="stable")]
+
+
+def test_vectorized_plan_equals_the_document_by_document_definition():
+  rng = np.random.default_rng(0)
+  for trial in range(40):
+    lengths = [rng.integers(2, 500, rng.integers(1, 300)) for _ in range(rng.integers(1, 4))]
+    total = int(rng.integers(1, 3 * sum(int(x.sum()) for x in lengths)))  # up to 3 passes
+    need = [int(total * s) for s in rng.dirichlet(np.ones(len(lengths)))]
+    got = np.stack(plan.plan_segments(lengths, need, trial), 1)
+    want = _plan_one_document_at_a_time(lengths, [n for n in need], trial)
+    np.testing.assert_array_equal(got, want)

@@ -22,12 +22,14 @@ import numpy as np
 import seqio
 
 from synthjax.data import tasks as tasks_lib
+from synthjax.data.plan import plan_segments
 from synthjax.data.materialize import TokenizedTask
 from synthjax.errors import UserError
 
 
 class TokenStream:
-  """The planned stream: segments (component, document, start, length) and their offsets."""
+  """The planned stream (plan.py): segments (component, document, length) in stream order
+  and their offsets."""
 
   def __init__(self, components: Dict[str, float], total_tokens: int, seed: int,
                allow_repeat: Union[bool, Sequence[str]] = False):
@@ -35,8 +37,7 @@ class TokenStream:
     self.tasks = [TokenizedTask(n) for n in self.names]
     need = _split_exactly(total_tokens, [components[n] for n in self.names])
     self.repeats = {}  # component -> passes over its documents (> 1: repeated)
-    segs, keys = [], []
-    for c, (task, n_need) in enumerate(zip(self.tasks, need)):
+    for task, n_need in zip(self.tasks, need):
       if n_need == 0:
         continue
       available = int(task.lengths.sum())
@@ -46,19 +47,10 @@ class TokenStream:
         raise UserError(f"task {task.name!r} has {available} unique tokens, but this budget "
                         f"needs {n_need} from it (share {components[task.name]:.3g} of "
                         f"{total_tokens}); lower the budget or allow repetition")
-      rng = np.random.default_rng((seed, c))
-      taken = 0
-      while taken < n_need:
-        for doc in rng.permutation(len(task)):
-          length = min(int(task.lengths[doc]), n_need - taken)
-          segs.append((c, int(doc), length))
-          keys.append((taken + length / 2) / n_need)  # midpoint within this component
-          taken += length
-          if taken == n_need:
-            break
-    order = np.argsort(np.asarray(keys), kind="stable")
-    self.segments = np.asarray(segs, np.int64)[order]        # (component, doc, length)
-    self.offsets = np.concatenate([[0], np.cumsum(self.segments[:, 2])])
+    self.comp, self.doc, self.length = plan_segments([t.lengths for t in self.tasks], need,
+                                                     seed)
+    self.offsets = np.zeros(len(self.length) + 1, np.int64)
+    np.cumsum(self.length, out=self.offsets[1:])
     self.total = int(self.offsets[-1])
 
   def read(self, start: int, count: int):
@@ -67,7 +59,7 @@ class TokenStream:
     tokens, comps, segs, pos = [], [], [], []
     i, at, seg_no = first, start, 0
     while at < start + count:
-      c, doc, length = self.segments[i]
+      c, doc, length = int(self.comp[i]), int(self.doc[i]), int(self.length[i])
       within = at - self.offsets[i]
       take = min(length - within, start + count - at)
       doc_tokens = self.tasks[c].tokens(doc)
