@@ -131,3 +131,20 @@ def test_malformed_record_is_one_clear_error(tmp_path, edit, message):
   with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")) as e:
     records.load(str(path))
   assert str(path) in str(e.value)
+
+
+def test_the_report_is_the_same_in_every_process(tmp_path):
+  """Intervals come from seeded draws: no set order or hash seed may change them."""
+  import subprocess
+  import sys
+  rows = [json.loads(l) for l in open(FIXTURE)]
+  path = tmp_path / "small.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows if r["N"] in (2e6, 4e6)))
+  outs = []
+  for hash_seed in ("1", "2"):
+    out = tmp_path / f"out{hash_seed}"
+    subprocess.run([sys.executable, "-m", "synthjax.analyze", "report", "--runs", str(path),
+                    "--out", str(out), "--n_boot", "200", "--n_fit_boot", "5"], check=True,
+                   env=dict(os.environ, PYTHONHASHSEED=hash_seed), capture_output=True)
+    outs.append((out / "report.md").read_text().replace(str(out), "OUT"))
+  assert outs[0] == outs[1]

@@ -79,11 +79,18 @@ def bootstrap_cells(records: List[dict], n_boot: int = 1000, seed: int = 0) -> C
   # 2 seeds a cell still give a usable estimate while a mixture whose runs scatter more (a
   # small synthetic set read many times) keeps its own; drawn from Student's t with the pooled
   # degrees of freedom, which widens the interval when few seeds back it.
-  seed_dev = np.zeros((n_boot, C, Q))
-  for group in {k[:2] for k in keys}:
-    members = [c for c, k in enumerate(keys) if k[:2] == group]
+  # A (mixture, N) with one seed a cell borrows the spread pooled over the whole grid.
+  def pooled(members):
     squares = sum(((values[cell_of == c] - point[c]) ** 2).sum(0) for c in members)
-    dof = int(sum(seeds[c] - 1 for c in members))
+    return squares, int(sum(seeds[c] - 1 for c in members))
+
+  seed_dev = np.zeros((n_boot, C, Q))
+  everywhere = pooled(range(C))
+  for group in sorted({k[:2] for k in keys}):
+    members = [c for c, k in enumerate(keys) if k[:2] == group]
+    squares, dof = pooled(members)
+    if dof == 0:
+      squares, dof = everywhere
     if dof == 0:
       continue
     for c in members:
