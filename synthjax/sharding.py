@@ -82,17 +82,24 @@ def logical_shardings(boxed_tree, mesh: Mesh, rules: Rules):
   return fitted
 
 
-def init_sharded(init_fn: Callable, mesh: Mesh, rules: Rules, *args):
-  """Run `init_fn(*args)` (returning a boxed Flax variable tree) so that every leaf is born
-  on its final shards: no host or single device ever holds the whole model."""
-  abstract = jax.eval_shape(init_fn, *args)
+def sharded_initializer(init_fn: Callable, mesh: Mesh, rules: Rules, *example_args):
+  """A jitted `init(*args)` for `init_fn` (returning a boxed Flax variable tree) whose every
+  leaf is born on its final shards, so no host or single device ever holds the whole model;
+  with the abstract (boxed) tree and the shardings. Keep `init` to compile it once."""
+  abstract = jax.eval_shape(init_fn, *example_args)
   shardings = logical_shardings(abstract, mesh, rules)
+  jitted = jax.jit(lambda *a: nn.unbox(init_fn(*a)), out_shardings=shardings)
 
-  def unboxed_init(*a):
-    return nn.unbox(init_fn(*a))
+  def init(*args):
+    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+      return jitted(*args)
+  return init, abstract, shardings
 
-  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-    return jax.jit(unboxed_init, out_shardings=shardings)(*args), shardings
+
+def init_sharded(init_fn: Callable, mesh: Mesh, rules: Rules, *args):
+  """Run `init_fn(*args)` once, born sharded (see sharded_initializer)."""
+  init, _, shardings = sharded_initializer(init_fn, mesh, rules, *args)
+  return init(*args), shardings
 
 
 def named(mesh: Mesh, rules: Rules, logical_axes, shape) -> NamedSharding:

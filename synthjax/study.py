@@ -8,6 +8,7 @@ finished work and a killed study resumes: the corpus and vocabulary are written 
 generation resumes per shard, each training run resumes from its checkpoint (and a finished
 one returns its run record), and the report is rebuilt from the run records.
 """
+import functools
 import glob
 import hashlib
 import json
@@ -147,14 +148,17 @@ def _run_dir(cfg, data, voc, job) -> str:
   """The job's MODEL_DIR: its cell and seed, plus the key of every setting it depends on
   (the run file and model preset, vocabulary, synthetic data, evaluation set, shapes and
   extra bindings)."""
-  gin_texts = []
-  for name in ("train/base.gin", f"models/{job['size']}.gin"):
-    with open(os.path.join(gin_cli.GIN_CONFIGS, name)) as f:
-      gin_texts.append(f.read())
+  gin_texts = [_gin_text("train/base.gin"), _gin_text(f"models/{job['size']}.gin")]
   key = _key(gin_texts, data.vocab_key, voc.vocab_size, data.eval_key,
              {k: data.synthetic[k][1] for k in job["kinds"] if k in data.synthetic},
              cfg.seq_len, cfg.batch_size, list(cfg.train_bindings), cfg.repeat_synthetic)
   return os.path.join(job["cell_dir"], f"seed{job['seed']}-{key}")
+
+
+@functools.lru_cache(maxsize=None)
+def _gin_text(name: str) -> str:
+  with open(os.path.join(gin_cli.GIN_CONFIGS, name)) as f:
+    return f.read()
 
 
 def _job_bindings(cfg, data, voc, job, model_dir) -> list:

@@ -121,14 +121,8 @@ def _programs(model_cfg: ModelConfig, opt_cfg: optimizer_lib.OptimizerConfig, me
     params = model.init(rng, dummy)["params"]
     return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32)}
 
-  abstract = jax.eval_shape(init_state, jax.random.key(0))
-  shardings = sharding.logical_shardings(abstract, mesh, rules)
-  init_jit = jax.jit(lambda rng: nn.unbox(init_state(rng)), out_shardings=shardings)
-
-  def init(rng):
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
-      return init_jit(rng)
-
+  init, abstract, shardings = sharding.sharded_initializer(init_state, mesh, rules,
+                                                          jax.random.key(0))
   batch_sharding = sharding.batch_sharding(mesh)
   train_step = make_train_step(model, tx, shardings, batch_sharding, rules, mesh, grad_accum,
                                z_loss)

@@ -124,3 +124,21 @@ def test_malformed_fit_input_is_one_clear_error(tmp_path, rows, message):
                         capture_output=True, text=True)
   lines = proc.stderr.strip().splitlines()
   assert proc.returncode == 2 and len(lines) == 1 and message in lines[0]
+
+
+def test_laws_say_so_on_rising_flat_and_floorless_data():
+  from synthjax.analyze import laws
+  rng = np.random.default_rng(3)
+  D = np.geomspace(1e4, 3e5, 6)
+
+  def fit(truth):
+    point = truth + rng.normal(0, 0.01, D.shape)
+    reps = point + rng.normal(0, 0.01, (200, len(D)))  # replicates at the noise level
+    return laws.fit_law({"D": D}, point, reps, None, n_fit_boot=20)
+
+  assert "rejected" in fit(3.0 + 1e-3 * D ** 0.5)  # rising: the law does not apply
+  flat = [fit(np.full(len(D), 3.0)) for _ in range(50)]  # noise only: no law in most draws
+  assert np.mean(["rejected" in f for f in flat]) >= 0.9
+  floorless = fit(20.0 / D ** 0.1)  # a pure power law: E cannot be told from 0
+  assert "E not identified" in floorless["note"] and "E" not in floorless["intervals"]
+  assert floorless["beta"] == pytest.approx(0.1, abs=0.03)

@@ -5,9 +5,11 @@
 - L(N, D) = E + A / N^alpha + B / D^beta per mixture (Hoffmann et al.'s Approach 3).
 
 A law is fitted only with at least (parameters + 2) distinct design points (seeds of one point
-are one point); otherwise the caller lists it as missing. A fit whose exponent is not positive
-(loss that rises with the resource: e.g. a small synthetic set read many times) is rejected:
-the law does not describe such data. A floor E far below every measured loss, or an exponent
+are one point); otherwise the caller lists it as missing. A single-resource law is not fitted when the
+replicates do not resolve a decrease from the smallest to the largest resource (noise only
+fits some curve too), and a fit whose exponent is not positive (loss that rises with the
+resource: e.g. a small synthetic set read many times) is rejected: the law does not describe
+such data. A floor E far below every measured loss, or an exponent
 above 3 (a term that is flat over the data), is flagged as not identified. Its holdout error follows the paper:
 refit without the largest budget (or size), predict that point, report the relative error;
 computed only when the refit itself has parameters + 2 points. Parameter intervals come from
@@ -37,6 +39,14 @@ def fit_law(resources: Dict[str, np.ndarray], point: np.ndarray, reps: np.ndarra
   Returns the fit's parameters with intervals, replicate thetas (for derived quantities such
   as speedups) and the holdout error."""
   names = list(resources)
+  if len(names) == 1 and len(reps) > 1:
+    # Noise only also fits some curve: ask first whether the loss falls at all between the
+    # smallest and the largest resource, beyond the replicates' spread.
+    x = resources[names[0]]
+    drop = reps[:, np.argmin(x)] - reps[:, np.argmax(x)]
+    if np.quantile(drop, 0.05) <= 0:
+      return {"rejected": f"no decrease resolved from the smallest to the largest {names[0]} "
+                          f"({float(np.mean(drop)):+.3g}, within noise or rising)"}
   base = scaling.fit(resources, point)
   exponents = {k: v for k, v in base.params.items() if k in ("alpha", "beta")}
   if min(exponents.values()) <= 0:

@@ -64,17 +64,18 @@ def analyze(records: List[dict], n_boot: int = 1000, n_fit_boot: int = 100,
                   "bits_per_byte": float(np.mean(bpb)) if bpb else None,
                   "domains": {d: float(cells.point[c, i]) for i, d in enumerate(q) if i}})
 
+  axis = {"N": 1, "D": 2}  # where each resource sits in a cell key (mixture, N, D)
+
   def law_points(mixture, free, fixed_name, fixed):
-    keys = [k for k in cells.keys if k[0] == mixture and (fixed_name is None or
-                                                           k[1 if fixed_name == "N" else 2] == fixed)]
+    keys = [k for k in cells.keys
+            if k[0] == mixture and (fixed_name is None or k[axis[fixed_name]] == fixed)]
     idx = [cells.index(k) for k in keys]
-    res = {name: np.array([k[1 if name == "N" else 2] for k in keys], np.float64)
-           for name in free}
+    res = {name: np.array([k[axis[name]] for k in keys], np.float64) for name in free}
     return res, cells.point[idx, 0], cells.reps[:, idx, 0]
 
   def fit_family(free, fixed_name, label, holdout_on):
     out, too_few, no_holdout, rejected = [], [], [], []
-    groups = sorted({(k[0], None if fixed_name is None else k[1 if fixed_name == "N" else 2])
+    groups = sorted({(k[0], None if fixed_name is None else k[axis[fixed_name]])
                      for k in cells.keys}, key=lambda g: (g[0] != "natural", g[0], g[1] or 0))
     for mixture, fixed in groups:
       res, point, reps = law_points(mixture, free, fixed_name, fixed)
@@ -118,7 +119,7 @@ def analyze(records: List[dict], n_boot: int = 1000, n_fit_boot: int = 100,
     if base is None:
       missing.append(f"speedup of {f['mixture']} at N={_fmt(f['N'])}: no natural L(D) fit")
       continue
-    budgets = sorted(set(d for d in Ds) | {max(Ds) * 3, max(Ds) * 10})
+    budgets = sorted(set(Ds) | {max(Ds) * 3, max(Ds) * 10})
     speedups.append({"mixture": f["mixture"], "N": f["N"],
                      "rows": speedup.speedup_rows(base, f, budgets)})
 

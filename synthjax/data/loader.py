@@ -12,7 +12,6 @@ restart per document within a row when `segment_ids=True`, else one segment per 
 "source_ids" (index of the component each input token came from).
 The iterator is a Grain MapDataset over batch indices; its state is {"next_index": b}.
 """
-import functools
 import math
 from typing import Dict, List, Optional, Sequence, Union
 
@@ -211,11 +210,17 @@ class EvalSet:
     return out
 
 
-@functools.lru_cache(maxsize=8)
+_UNIGRAM_COUNTS: Dict[tuple, np.ndarray] = {}
+
+
 def unigram_counts(task: str, vocab_size: int) -> np.ndarray:
-  """Token counts over a whole materialized task."""
+  """Token counts over a whole materialized task, kept per token-cache folder (its name hashes
+  the task's content, so a task re-registered with other data is counted anew)."""
   data = TokenizedTask(task)
-  counts = np.zeros(vocab_size, np.int64)
-  for d in range(len(data)):
-    counts += np.bincount(data.tokens(d), minlength=vocab_size)[:vocab_size]
-  return counts
+  key = (data.dir, vocab_size)
+  if key not in _UNIGRAM_COUNTS:
+    counts = np.zeros(vocab_size, np.int64)
+    for d in range(len(data)):
+      counts += np.bincount(data.tokens(d), minlength=vocab_size)[:vocab_size]
+    _UNIGRAM_COUNTS[key] = counts
+  return _UNIGRAM_COUNTS[key]
