@@ -17,7 +17,6 @@ from typing import Callable, List, Optional, Sequence
 
 import gin
 
-from synthjax import atomic
 from synthjax.errors import UserError
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -183,8 +182,9 @@ def call_configured(fn: Callable, *args, **kwargs):
 
 def write_operative_config(directory: str, name: str = "config.gin") -> str:
   """Save the config actually used (t5x's operative config) beside the outputs."""
-  path = os.path.join(directory, name)
-  atomic.write_text(path, gin.operative_config_str())
+  from synthjax import storage
+  path = storage.join(directory, name)
+  storage.write_text(path, gin.operative_config_str())
   return path
 
 

@@ -2,12 +2,13 @@
 import json
 from typing import Iterator, Tuple
 
+from synthjax import storage
 from synthjax.errors import UserError
 
 
 def records(path: str) -> Iterator[Tuple[int, object]]:
   """(line number, parsed JSON) for each non-blank line."""
-  with open(path, "rb") as f:
+  with storage.open_file(path, "rb") as f:
     for i, raw in enumerate(f, start=1):
       try:
         line = raw.decode("utf-8")

@@ -1,5 +1,5 @@
-"""The end-to-end study on one machine: corpus -> vocabulary -> synthetic data -> mixtures ->
-a grid of models -> per-domain evaluation -> analysis report.
+"""The end-to-end study on one machine: corpus -> vocabulary -> synthetic data -> tokenized
+copies (Beam) -> mixtures -> a grid of models -> per-domain evaluation -> analysis report.
 
     python -m synthjax.study --gin_file=study/smoke.gin [--gin.STUDY_DIR=studies/smoke]
 
@@ -42,7 +42,8 @@ def _files_key(pattern: str):
 def _paths(cfg: StudyConfig) -> dict:
   d = cfg.study_dir
   return {"corpus": os.path.join(d, "corpus"), "vocab": os.path.join(d, "vocab"),
-          "synthetic": os.path.join(d, "synthetic"), "report": os.path.join(d, "report")}
+          "synthetic": os.path.join(d, "synthetic"), "tokens": os.path.join(d, "tokens"),
+          "report": os.path.join(d, "report")}
 
 
 class Data:
@@ -144,6 +145,16 @@ def register(cfg, paths):
   return voc, data
 
 
+def stage_tokenize(cfg, paths):
+  """Every task the grid reads, tokenized once into the study's shared copies (Beam)."""
+  import gin
+  from synthjax.data import tokenize
+  _, data = register(cfg, paths)
+  gin.bind_parameter("cache_dir.path", paths["tokens"])
+  names = ["natural", *data.synthetic, *(f"valid_{d}" for d in data.domains)]
+  tokenize.tokenize(names, cfg.tokenize_options)
+
+
 def _run_dir(cfg, data, voc, job) -> str:
   """The job's MODEL_DIR: its cell and seed, plus the key of every setting it depends on
   (the run file and model preset, vocabulary, synthetic data, evaluation set, shapes and
@@ -161,11 +172,12 @@ def _gin_text(name: str) -> str:
     return f.read()
 
 
-def _job_bindings(cfg, data, voc, job, model_dir) -> list:
+def _job_bindings(cfg, paths, data, voc, job, model_dir) -> list:
   domains = list(data.domains)
   return [
       f"MODEL_DIR = {model_dir!r}", f"TRAIN_TOKENS = {job['budget']}",
       f"SEQ_LEN = {cfg.seq_len}", f"BATCH_SIZE = {cfg.batch_size}",
+      f"cache_dir.path = {paths['tokens']!r}",
       f"ModelConfig.V = {voc.vocab_size}", f"TrainConfig.seed = {job['seed']}",
       "TrainConfig.data_source = @MixtureLoader", f"MixtureLoader.mixture = {job['mixture']!r}",
       "MixtureLoader.budget = %TRAIN_TOKENS", f"MixtureLoader.seed = {job['seed']}",
@@ -206,7 +218,7 @@ def stage_train(cfg, paths):
     if stale and not os.path.exists(model_dir):
       _log(f"{what}: settings changed since {os.path.basename(stale[-1])}: training anew")
     gin_cli.parse(["train/base.gin", f"models/{j['size']}.gin"],
-                  _job_bindings(cfg, data, voc, j, model_dir))
+                  _job_bindings(cfg, paths, data, voc, j, model_dir))
     record = train_lib.train(TrainConfig(), ModelConfig(), OptimizerConfig())
     elapsed = time.time() - t0
     eta = elapsed / done_tokens * (total_tokens - done_tokens)

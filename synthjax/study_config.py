@@ -9,7 +9,7 @@ import gin
 from synthjax import assets, gin_cli
 from synthjax.errors import UserError
 
-STAGES = ("corpus", "vocab", "generate", "train", "analyze")
+STAGES = ("corpus", "vocab", "generate", "tokenize", "train", "analyze")
 EMBEDDED = "embedded"
 
 
@@ -38,6 +38,8 @@ class StudyConfig:
   seq_len: int = 128
   batch_size: int = 8
   train_bindings: Sequence[str] = ()          # gin bindings for every run, e.g. the lr
+  # Beam pipeline options for the tokenize stage; empty: DirectRunner in this process.
+  tokenize_options: Sequence[str] = ()
   stages: Sequence[str] = STAGES
   train_gin: Sequence[str] = ()               # extra gin files for launched training jobs
 

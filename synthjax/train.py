@@ -3,14 +3,14 @@
     python -m synthjax.train --gin_file=gin_configs/train/tiny_markov.gin \
         --gin.MODEL_DIR=/tmp/run --gin.TRAIN_TOKENS=200000
 
-Outputs in MODEL_DIR: metrics.jsonl, tensorboard/, checkpoints/ (orbax), data_state/,
-config.gin (operative config), model.json, and run.json (the run record) at the end.
+Outputs in MODEL_DIR (a local folder or an object-store URL such as gs://BUCKET/run):
+metrics.jsonl, tensorboard/, checkpoints/ (orbax, with the data state), config.gin (operative
+config), model.json, and run.json (the run record) at the end.
 A rerun with the same MODEL_DIR resumes from the latest checkpoint; SIGTERM saves and exits.
 """
 import functools
 import json
 import math
-import os
 import signal
 import sys
 import time
@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from synthjax import atomic, gin_cli, sharding
+from synthjax import gin_cli, sharding, storage
 from synthjax.errors import UserError
 from synthjax.models.config import ModelConfig
 from synthjax.models.flops import param_count, train_flops_per_token
@@ -39,19 +39,18 @@ class Preempted(Exception):
 
 def _check_model_dir(model_dir: str, cfg: ModelConfig) -> None:
   """A MODEL_DIR belongs to one model shape: refuse to resume another model's checkpoint."""
-  path = os.path.join(model_dir, "model.json")
+  path = storage.join(model_dir, "model.json")
   shape_fields = ("V", "D", "L", "H", "K", "Dh", "F", "tie_embeddings", "qkv_bias",
                   "scan_layers")
-  if os.path.exists(path):
-    with open(path) as f:
-      old = json.load(f)
+  if storage.exists(path):
+    old = storage.read_json(path)
     diff = [f"{k}={old.get(k)} vs {getattr(cfg, k)}" for k in shape_fields
             if old.get(k) != getattr(cfg, k)]
     if diff:
       raise UserError(f"{model_dir} holds a checkpoint of another model shape "
                       f"({', '.join(diff)}); use a new MODEL_DIR")
   elif jax.process_index() == 0:
-    atomic.write_text(path, cfg.to_json())
+    storage.write_text(path, cfg.to_json())
 
 
 def _eval_sets(cfg: TrainConfig, mesh):
@@ -134,12 +133,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
           opt_cfg: optimizer_lib.OptimizerConfig) -> dict:
   t_start = time.time()
   primary = jax.process_index() == 0
-  os.makedirs(cfg.model_dir, exist_ok=True)
+  storage.check_writable(cfg.model_dir)
   _check_model_dir(cfg.model_dir, model_cfg)
-  record_path = os.path.join(cfg.model_dir, "run.json")
-  if os.path.exists(record_path):
-    with open(record_path) as f:
-      record = json.load(f)
+  record_path = storage.join(cfg.model_dir, "run.json")
+  if storage.exists(record_path):
+    record = storage.read_json(record_path)
     if record.get("steps") == cfg.steps:  # finished already: a rerun changes nothing
       return record
   mesh = sharding.make_mesh()
@@ -212,6 +210,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
         if extra:
           final_eval, final_details = extra, details
         ckpt.save(step, state, source.get_state())
+        writer.sync()  # the metrics up to a committed step reach MODEL_DIR with it
         last_good = step
       if stop:
         ckpt.close()
@@ -236,11 +235,11 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
       "loss": final_eval.get("eval/avg/loss"), "eval": final_details,
       "repeats": getattr(source, "repeats", {}),
       "flops_per_token": train_flops_per_token(model_cfg, cfg.seq_len),
-      "wall_s": wall, "model_dir": os.path.abspath(cfg.model_dir),
+      "wall_s": wall, "model_dir": storage.abspath(cfg.model_dir),
   }
   if primary:
     gin_cli.write_operative_config(cfg.model_dir)
-    atomic.write_json(record_path, record)
+    storage.write_json(record_path, record)
   return record
 
 

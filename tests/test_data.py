@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import seqio
 
-from synthjax.data import loader, materialize, plan, sources, tasks, vocab
+from synthjax.data import loader, plan, sources, tasks, token_cache, tokenize, vocab
 from synthjax.errors import UserError
 
 BUDGET = 1_000_000
@@ -43,6 +43,7 @@ def corpus(tmp_path_factory):
   for kind, path in paths.items():
     tasks.register_task(kind, path, voc)
   tasks.register_task("valid_people", str(root / "demo" / "valid" / "people.jsonl"), voc)
+  tokenize.tokenize([*paths, "valid_people"])
   yield {"root": root, "vocab": voc, "paths": paths}
   os.environ.pop("SYNTHJAX_CACHE", None)
 
@@ -131,6 +132,7 @@ def test_user_task_in_a_mixture_trains_through_the_loader(corpus, tmp_path):
                                                      key_map={"targets": "text"}),
                      seqio.preprocessors.tokenize, seqio.preprocessors.append_eos],
       output_features=tasks.output_features(corpus["vocab"]))
+  tokenize.tokenize(["my_user_task"])  # no glob to rebuild it from: an in-process runner
   name = tasks.register_mixture("natural+my_user_task@0.25").name
   # seqio itself can build the mixture, with token-share-derived rates
   ds = seqio.get_mixture_or_task(name).get_dataset(sequence_length=None, split="train",
@@ -161,15 +163,80 @@ def test_every_registered_name_gets_a_seqio_dataset(corpus):
     assert len(next(iter(ds.as_numpy_iterator()))["targets"]) > 1
 
 
-def test_materialized_cache_is_keyed_by_content(corpus, tmp_path):
+def test_tokenized_copy_is_keyed_by_content_and_never_made_by_a_job(corpus, tmp_path):
   path = tmp_path / "small.jsonl"
   _write_jsonl(path, ["alpha beta gamma"] * 5)
   tasks.register_task("small_task", str(path), corpus["vocab"])
-  first = materialize.materialize("small_task")
-  assert materialize.materialize("small_task") == first  # cached
+  with pytest.raises(UserError, match=r"no tokenized copy .*`python -m synthjax.data.tokenize "
+                                      r"--task=small_task"):
+    loader.MixtureLoader(8, 64, mixture="small_task", budget=64)
+  first = tokenize.tokenize(["small_task"])
+  assert tokenize.tokenize(["small_task"]) == first  # made once
+  manifest = token_cache.read_manifest("small_task")
+  assert manifest["dtype"] == "uint16" and manifest["documents"] == 5
   _write_jsonl(path, ["alpha beta gamma delta"] * 5)
-  second = materialize.materialize("small_task")
-  assert second != first and materialize.stats("small_task")["documents"] == 5
+  second = tokenize.tokenize(["small_task"])
+  assert second != first and token_cache.stats("small_task")["tokens"] > manifest["tokens"]
+  assert os.path.exists(os.path.join(first[0], "manifest.json"))  # the old copy is kept
+
+
+def _split_corpus(corpus, tmp_path, parts=5, docs=150):
+  texts = [d["text"] for d in sources.read_documents(corpus["paths"]["natural"])][:parts * docs]
+  (tmp_path / "parts").mkdir()
+  for i in range(parts):
+    _write_jsonl(tmp_path / "parts" / f"part{i}.jsonl", texts[i::parts])
+  return str(tmp_path / "parts" / "*.jsonl")
+
+
+def test_beam_copy_on_two_workers_gives_the_batches_of_a_single_process_copy(corpus, tmp_path):
+  pattern = _split_corpus(corpus, tmp_path)
+  tasks.register_task("split_task", pattern, corpus["vocab"])
+  batches = {}
+  for how in ("serial", "beam"):
+    os.environ["SYNTHJAX_CACHE"] = str(tmp_path / how)
+    try:
+      if how == "serial":
+        tokenize.tokenize_serially("split_task")
+      else:
+        tokenize.tokenize(["split_task"], ["--runner=DirectRunner", "--direct_num_workers=2",
+                                           "--direct_running_mode=multi_processing"])
+      src = loader.MixtureLoader(8, 64, mixture="split_task", budget=40_000, seed=5)
+      batches[how] = [src.next_batch() for _ in range(src.steps)]
+      shards = len(token_cache.read_manifest("split_task")["shards"])
+      assert shards == (1 if how == "serial" else 5)
+    finally:
+      os.environ["SYNTHJAX_CACHE"] = str(corpus["root"] / "cache")
+  assert len(batches["beam"]) == len(batches["serial"]) > 50
+  for a, b in zip(batches["serial"], batches["beam"]):
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
+
+
+def test_bad_tokenized_copies_are_one_clear_line_and_nothing_is_deleted(corpus, tmp_path):
+  import shutil
+  path = tmp_path / "copy.jsonl"
+  _write_jsonl(path, ["one two three four"] * 4)
+  other = vocab.load_vocabulary(vocab.train_sentencepiece(
+      ["one two three four five six seven"] * 50, 40, str(tmp_path / "other"), "char"))
+  tasks.register_task("copied_task", str(path), other)
+  made = tokenize.tokenize(["copied_task"])[0]
+  # the same folder put where the task with the study's vocabulary looks for its copy
+  tasks.register_task("copied_task", str(path), corpus["vocab"])
+  expected = token_cache.task_dir("copied_task")
+  shutil.copytree(made, expected)
+  with pytest.raises(UserError, match="made with another vocabulary") as e:
+    loader.MixtureLoader(8, 64, mixture="copied_task", budget=64)
+  assert "python -m synthjax.data.tokenize" in str(e.value).splitlines()[0]  # gin adds a line
+  with pytest.raises(UserError, match="made with another vocabulary"):
+    tokenize.tokenize(["copied_task"])  # refused, not overwritten
+  # a half-written copy: shards but no manifest
+  os.remove(os.path.join(expected, "manifest.json"))
+  with pytest.raises(UserError, match=r"incomplete \(no manifest.json"):
+    loader.MixtureLoader(8, 64, mixture="copied_task", budget=64)
+  files_before = sorted(os.listdir(expected))
+  tokenize.tokenize(["copied_task"])  # a fresh attempt beside the old one, which stays
+  assert set(files_before) < set(os.listdir(expected))
+  assert loader.MixtureLoader(1, 16, mixture="copied_task", budget=16).steps == 1
 
 
 @pytest.mark.parametrize("make,message", [
@@ -197,7 +264,7 @@ def test_bad_mixtures_are_one_clear_error(corpus, mixture, message):
 def test_missing_path_and_budget_too_large(corpus, tmp_path):
   with pytest.raises(UserError, match="no such file"):
     sources.local_source(str(tmp_path / "missing*.jsonl"))
-  available = materialize.stats("textbook")["tokens"]
+  available = token_cache.stats("textbook")["tokens"]
   with pytest.raises(UserError, match=f"task 'textbook' has {available} unique tokens, but"):
     loader.MixtureLoader(8, 64, mixture="textbook", budget=available * 2)
   # repetition, when explicitly allowed, makes the same budget possible
@@ -264,7 +331,7 @@ def test_eval_set_is_a_seeded_sample_of_fixed_size_whatever_the_batch(corpus):
     assert (ids >= 0).sum() == weights.sum() == 3000
     assert set(ids[ids >= 0]) == set(range(s.documents))
   # a seeded sample, not the file's first documents; another seed takes others
-  from synthjax.data.materialize import TokenizedTask
+  from synthjax.data.token_cache import TokenizedTask
   first = TokenizedTask("valid_people").tokens(0)
   assert not np.array_equal(a.rows["inputs"][0, :len(first)], first[:64])
   c = loader.EvalSet(seq_len=64, task="valid_people", max_tokens=3000, seed=1)

@@ -22,7 +22,7 @@ import seqio
 
 from synthjax.data import tasks as tasks_lib
 from synthjax.data.plan import plan_segments
-from synthjax.data.materialize import TokenizedTask
+from synthjax.data.token_cache import TokenizedTask
 from synthjax.errors import UserError
 
 
@@ -214,8 +214,8 @@ _UNIGRAM_COUNTS: Dict[tuple, np.ndarray] = {}
 
 
 def unigram_counts(task: str, vocab_size: int) -> np.ndarray:
-  """Token counts over a whole materialized task, kept per token-cache folder (its name hashes
-  the task's content, so a task re-registered with other data is counted anew)."""
+  """Token counts over a task's whole tokenized copy, kept per copy (its folder's name is the
+  task's fingerprint, so a task re-registered with other data is counted anew)."""
   data = TokenizedTask(task)
   key = (data.dir, vocab_size)
   if key not in _UNIGRAM_COUNTS:

@@ -1,21 +1,19 @@
-"""Text sources, each a real loader: local files by glob (JSONL, plain text, Parquet,
-ArrayRecord), TFDS datasets by name, and the generator's output shards (JSONL with provenance).
+"""Text sources, each a real loader: files by glob, local or on an object store (JSONL, plain
+text, Parquet, ArrayRecord), TFDS datasets by name, and the generator's output shards (JSONL
+with provenance).
 
 Every document comes out as a dict with at least "id" and "text".
 """
-import glob
 import json
 import os
 from typing import Dict, Iterator, List
 
-from synthjax import jsonl
+from synthjax import jsonl, storage
 from synthjax.errors import UserError
 
 
 def expand(pattern: str) -> List[str]:
-  files = sorted(glob.glob(pattern, recursive=True)) if any(c in pattern for c in "*?[") else (
-      [pattern] if os.path.exists(pattern) else [])
-  files = [f for f in files if os.path.isfile(f)]
+  files = storage.glob(pattern)
   if not files:
     raise UserError(f"{pattern}: no such file (nothing matches)")
   return files
@@ -31,8 +29,7 @@ def _jsonl(path: str, field: str) -> Iterator[Dict]:
 
 
 def _text(path: str) -> Iterator[Dict]:
-  with open(path, "rb") as f:
-    raw = f.read()
+  raw = storage.read_bytes(path)
   try:
     text = raw.decode("utf-8")
   except UnicodeDecodeError as e:
@@ -45,7 +42,8 @@ def _text(path: str) -> Iterator[Dict]:
 def _parquet(path: str, field: str) -> Iterator[Dict]:
   import pyarrow.parquet as pq
   try:
-    table = pq.read_table(path)
+    with storage.open_file(path) as f:
+      table = pq.read_table(f)
   except Exception as e:  # pyarrow raises its own error types for broken files
     raise UserError(f"{path}: unreadable Parquet file ({str(e).splitlines()[0]})") from None
   if field not in table.column_names:
@@ -58,7 +56,7 @@ def _parquet(path: str, field: str) -> Iterator[Dict]:
 
 def _array_record(path: str, field: str) -> Iterator[Dict]:
   from array_record.python.array_record_module import ArrayRecordReader
-  reader = ArrayRecordReader(path)
+  reader = ArrayRecordReader(storage.local_copy(path))
   try:
     for i in range(reader.num_records()):
       raw = reader.read([i])[0]
@@ -95,20 +93,26 @@ def read_documents(pattern: str, text_field: str = "text") -> Iterator[Dict]:
 
 
 def local_source(pattern: str, text_field: str = "text"):
-  """A seqio DataSource over local files (one split, 'train')."""
+  """A seqio DataSource over files (local or on an object store; one split, 'train'). Its
+  shards are the files in sorted order, read one after another, so reading shard by shard
+  (the Beam tokenizer) and reading the whole source give documents in the same order."""
   import seqio  # imported here: TensorFlow is slow to load and chatty, readers need neither
   import tensorflow as tf
   expand(pattern)  # fail now, not inside tf.data
+  signature = {"id": tf.TensorSpec((), tf.string), "text": tf.TensorSpec((), tf.string)}
 
-  def dataset_fn(split, shuffle_files, seed=None):
-    del split, shuffle_files, seed
+  def read_file(filename):
     return tf.data.Dataset.from_generator(
-        lambda: ({"id": str(d["id"]), "text": d["text"]} for d in read_documents(
-            pattern, text_field)),
-        output_signature={"id": tf.TensorSpec((), tf.string), "text": tf.TensorSpec((), tf.string)})
+        lambda name: ({"id": str(d["id"]), "text": d["text"]}
+                      for d in read_documents(name.decode(), text_field)),
+        args=(filename,), output_signature=signature)
 
-  source = seqio.FunctionDataSource(dataset_fn, splits=["train"])
-  source.synthjax_pattern = pattern  # lets the token cache hash the input files' bytes
+  class _Files(seqio.FileDataSource):
+    def list_shards(self, split):
+      return expand(pattern)  # through the storage layer (seqio's own glob uses tf.io.gfile)
+
+  source = _Files(read_file, {"train": pattern}, cycle_length=1, block_length=1)
+  source.synthjax_pattern = pattern  # the token cache keys on these files' stamps
   return source
 
 

@@ -8,7 +8,7 @@ name lists its components with shares; the first takes the remainder:
     natural+rephrased_hq@0.2+textbook@0.1   a three-way mixture
 
 seqio mixture rates count examples, so each component's rate is its token share divided by
-its mean tokens per example (measured when the task is materialized). The training loader
+its mean tokens per example (from its tokenized copy's manifest). The training loader
 mixes after tokenization and meets the token shares exactly.
 """
 import functools
@@ -34,18 +34,24 @@ def output_features(vocabulary: seqio.Vocabulary):
 def register_task(name: str, source: Union[str, seqio.DataSource],
                   vocabulary: seqio.Vocabulary, text_field: str = "text") -> seqio.Task:
   """A task reading text (a file glob, 'tfds:NAME', or any seqio DataSource), tokenized,
-  EOS-terminated."""
+  EOS-terminated. A task from a glob or a TFDS name keeps that spec (`synthjax_spec`), so a
+  Beam worker can register the same task."""
+  spec = None
+  if isinstance(source, str) and getattr(vocabulary, "synthjax_path", None):
+    spec = {"source": source, "vocabulary": vocabulary.synthjax_path, "text_field": text_field}
   if isinstance(source, str) and source.startswith("tfds:"):
     source = sources.tfds_source(source[len("tfds:"):])
   elif isinstance(source, str):
     source = sources.local_source(source, text_field)
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
-  return seqio.TaskRegistry.add(
+  task = seqio.TaskRegistry.add(
       name, source=source,
       preprocessors=[functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"}),
                      seqio.preprocessors.tokenize, seqio.preprocessors.append_eos],
       output_features=output_features(vocabulary))
+  task.synthjax_spec = spec
+  return task
 
 
 def parse_mixture(name: str) -> Dict[str, float]:
@@ -99,10 +105,10 @@ def register_mixture(name: str) -> seqio.Mixture:
   shares = parse_mixture(name)
   if name in seqio.MixtureRegistry.names():
     return seqio.get_mixture_or_task(name)
-  from synthjax.data import materialize
+  from synthjax.data import token_cache
 
   def rate_fn(share):
-    return lambda task: share / max(materialize.stats(task.name)["mean_tokens"], 1e-9)
+    return lambda task: share / max(token_cache.stats(task.name)["mean_tokens"], 1e-9)
   return seqio.MixtureRegistry.add(name, [(t, rate_fn(s)) for t, s in shares.items()])
 
 

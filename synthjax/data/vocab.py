@@ -6,13 +6,13 @@ HF tokenizer.json) as a seqio Vocabulary.
 Ids follow seqio/T5: 0 pad, 1 EOS, 2 UNK; no BOS.
 """
 import argparse
-import json
 import os
 import tempfile
 from typing import Iterable
 
 import seqio
 
+from synthjax import storage
 from synthjax.errors import UserError, exit_on_user_error
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
@@ -23,9 +23,9 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_prefix: str,
   """Train a SentencePiece model (unigram, bpe, char or word); returns the .model path,
   written atomically."""
   import sentencepiece as spm
-  out_prefix = os.path.abspath(out_prefix)
-  os.makedirs(os.path.dirname(out_prefix), exist_ok=True)
-  with tempfile.TemporaryDirectory(dir=os.path.dirname(out_prefix)) as tmp:
+  out_prefix = storage.abspath(out_prefix)
+  storage.check_writable(storage.dirname(out_prefix))
+  with tempfile.TemporaryDirectory() as tmp:
     corpus = os.path.join(tmp, "corpus.txt")
     n = 0
     with open(corpus, "w", encoding="utf-8") as f:
@@ -42,7 +42,7 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_prefix: str,
         pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1, character_coverage=0.9995,
         hard_vocab_limit=False,  # a small corpus may not support the full size
         num_threads=2, minloglevel=2, input_sentence_size=2_000_000, shuffle_input_sentence=True)
-    os.replace(prefix + ".model", out_prefix + ".model")
+    storage.upload(prefix + ".model", out_prefix + ".model")
   return out_prefix + ".model"
 
 
@@ -90,16 +90,23 @@ class HfTokenizerVocabulary(seqio.Vocabulary):
 
 
 def load_vocabulary(path: str) -> seqio.Vocabulary:
-  if not os.path.exists(path):
+  """A vocabulary from a local path or an object-store URL (read through a local copy: the
+  tokenizer libraries read local files only). `vocab.synthjax_path` keeps where it came from,
+  so a Beam worker can load the same one."""
+  if not storage.exists(path):
     raise UserError(f"{path}: no such vocabulary file")
+  local = storage.local_copy(path)
   if path.endswith(".model"):
-    return seqio.SentencePieceVocabulary(path)
-  if path.endswith(".json"):
-    meta = os.path.join(os.path.dirname(path), "tokenizer_meta.json")
-    eos = json.load(open(meta)).get("eos_id", 0) if os.path.exists(meta) else 0
-    return HfTokenizerVocabulary(path, eos)
-  raise UserError(f"{path}: not a vocabulary (expected a SentencePiece .model or a "
-                  "tokenizer.json)")
+    vocab = seqio.SentencePieceVocabulary(local)
+  elif path.endswith(".json"):
+    meta = storage.join(storage.dirname(path), "tokenizer_meta.json")
+    eos = storage.read_json(meta).get("eos_id", 0) if storage.exists(meta) else 0
+    vocab = HfTokenizerVocabulary(local, eos)
+  else:
+    raise UserError(f"{path}: not a vocabulary (expected a SentencePiece .model or a "
+                    "tokenizer.json)")
+  vocab.synthjax_path = path
+  return vocab
 
 
 @exit_on_user_error("synthjax.data.vocab")

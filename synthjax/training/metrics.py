@@ -2,37 +2,46 @@
 import json
 import math
 import os
+import shutil
 import sys
+import tempfile
 import time
 from typing import Dict, Optional
 
-from synthjax import atomic
+from synthjax import storage
 
 
 class MetricsWriter:
   """Written by host 0 only. On resume, lines past the restored step are dropped first, so
-  the file reads as if the run had never been interrupted."""
+  the file reads as if the run had never been interrupted.
+
+  With MODEL_DIR on an object store (no appends there) both files are written in a local
+  staging folder and uploaded whole by `sync()` (at every checkpoint, and at close); what a
+  kill loses is only what the resumed run rewrites anyway."""
 
   def __init__(self, model_dir: str, enabled: bool = True, resume_step: Optional[int] = None):
-    self.enabled = enabled
-    self.path = os.path.join(model_dir, "metrics.jsonl")
+    self.enabled, self.model_dir = enabled, model_dir
     self._tb = None
     if not enabled:
       return
-    if os.path.exists(self.path):
+    self.remote = storage.is_remote(model_dir)
+    self.local_dir = tempfile.mkdtemp(prefix="synthjax-metrics-") if self.remote else model_dir
+    self.path = os.path.join(self.local_dir, "metrics.jsonl")
+    target = storage.join(model_dir, "metrics.jsonl")
+    if storage.exists(target):
       keep = []
-      with open(self.path) as f:
-        for line in f:
-          try:
-            rec = json.loads(line)
-          except json.JSONDecodeError:
-            continue  # a line cut by a kill
-          if resume_step is not None and rec.get("step", 0) <= resume_step:
-            keep.append(line if line.endswith("\n") else line + "\n")
-      atomic.write_text(self.path, "".join(keep))
+      for line in storage.read_text(target).splitlines():
+        try:
+          rec = json.loads(line)
+        except json.JSONDecodeError:
+          continue  # a line cut by a kill
+        if resume_step is not None and rec.get("step", 0) <= resume_step:
+          keep.append(line + "\n")
+      storage.write_text(self.path, "".join(keep))
     import tensorflow as tf  # TensorBoard's own event-file writer
     self._tf = tf
-    self._tb = tf.summary.create_file_writer(os.path.join(model_dir, "tensorboard"))
+    self._tb_dir = os.path.join(self.local_dir, "tensorboard")
+    self._tb = tf.summary.create_file_writer(self._tb_dir)
 
   def write(self, step: int, values: Dict[str, float]) -> None:
     if not self.enabled:
@@ -46,9 +55,23 @@ class MetricsWriter:
           self._tf.summary.scalar(k, v)
     self._tb.flush()
 
+  def sync(self) -> None:
+    """Upload the staged files (a no-op for a local MODEL_DIR)."""
+    if not (self.enabled and self.remote):
+      return
+    if os.path.exists(self.path):
+      storage.upload(self.path, storage.join(self.model_dir, "metrics.jsonl"))
+    for name in os.listdir(self._tb_dir):
+      storage.upload(os.path.join(self._tb_dir, name),
+                     storage.join(self.model_dir, "tensorboard", name))
+
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+      self.sync()
+      if self.remote:
+        shutil.rmtree(self.local_dir, ignore_errors=True)
+        self._tb = None
 
 
 def _plain(v):
