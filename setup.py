@@ -28,6 +28,10 @@ INSTALL_REQUIRES = [
     "tensorboard==2.21.0",
     "absl-py==2.5.1",
     "tqdm==4.70.1",
+    # Data at scale: tokenization on Beam; every path through fsspec (gcsfs for gs://).
+    "apache-beam==2.77.0",
+    "fsspec==2026.9.0",
+    "gcsfs==2026.10.1",
 ]
 
 EXTRAS = {
@@ -37,6 +41,8 @@ EXTRAS = {
         "torch==2.13.0",
         "transformers==5.23.0",
         "accelerate==1.15.0",
+        # A GCS server on loopback for the object-store tests.
+        "gcp-storage-emulator==2026.7.19",
     ],
 }
 

@@ -147,7 +147,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
   lrs = np.asarray(jax.vmap(optimizer_lib.schedule(opt_cfg, cfg.steps))(
       jnp.arange(cfg.steps)), np.float32)
 
-  ckpt = TrainCheckpointer(cfg.model_dir, cfg.keep_checkpoints, cfg.milestones)
+  ckpt = TrainCheckpointer(cfg.model_dir, cfg.keep_checkpoints, cfg.milestones,
+                           cfg.checkpoint_ocdbt)
   source = cfg.data_source(batch_size=cfg.batch_size, seq_len=cfg.seq_len,
                            process_index=jax.process_index(),
                            process_count=jax.process_count())

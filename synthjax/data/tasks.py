@@ -13,7 +13,7 @@ mixes after tokenization and meets the token shares exactly.
 """
 import functools
 import re
-from typing import Dict, Mapping, Optional, Sequence, Union
+from typing import Callable, Dict, Mapping, Optional, Sequence, Union
 
 import gin
 import seqio
@@ -140,3 +140,11 @@ def register_study_data(vocabulary_path: str = gin.REQUIRED,
         for share in shares:
           mixtures.append(register_mixture(f"natural+{kind}@{share:.2f}").name)
   return {"tasks": sorted(kinds), "mixtures": mixtures}
+
+
+@gin.configurable
+def register_tasks(register: Optional[Callable] = None) -> None:
+  """For binaries that only need tasks registered (the tokenizer):
+  `register_tasks.register = @register_study_data` (or any callable that registers them)."""
+  if register is not None:
+    register()

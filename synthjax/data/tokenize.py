@@ -7,8 +7,8 @@ document lengths; a final step per task writes the manifest that commits the cop
         --cache_dir=gs://BUCKET/study/tokens -- --runner=DirectRunner \
         --direct_num_workers=2 --direct_running_mode=multi_processing
 
-The gin file registers the tasks (`tokenize.register = @register_study_data` and its
-bindings), or --module_import=MODULE does. Other arguments are Beam pipeline options: --runner=DataflowRunner --project=P
+The gin file registers the tasks (`register_tasks.register = @register_study_data` and
+its bindings), or --module_import=MODULE does. Other arguments are Beam pipeline options: --runner=DataflowRunner --project=P
 --region=R --temp_location=gs://BUCKET/tmp runs the same pipeline on Dataflow (README).
 A copy that exists already is kept; tokens are uint16 when the vocabulary has at most 65,536
 pieces.
@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Callable, List, Optional, Sequence
+from typing import List, Sequence
 
 import gin
 import numpy as np
@@ -174,13 +174,6 @@ def tokenize_serially(task_name: str) -> str:
   return token_cache.task_dir(task_name)
 
 
-@gin.configurable("tokenize")
-def registrations(register: Optional[Callable] = None) -> None:
-  """`tokenize.register = @register_study_data` (or any callable) registers the tasks."""
-  if register is not None:
-    register()
-
-
 def _parse(rest: List[str]):
   """(task names, cache dir, modules, Beam options) from the arguments gin left."""
   names, cache, modules, beam_args = [], None, [], []
@@ -212,7 +205,8 @@ def _run(rest: List[str]):
       importlib.import_module(m)
     except ImportError as e:
       raise UserError(f"--module_import={m}: cannot import ({e})") from None
-  gin_cli.call_configured(registrations)
+  from synthjax.data import tasks
+  gin_cli.call_configured(tasks.register_tasks)
   for folder in tokenize(names, beam_args, modules):
     print(folder)
 

@@ -18,15 +18,20 @@ from synthjax import storage
 
 class TrainCheckpointer:
 
-  def __init__(self, model_dir: str, keep: int = 2, milestones: Sequence[int] = ()):
+  def __init__(self, model_dir: str, keep: int = 2, milestones: Sequence[int] = (),
+               ocdbt: bool = True):
     policies = [pp.LatestN(keep)]
     if milestones:
       policies.append(pp.CustomSteps(list(milestones)))
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    for args in (ocp.args.StandardSave, ocp.args.StandardRestore):
+      registry.add("state", args, ocp.StandardCheckpointHandler(use_ocdbt=ocdbt))
     self.manager = ocp.CheckpointManager(
         storage.join(storage.abspath(model_dir), "checkpoints"),
         options=ocp.CheckpointManagerOptions(
             preservation_policy=pp.AnyPreservationPolicy(policies),
-            enable_async_checkpointing=True, create=True))
+            enable_async_checkpointing=True, create=True),
+        handler_registry=registry)
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()

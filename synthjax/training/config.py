@@ -26,6 +26,9 @@ class TrainConfig:
   checkpoint_every: int = 100
   keep_checkpoints: int = 2
   milestones: Sequence[int] = ()
+  # Arrays in OCDBT databases (orbax's default: few files). False: one zarr folder per array,
+  # for stores without OCDBT's conditional writes (the loopback GCS emulator of the tests).
+  checkpoint_ocdbt: bool = True
   z_loss: float = 0.0
   seed: int = 0
 
