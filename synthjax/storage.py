@@ -43,6 +43,8 @@ def is_remote(path: str) -> bool:
 def filesystem(path: str) -> Tuple[fsspec.AbstractFileSystem, str]:
   """(filesystem, path within it)."""
   try:
+    if is_remote(path):  # no cached listings: other jobs and hosts write here too
+      return fsspec.core.url_to_fs(str(path), use_listings_cache=False)
     return fsspec.core.url_to_fs(str(path))
   except (ImportError, ValueError) as e:
     raise UserError(f"{path}: no storage backend for this URL ({e})") from None

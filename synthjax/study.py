@@ -16,6 +16,8 @@ import os
 import sys
 import time
 
+import gin
+
 from synthjax import gin_cli
 from synthjax.errors import UserError
 from synthjax.study_config import EMBEDDED, StudyConfig
@@ -147,7 +149,6 @@ def register(cfg, paths):
 
 def stage_tokenize(cfg, paths):
   """Every task the grid reads, tokenized once into the study's shared copies (Beam)."""
-  import gin
   from synthjax.data import tokenize
   _, data = register(cfg, paths)
   gin.bind_parameter("cache_dir.path", paths["tokens"])
@@ -198,12 +199,16 @@ def _current_run_dirs(cfg, paths):
 
 def stage_train(cfg, paths):
   from synthjax import train as train_lib
-  from synthjax.data import loader  # noqa: F401  (registers MixtureLoader and EvalSet with gin)
+  from synthjax.data import loader
   from synthjax.models.config import ModelConfig
   from synthjax.training.config import TrainConfig
   from synthjax.training.optimizer import OptimizerConfig
   voc, data = register(cfg, paths)
   jobs = cfg.jobs()
+  gin.bind_parameter("cache_dir.path", paths["tokens"])
+  for j in jobs:  # every budget against the tokenized copies' stats, before any training
+    loader.check_budget(j["mixture"], j["budget"], cfg.batch_size, cfg.seq_len,
+                        sorted(data.synthetic) if cfg.repeat_synthetic else [])
   t0, done_tokens = time.time(), 0
   total_tokens = sum(j["budget"] for j in jobs)
   for i, j in enumerate(jobs, start=1):

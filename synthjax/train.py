@@ -7,6 +7,8 @@ Outputs in MODEL_DIR (a local folder or an object-store URL such as gs://BUCKET/
 metrics.jsonl, tensorboard/, checkpoints/ (orbax, with the data state), config.gin (operative
 config), model.json, and run.json (the run record) at the end.
 A rerun with the same MODEL_DIR resumes from the latest checkpoint; SIGTERM saves and exits.
+--dry_run checks the mesh, the data (budgets against the tokenized copies' stats) and the
+evaluation sets, prints what the run would do, and writes nothing.
 """
 import functools
 import json
@@ -129,18 +131,42 @@ def _programs(model_cfg: ModelConfig, opt_cfg: optimizer_lib.OptimizerConfig, me
   return abstract, shardings, init, train_step, eval_step
 
 
+def _data_sources(cfg: TrainConfig, mesh):
+  """The training source and the evaluation sets: built (budgets checked against the
+  tokenized copies, batches against the devices) before anything is written."""
+  source = cfg.data_source(batch_size=cfg.batch_size, seq_len=cfg.seq_len,
+                           process_index=jax.process_index(),
+                           process_count=jax.process_count())
+  return source, _eval_sets(cfg, mesh)
+
+
+def dry_run(cfg: TrainConfig, model_cfg: ModelConfig) -> dict:
+  """Everything a run checks before its first write (mesh, data, budgets against the
+  tokenized copies' stats, evaluation sets), and what it would do; writes nothing."""
+  mesh = sharding.make_mesh()
+  source, eval_sets = _data_sources(cfg, mesh)
+  n = param_count(model_cfg)
+  tokens = cfg.steps * cfg.batch_size * cfg.seq_len
+  flops = train_flops_per_token(model_cfg, cfg.seq_len) * tokens
+  return {"model_dir": storage.abspath(cfg.model_dir), "N": n, "D": tokens,
+          "steps": cfg.steps, "mesh": dict(mesh.shape), "flops": flops,
+          "mixture": getattr(source, "mixture", None),
+          "repeats": getattr(source, "repeats", {}), "eval_domains": sorted(eval_sets)}
+
+
 def train(cfg: TrainConfig, model_cfg: ModelConfig,
           opt_cfg: optimizer_lib.OptimizerConfig) -> dict:
   t_start = time.time()
   primary = jax.process_index() == 0
-  storage.check_writable(cfg.model_dir)
-  _check_model_dir(cfg.model_dir, model_cfg)
   record_path = storage.join(cfg.model_dir, "run.json")
   if storage.exists(record_path):
     record = storage.read_json(record_path)
     if record.get("steps") == cfg.steps:  # finished already: a rerun changes nothing
       return record
   mesh = sharding.make_mesh()
+  source, eval_sets = _data_sources(cfg, mesh)
+  storage.check_writable(cfg.model_dir)
+  _check_model_dir(cfg.model_dir, model_cfg)
   rules = sharding.logical_axis_rules()
   abstract, shardings, init, train_step, eval_step = _programs(
       model_cfg, opt_cfg, mesh, rules, cfg.seq_len, cfg.grad_accum, cfg.z_loss)
@@ -149,9 +175,6 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
 
   ckpt = TrainCheckpointer(cfg.model_dir, cfg.keep_checkpoints, cfg.milestones,
                            cfg.checkpoint_ocdbt)
-  source = cfg.data_source(batch_size=cfg.batch_size, seq_len=cfg.seq_len,
-                           process_index=jax.process_index(),
-                           process_count=jax.process_count())
   start = ckpt.latest_step()
   if start is None:
     state = init(jax.random.key(cfg.seed))
@@ -164,7 +187,6 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
     if primary:
       print(f"resumed from step {start}", file=sys.stderr, flush=True)
 
-  eval_sets = _eval_sets(cfg, mesh)
   writer = MetricsWriter(cfg.model_dir, enabled=primary, resume_step=start)
   progress = Progress(cfg.steps, start, enabled=primary)
   if primary:
@@ -256,12 +278,19 @@ def _should_stop(preempted: list, step: int, every: int) -> bool:
 
 
 def _run(rest):
+  dry = "--dry_run" in rest
+  rest = [a for a in rest if a != "--dry_run"]
   if rest:
     raise UserError(f"unknown arguments: {' '.join(rest)}")
   sharding.init_distributed()
   cfg = gin_cli.call_configured(TrainConfig)
   model_cfg = gin_cli.call_configured(ModelConfig)
   opt_cfg = gin_cli.call_configured(optimizer_lib.OptimizerConfig)
+  if dry:
+    plan = dry_run(cfg, model_cfg)
+    if jax.process_index() == 0:
+      print(json.dumps(plan), flush=True)
+    return
   try:
     record = train(cfg, model_cfg, opt_cfg)
   except Preempted as e:

@@ -272,6 +272,51 @@ def test_missing_path_and_budget_too_large(corpus, tmp_path):
                               allow_repeat=True).stream.total > available
 
 
+def test_train_dry_run_checks_the_budget_from_the_stats_and_writes_nothing(tmp_path):
+  """`python -m synthjax.train --dry_run`: a budget beyond the tokenized source is one line
+  (from the manifest's stats); a budget within it prints the plan; neither writes anything."""
+  import subprocess
+  import sys
+  _write_jsonl(tmp_path / "src.jsonl", [f"alpha beta gamma delta {i}" for i in range(40)])
+  model = vocab.train_sentencepiece(["alpha beta gamma delta 0123456789"] * 50, 40,
+                                    str(tmp_path / "sp"), "char")
+  gin_file = tmp_path / "data.gin"
+  gin_file.write_text(f"""
+import synthjax.data.loader
+register_study_data.vocabulary_path = '{model}'
+register_study_data.kinds = {{'natural': '{tmp_path / "src.jsonl"}'}}
+register_tasks.register = @register_study_data
+cache_dir.path = '{tmp_path / "tokens"}'
+""")
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
+  made = subprocess.run([sys.executable, "-m", "synthjax.data.tokenize", f"--gin_file={gin_file}",
+                         "--task=natural"], env=env, capture_output=True, text=True)
+  assert made.returncode == 0, made.stderr[-2000:]
+  tokens = json.loads(open(os.path.join(made.stdout.split()[0], "manifest.json")).read())[
+      "tokens"]
+  model_dir = tmp_path / "run"
+
+  def dry(budget):
+    return subprocess.run(
+        [sys.executable, "-m", "synthjax.train", "--gin_file=train/base.gin",
+         "--gin_file=models/tiny.gin", f"--gin_file={gin_file}", f"--gin.MODEL_DIR={model_dir}",
+         f"--gin.TRAIN_TOKENS={budget}", "--gin.BATCH_SIZE=2", "--gin.SEQ_LEN=16",
+         "--gin.ModelConfig.V=40", "--gin.TrainConfig.data_source=@MixtureLoader",
+         "--gin.MixtureLoader.mixture='natural'", "--gin.MixtureLoader.budget=%TRAIN_TOKENS",
+         "--gin.MixtureLoader.register=@register_study_data", "--dry_run"],
+        env=env, capture_output=True, text=True)
+
+  too_big = dry(tokens * 2)
+  lines = [l for l in too_big.stderr.splitlines() if l.strip()]
+  assert too_big.returncode == 2 and len(lines) == 1, too_big.stderr[-2000:]
+  assert f"task 'natural' has {tokens} unique tokens" in lines[0]
+  fits = dry(tokens // 2)
+  assert fits.returncode == 0, fits.stderr[-2000:]
+  plan = json.loads(fits.stdout.strip().splitlines()[-1])
+  assert plan["D"] >= tokens // 2 and plan["steps"] == -(-(tokens // 2) // 32)
+  assert not model_dir.exists()
+
+
 def test_local_formats_parquet_text_and_array_record(tmp_path):
   import pyarrow as pa
   import pyarrow.parquet as pq

@@ -21,35 +21,29 @@ import numpy as np
 import seqio
 
 from synthjax.data import tasks as tasks_lib
+from synthjax.data import token_cache
 from synthjax.data.plan import plan_segments
-from synthjax.data.token_cache import TokenizedTask
 from synthjax.errors import UserError
 
 
 class TokenStream:
   """The planned stream (plan.py): segments (component, document, length) in stream order
-  and their offsets."""
+  and their offsets: 14 bytes a segment, besides the components' lengths (4 bytes a document).
 
-  def __init__(self, components: Dict[str, float], total_tokens: int, seed: int,
+  tasks: the components' data (TokenizedTask: `name`, `lengths`, `tokens(i)`), in the order of
+  `shares`."""
+
+  def __init__(self, tasks: Sequence, shares: Sequence[float], total_tokens: int, seed: int,
                allow_repeat: Union[bool, Sequence[str]] = False):
-    self.names = list(components)
-    self.tasks = [TokenizedTask(n) for n in self.names]
-    need = _split_exactly(total_tokens, [components[n] for n in self.names])
-    self.repeats = {}  # component -> passes over its documents (> 1: repeated)
-    for task, n_need in zip(self.tasks, need):
-      if n_need == 0:
-        continue
-      available = int(task.lengths.sum())
-      self.repeats[task.name] = n_need / available
-      may_repeat = allow_repeat if isinstance(allow_repeat, bool) else task.name in allow_repeat
-      if n_need > available and not may_repeat:
-        raise UserError(f"task {task.name!r} has {available} unique tokens, but this budget "
-                        f"needs {n_need} from it (share {components[task.name]:.3g} of "
-                        f"{total_tokens}); lower the budget or allow repetition")
-    self.comp, self.doc, self.length = plan_segments([t.lengths for t in self.tasks], need,
-                                                     seed)
-    self.offsets = np.zeros(len(self.length) + 1, np.int64)
-    np.cumsum(self.length, out=self.offsets[1:])
+    self.tasks = list(tasks)
+    self.names = [t.name for t in self.tasks]
+    need, self.repeats = plan_needs(
+        {t.name: s for t, s in zip(self.tasks, shares)}, total_tokens,
+        {t.name: int(t.lengths.sum(dtype=np.int64)) for t in self.tasks}, allow_repeat)
+    self.comp, self.doc, length = plan_segments([t.lengths for t in self.tasks], need, seed)
+    self.offsets = np.zeros(len(length) + 1, np.int64)  # segment i: [offsets[i], offsets[i+1])
+    np.cumsum(length, out=self.offsets[1:])
+    del length
     self.total = int(self.offsets[-1])
 
   def read(self, start: int, count: int):
@@ -58,7 +52,8 @@ class TokenStream:
     tokens, comps, segs, pos = [], [], [], []
     i, at, seg_no = first, start, 0
     while at < start + count:
-      c, doc, length = int(self.comp[i]), int(self.doc[i]), int(self.length[i])
+      c, doc = int(self.comp[i]), int(self.doc[i])
+      length = int(self.offsets[i + 1] - self.offsets[i])
       within = at - self.offsets[i]
       take = min(length - within, start + count - at)
       doc_tokens = self.tasks[c].tokens(doc)
@@ -73,6 +68,24 @@ class TokenStream:
             np.concatenate(pos))
 
 
+def plan_needs(shares: Dict[str, float], total_tokens: int, available: Dict[str, int],
+               allow_repeat: Union[bool, Sequence[str]] = False):
+  """Tokens each component contributes (exact shares of total_tokens) and the passes over its
+  documents that takes; an error when one needs more than it holds and may not repeat."""
+  need = _split_exactly(total_tokens, list(shares.values()))
+  repeats = {}  # component -> passes over its documents (> 1: repeated)
+  for (name, share), n_need in zip(shares.items(), need):
+    if n_need == 0:
+      continue
+    repeats[name] = n_need / available[name]
+    may_repeat = allow_repeat if isinstance(allow_repeat, bool) else name in allow_repeat
+    if n_need > available[name] and not may_repeat:
+      raise UserError(f"task {name!r} has {available[name]} unique tokens, but this budget "
+                      f"needs {n_need} from it (share {share:.3g} of {total_tokens}); lower "
+                      "the budget or allow repetition")
+  return need, repeats
+
+
 def _split_exactly(total: int, shares: List[float]) -> List[int]:
   """Integer token counts proportional to shares that add up to exactly `total`."""
   raw = [total * s for s in shares]
@@ -80,6 +93,16 @@ def _split_exactly(total: int, shares: List[float]) -> List[int]:
   for i in np.argsort([c - x for c, x in zip(counts, raw)])[:total - sum(counts)]:
     counts[i] += 1
   return counts
+
+
+def check_budget(mixture: str, budget: int, batch_size: int, seq_len: int,
+                 allow_repeat: Union[bool, Sequence[str]] = False) -> None:
+  """From the tokenized copies' manifests alone (no document is read): each component of the
+  mixture holds the tokens its share of the budget needs, or may repeat. What MixtureLoader,
+  the train binary's --dry_run and a study check before any training."""
+  shares = tasks_lib.get_components(mixture)
+  total = math.ceil(budget / (batch_size * seq_len)) * batch_size * seq_len + 1
+  plan_needs(shares, total, {n: token_cache.stats(n)["tokens"] for n in shares}, allow_repeat)
 
 
 @gin.configurable
@@ -106,8 +129,11 @@ class MixtureLoader:
     self.local = batch_size // process_count
     self.offset = process_index * self.local
     self.steps = math.ceil(budget / (batch_size * seq_len))
-    self.stream = TokenStream(self.shares, self.steps * batch_size * seq_len + 1, seed,
-                              allow_repeat)
+    total = self.steps * batch_size * seq_len + 1
+    check_budget(mixture, budget, batch_size, seq_len, allow_repeat)
+    self.stream = TokenStream([token_cache.TokenizedTask(n) for n in self.shares],
+                              list(self.shares.values()),
+                              total, seed, allow_repeat)
     self.repeats = self.stream.repeats
     dataset = grain.MapDataset.range(self.steps).map(self._batch)
     self._iter = iter(dataset.to_iter_dataset(
@@ -158,7 +184,7 @@ class EvalSet:
     if batch_size % process_count:
       raise UserError(f"EvalSet.batch_size {batch_size} is not divisible by {process_count} "
                       "hosts")
-    data = TokenizedTask(task)
+    data = token_cache.TokenizedTask(task)
     order = np.random.default_rng(seed).permutation(len(data))
     docs, total = [], 0
     for d in order:  # max_tokens targets need max_tokens + 1 tokens
@@ -216,7 +242,7 @@ _UNIGRAM_COUNTS: Dict[tuple, np.ndarray] = {}
 def unigram_counts(task: str, vocab_size: int) -> np.ndarray:
   """Token counts over a task's whole tokenized copy, kept per copy (its folder's name is the
   task's fingerprint, so a task re-registered with other data is counted anew)."""
-  data = TokenizedTask(task)
+  data = token_cache.TokenizedTask(task)
   key = (data.dir, vocab_size)
   if key not in _UNIGRAM_COUNTS:
     counts = np.zeros(vocab_size, np.int64)

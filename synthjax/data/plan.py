@@ -1,6 +1,6 @@
 """The order in which a training run reads its documents, planned without Python work per
 document: a corpus of 100M documents plans in seconds within a few GB
-(benchmarks/plan_throughput.py), so every host can plan at every start.
+(benchmarks/data_scale.py), so every host can plan at every start.
 
 Component c contributes exactly need[c] tokens: its documents in seeded passes (each pass a
 fresh permutation), the last one cut to fit. Segments are interleaved by the midpoint of each
