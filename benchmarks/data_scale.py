@@ -9,8 +9,8 @@ documents), each size in a fresh process so its resident memory is its own. Prin
 the peak resident size, and the bytes per document the plan keeps once built (beyond the
 length arrays, which a run holds anyway).
 
-Tokenization: the embedded corpus's natural training text split into --shards files and a
-2,048-piece vocabulary; each way makes a fresh tokenized copy. Printed: documents/s, tokens/s
+Tokenization: the embedded corpus's natural training text, --repeat times over (1.4M tokens
+each), split into --shards files, and a 2,048-piece vocabulary; each way makes a fresh tokenized copy. Printed: documents/s, tokens/s
 and the ratio to the single-process loop; the copies' batches are checked to be equal.
 """
 import argparse
@@ -74,17 +74,18 @@ def plan_rows(sizes):
   return rows
 
 
-def tokenize_rows(work: str, shards: int):
+def tokenize_rows(work: str, shards: int, repeat: int):
   from synthjax.data import demo_corpus, loader, sources, tasks, token_cache, tokenize, vocab
   corpus = os.path.join(work, "demo")
   demo_corpus.build(corpus)
   texts = [d["text"] for d in sources.read_documents(
       os.path.join(corpus, "natural_train.jsonl"))]
+  vocab_texts, texts = texts, texts * repeat
   os.makedirs(os.path.join(work, "parts"), exist_ok=True)
   for i in range(shards):
     with open(os.path.join(work, "parts", f"part{i:03d}.jsonl"), "w") as f:
       f.writelines(json.dumps({"text": t}) + "\n" for t in texts[i::shards])
-  model = vocab.train_sentencepiece(texts, 2048, os.path.join(work, "sp2k"))
+  model = vocab.train_sentencepiece(vocab_texts, 2048, os.path.join(work, "sp2k"))
   tasks.register_task("bench_natural", os.path.join(work, "parts", "*.jsonl"),
                       vocab.load_vocabulary(model))
   ways = {
@@ -125,6 +126,7 @@ def main():
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--documents", default="1e6,1e7,1e8")
   p.add_argument("--shards", type=int, default=8)
+  p.add_argument("--repeat", type=int, default=4)
   p.add_argument("--skip_tokenize", action="store_true")
   p.add_argument("--plan_child", type=int, help=argparse.SUPPRESS)
   args = p.parse_args()
@@ -135,7 +137,7 @@ def main():
   plan_rows([int(float(x)) for x in args.documents.split(",")])
   if not args.skip_tokenize:
     with tempfile.TemporaryDirectory() as work:
-      tokenize_rows(work, args.shards)
+      tokenize_rows(work, args.shards, args.repeat)
 
 
 if __name__ == "__main__":

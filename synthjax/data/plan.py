@@ -21,54 +21,63 @@ def plan_segments(lengths: Sequence[np.ndarray], need: Sequence[int], seed: int)
   each within its own component's tokens, so every stretch of the stream sees the shares.
   Returns (component int16, document int32, length int32) arrays in stream order."""
   parts = []
+  lengths = [np.asarray(x) for x in lengths]
   for lens in lengths:
     if len(lens) >= 2 ** 31:  # document ids are int32
       raise UserError(f"a component of {len(lens):,} documents is beyond the planner's 2^31; "
                       "split it into several tasks")
   for c, (lens, n_need) in enumerate(zip(lengths, need)):
     if n_need:
-      parts.append((c, *_plan_component(np.asarray(lens), n_need,
+      parts.append((c, *_plan_component(lens, n_need,
                                         np.random.default_rng((seed, c)))))
-  return _merge_by_key(parts)
+  return _merge_by_key(parts, lengths)
 
 
 def _plan_component(lengths: np.ndarray, n_need: int, rng):
-  docs, lens, taken = [], [], 0
+  """(documents, their segments' midpoint keys, the last segment's length: the one cut)."""
+  docs, lens, ends, taken = [], [], [], 0
   while taken < n_need:
-    perm = rng.permutation(len(lengths)).astype(np.int32)
-    length = lengths[perm].astype(np.int32)
-    ends = np.cumsum(length, dtype=np.int64)
-    ends += taken
-    last = int(np.searchsorted(ends, n_need))  # the document that reaches n_need
+    perm = np.arange(len(lengths), dtype=np.int32)  # rng.permutation's order, without its
+    rng.shuffle(perm)                                # int64 copy
+    length = lengths[perm].astype(np.int32, copy=False)
+    end = np.cumsum(length, dtype=np.int64)  # where each segment ends in the component
+    end += taken
+    last = int(np.searchsorted(end, n_need))  # the document that reaches n_need
     if last < len(perm):
-      perm, length = perm[:last + 1], length[:last + 1]
-      length[-1] = n_need - (ends[last] - length[-1])
-    del ends
+      perm, length, end = perm[:last + 1], length[:last + 1], end[:last + 1]
+      length[-1] -= end[-1] - n_need
+      end[-1] = n_need
     docs.append(perm)
     lens.append(length)
-    taken += int(length.sum(dtype=np.int64))
-  docs, lens = (x[0] if len(x) == 1 else np.concatenate(x) for x in (docs, lens))
-  keys = lens.astype(np.float64)  # (start + length / 2) / n_need, computed in place
+    ends.append(end)
+    taken = int(end[-1])
+  docs, lens, ends = (x[0] if len(x) == 1 else np.concatenate(x) for x in (docs, lens, ends))
+  keys = ends.astype(np.float64)  # (end - length / 2) / n_need, exactly, computed in place
+  del ends
+  keys *= 2
+  np.subtract(keys, lens, out=keys)
   keys /= 2
-  starts = np.cumsum(lens, dtype=np.int64)
-  starts -= lens
-  keys += starts
-  del starts
   keys /= n_need
-  return docs, lens, keys
+  return docs, keys, int(lens[-1])
 
 
-def _merge_by_key(parts, chunk: int = 1 << 22):
+def _merge_by_key(parts, lengths, chunk: int = 1 << 22):
   """A stable merge of the components' key-sorted segments (ties: lower component first),
-  by counting where each lands, a chunk at a time, instead of sorting the concatenation."""
+  by counting where each lands, a chunk at a time, instead of sorting the concatenation.
+  A segment's length is its document's, but for each component's last segment (cut)."""
   n = sum(len(p[1]) for p in parts)
   comp, doc, length = np.empty(n, np.int16), np.empty(n, np.int32), np.empty(n, np.int32)
-  for i, (c, d, lens, keys) in enumerate(parts):
+  for i in range(len(parts)):
+    c, d, keys, last_length = parts[i]
+    parts[i] = (c, None, keys, None)  # once placed, its documents are freed
     for start in range(0, len(keys), chunk):
       k = keys[start:start + chunk]
       pos = np.arange(start, start + len(k), dtype=np.int64)
-      for j, other in enumerate(p[3] for p in parts):
+      for j, other in enumerate(p[2] for p in parts):
         if j != i:
           pos += np.searchsorted(other, k, side="right" if j < i else "left")
-      comp[pos], doc[pos], length[pos] = c, d[start:start + chunk], lens[start:start + chunk]
+      docs = d[start:start + chunk]
+      comp[pos], doc[pos], length[pos] = c, docs, lengths[c][docs]
+    length[pos[-1]] = last_length
+    del d
   return comp, doc, length
