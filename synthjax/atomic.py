@@ -37,7 +37,8 @@ def directory(path: str, overwrite: bool = False):
     yield tmp
     if os.path.exists(path):
       if not overwrite:
-        raise FileExistsError(f"{path} already exists")
+        from synthjax.errors import UserError
+        raise UserError(f"{path} already exists; pass --overwrite to replace it")
       shutil.rmtree(path)
     os.replace(tmp, path)
   finally:

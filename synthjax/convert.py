@@ -9,10 +9,11 @@ Any problem with the input (missing tensor, wrong shape, unknown architecture, t
 file) is reported on one line, and no output directory is left behind.
 """
 import argparse
+import os
 import sys
 
 from synthjax.checkpoints import gguf_import, hf, store
-from synthjax.errors import exit_on_user_error
+from synthjax.errors import ArgumentParser, UserError, exit_on_user_error
 
 
 def convert_hf(hf_dir: str, out: str, scan_layers: bool = False, overwrite: bool = False):
@@ -52,15 +53,28 @@ def convert_gguf(path: str, out: str, overwrite: bool = False):
   return cfg
 
 
-def export_hf(model_dir: str, out: str):
+def export_hf(model_dir: str, out: str, overwrite: bool = False):
   cfg = store.load_config(model_dir)
-  hf.save(cfg, store.load_params(model_dir, cfg), out)
+  hf.save(cfg, store.load_params(model_dir, cfg), out, overwrite=overwrite)
   return cfg
+
+
+def _check_out(out: str, overwrite: bool) -> None:
+  """Before any work: --out is new, or replacing it was asked for."""
+  if os.path.exists(out) and not os.path.isdir(out):
+    raise UserError(f"--out={out}: is a file, not a folder")
+  if os.path.exists(out) and not overwrite:
+    raise UserError(f"--out={out} already exists; pass --overwrite to replace it")
+  parent = os.path.dirname(os.path.abspath(out))
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.access(parent, os.W_OK):
+    raise UserError(f"--out={out}: {parent} is not writable")
 
 
 @exit_on_user_error("synthjax.convert")
 def main(argv=None):
-  parser = argparse.ArgumentParser(prog="python -m synthjax.convert", description=__doc__,
+  parser = ArgumentParser(prog="python -m synthjax.convert", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument("--hf_dir", help="HF directory: config.json + *.safetensors")
@@ -72,12 +86,13 @@ def main(argv=None):
                       help="store layers stacked, for training with scan_layers=True")
   parser.add_argument("--overwrite", action="store_true")
   args = parser.parse_args(argv)
+  _check_out(args.out, args.overwrite)
   if args.hf_dir:
     cfg = convert_hf(args.hf_dir, args.out, args.scan_layers, args.overwrite)
   elif args.gguf:
     cfg = convert_gguf(args.gguf, args.out, args.overwrite)
   else:
-    cfg = export_hf(args.export_hf, args.out)
+    cfg = export_hf(args.export_hf, args.out, args.overwrite)
   from synthjax.models.flops import param_count
   print(f"wrote {args.out}: {cfg.name}, {param_count(cfg) / 1e6:.1f}M params", file=sys.stderr)
 

@@ -1,4 +1,7 @@
-"""One error type for bad user input, and the wrapper that turns it into one clear line."""
+"""One error type for bad user input, and the edge of every binary: whatever goes wrong
+becomes one line on stderr (the full traceback only with --verbose)."""
+import argparse
+import dataclasses
 import functools
 import sys
 
@@ -7,17 +10,65 @@ class UserError(Exception):
   """Bad input (a file, a field, a value): the message alone says what is wrong."""
 
 
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse whose usage errors are one line (through the binary's edge) instead of the
+  usage text plus the error."""
+
+  def error(self, message):
+    raise UserError(f"{message} (see --help)")
+
+
+def check_field_types(cfg) -> None:
+  """Gin passes values through untyped: a dataclass config's int, float, str and bool fields
+  hold what their annotations promise (a string 'false' never reaches a bool field)."""
+  simple = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
+  for f in dataclasses.fields(cfg):
+    value = getattr(cfg, f.name)
+    allowed = simple.get(f.type)
+    if allowed and (not isinstance(value, allowed) or (f.type is not bool and
+                                                       isinstance(value, bool))):
+      raise UserError(f"{type(cfg).__name__}.{f.name} must be {f.type.__name__}, "
+                      f"got {value!r}")
+
+
+def _first_line(e: BaseException) -> str:
+  lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+  return lines[0] if lines else ""
+
+
+def describe(e: BaseException) -> str:
+  """One line for an error a library raised: the file it names, or its type and message."""
+  if isinstance(e, OSError) and e.filename:
+    return f"{e.filename}: {e.strerror or _first_line(e)}"
+  return f"{type(e).__name__}: {_first_line(e)[:300]}"
+
+
 def exit_on_user_error(prog: str):
-  """Decorator for a binary's main: a UserError becomes `prog: error: message` and exit 2."""
+  """Decorator for a binary's main(argv=None). A UserError becomes `prog: error: message`
+  (exit 2); any other error one line naming it (exit 1), or its traceback with --verbose."""
   def wrap(fn):
     @functools.wraps(fn)
-    def run(*args, **kwargs):
+    def run(argv=None):
+      argv = list(sys.argv[1:] if argv is None else argv)
+      verbose = "--verbose" in argv
+      argv = [a for a in argv if a != "--verbose"]
       try:
-        return fn(*args, **kwargs)
+        return fn(argv)
       except UserError as e:
+        if verbose:
+          raise
         # gin appends "In call to configurable ..." lines; the first line says it all.
-        message = str(e).splitlines()[0] if str(e) else type(e).__name__
-        print(f"{prog}: error: {message}", file=sys.stderr, flush=True)
+        print(f"{prog}: error: {_first_line(e) or type(e).__name__}", file=sys.stderr,
+              flush=True)
         sys.exit(2)
+      except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr, flush=True)
+        sys.exit(130)
+      except Exception as e:  # a library's error: one line, the traceback on request
+        if verbose:
+          raise
+        print(f"{prog}: error: {describe(e)} (rerun with --verbose for the traceback)",
+              file=sys.stderr, flush=True)
+        sys.exit(1)
     return run
   return wrap

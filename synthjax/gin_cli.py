@@ -188,18 +188,49 @@ def write_operative_config(directory: str, name: str = "config.gin") -> str:
   return path
 
 
+# Settings a resumed run may change: where and how often it reports, how many hosts run it.
+RESUMABLE_SETTINGS = ("init_distributed.", "TrainConfig.log_every", "TrainConfig.checkpoint_every",
+                      "TrainConfig.keep_checkpoints", "MixtureLoader.threads")
+
+
+def _settings(config_text: str) -> dict:
+  """`name = value` bindings of an operative config (values may run over several lines)."""
+  out, key = {}, None
+  for line in config_text.splitlines():
+    if not line.strip() or line.lstrip().startswith("#"):
+      key = None
+    elif line[0].isspace() and key:
+      out[key] += " " + line.strip()
+    elif " = " in line:
+      key, value = line.split(" = ", 1)
+      out[key.strip()] = value.strip()
+  return out
+
+
+def changed_settings(directory: str, name: str = "config.gin") -> List[str]:
+  """How this process's operative config differs from the one saved in `directory` (each
+  'NAME: old -> new'); settings only one of them has, or a resume may change, are not
+  compared."""
+  from synthjax import storage
+  path = storage.join(directory, name)
+  if not storage.exists(path):
+    return []
+  old, new = _settings(storage.read_text(path)), _settings(gin.operative_config_str())
+  return [f"{k}: {old[k]} -> {new[k]}" for k in sorted(old.keys() & new.keys())
+          if old[k] != new[k] and not k.startswith(RESUMABLE_SETTINGS)]
+
+
 def main(prog: str, run: Callable[[List[str]], None], argv: Optional[Sequence[str]] = None):
   """Entry point of a gin binary: parse gin flags, then `run(remaining_args)`."""
   from synthjax.errors import exit_on_user_error
 
   @exit_on_user_error(prog)
-  def go():
+  def go(args):
     from synthjax import quiet
     quiet.import_tensorflow()
-    args = sys.argv[1:] if argv is None else argv
     files, bindings, paths, rest = split_argv(args)
     parse(files, bindings, paths)
     check_bare_words(args)
     return run(rest)
 
-  return go()
+  return go(argv)

@@ -15,7 +15,7 @@ import sys
 from typing import List, Sequence
 
 from synthjax import gin_cli
-from synthjax.errors import UserError, exit_on_user_error
+from synthjax.errors import ArgumentParser, UserError, exit_on_user_error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,6 +101,18 @@ def gpu_commands(job: Job, *, hosts: Sequence[str], out_root: str, port: int = 1
   return lines
 
 
+def tpu_name(job_name: str) -> str:
+  """A Cloud TPU node name for a job: lowercase letters, digits and hyphens, starting with a
+  letter, at most 63 characters (underscores and dots are not allowed there); a hash of the
+  full name keeps names unique when the job name is cut."""
+  import hashlib
+  import re
+  name = "sj-" + re.sub(r"[^a-z0-9-]+", "-", job_name.lower()).strip("-")
+  if len(name) > 63:
+    name = name[:54].rstrip("-") + "-" + hashlib.sha256(job_name.encode()).hexdigest()[:8]
+  return name
+
+
 def _execute(lines: Sequence[str], dry_run: bool) -> None:
   for line in lines:
     print(line, flush=True)
@@ -112,7 +124,7 @@ def _execute(lines: Sequence[str], dry_run: bool) -> None:
 def main(argv=None):
   from synthjax.study_config import StudyConfig
   files, bindings, paths, rest = gin_cli.split_argv(sys.argv[1:] if argv is None else argv)
-  p = argparse.ArgumentParser(prog="python -m synthjax.launchers", description=__doc__,
+  p = ArgumentParser(prog="python -m synthjax.launchers", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--launcher", choices=("local", "tpu_vm", "gpu"), required=True)
   p.add_argument("--dry_run", action="store_true")
@@ -133,8 +145,11 @@ def main(argv=None):
   elif args.launcher == "tpu_vm":
     if not (args.tpu_zone and args.bucket):
       raise UserError("the TPU VM launcher needs --tpu_zone and --bucket")
+    if not args.bucket.startswith("gs://") or len(args.bucket) <= len("gs://"):
+      raise UserError(f"--bucket={args.bucket}: not a gs:// URL (a TPU VM's disk goes away "
+                      "with it: runs must live in a bucket)")
     for job in jobs:
-      _execute(tpu_vm_commands(job, name=f"sj-{job.name}"[:60].lower(), zone=args.tpu_zone,
+      _execute(tpu_vm_commands(job, name=tpu_name(job.name), zone=args.tpu_zone,
                                accelerator=args.tpu_type, bucket=args.bucket,
                                queued=args.tpu_queued), args.dry_run)
   else:

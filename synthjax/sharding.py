@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from synthjax.errors import UserError
+
 Rules = Tuple[Tuple[str, object], ...]
 
 DEFAULT_RULES: Rules = (
@@ -46,15 +48,16 @@ def make_mesh(axes: Mapping[str, int] = (("data", -1), ("fsdp", 1), ("tensor", 1
   devices = list(devices if devices is not None else jax.devices())
   unknown = [a for a, s in axes.items() if s == -1]
   if len(unknown) > 1:
-    raise ValueError(f"mesh {axes}: at most one axis may be -1")
+    raise UserError(f"make_mesh.axes {axes}: at most one axis may be -1")
   known = math.prod(s for s in axes.values() if s != -1)
   if unknown:
     if len(devices) % known:
-      raise ValueError(f"mesh {axes}: {len(devices)} devices are not divisible by {known}")
+      raise UserError(f"make_mesh.axes {axes}: {len(devices)} devices are not divisible by "
+                      f"{known}")
     axes[unknown[0]] = len(devices) // known
   if math.prod(axes.values()) != len(devices):
-    raise ValueError(f"mesh {axes} needs {math.prod(axes.values())} devices, "
-                     f"but {len(devices)} are available")
+    raise UserError(f"make_mesh.axes {axes} needs {math.prod(axes.values())} devices, "
+                    f"but {len(devices)} are available")
   device_grid = np.asarray(devices).reshape(tuple(axes.values()))
   return Mesh(device_grid, tuple(axes.keys()))
 

@@ -253,15 +253,16 @@ def local_copy(path: str) -> str:
 
 
 def check_writable(path: str) -> None:
-  """Fail now, with one line, if a folder cannot be written (not a folder, no permission, no
-  bucket, store unreachable)."""
+  """Fail now, with one line, if a folder could not be written (a file in the way, no
+  permission, no bucket, store unreachable); creates nothing."""
   if not is_remote(path):
-    if os.path.exists(path) and not os.path.isdir(path):
-      raise UserError(f"{path}: is a file, not a folder")
-    with _edge(path):
-      os.makedirs(path, exist_ok=True)
-    if not os.access(path, os.W_OK):
-      raise UserError(f"{path}: folder is not writable")
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+      existing = os.path.dirname(existing)
+    if not os.path.isdir(existing):
+      raise UserError(f"{path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK):
+      raise UserError(f"{path}: {existing} is not writable")
     return
   probe = join(path, f".synthjax-write-probe-{os.getpid()}")
   write_bytes(probe, b"")

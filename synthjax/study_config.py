@@ -7,7 +7,7 @@ from typing import Dict, List, Sequence, Tuple
 import gin
 
 from synthjax import assets, gin_cli
-from synthjax.errors import UserError
+from synthjax.errors import UserError, check_field_types
 
 STAGES = ("corpus", "vocab", "generate", "tokenize", "train", "analyze")
 EMBEDDED = "embedded"
@@ -30,7 +30,7 @@ class StudyConfig:
   styles: Dict[str, str] = dataclasses.field(default_factory=lambda: {
       "rephrased_hq": "hq", "rephrased_qa": "qa", "textbook": "textbook"})
   generator: str = assets.EMBEDDED_GENERATOR  # a model dir, the embedded name, or 'tiny-random'
-  generate_documents: int = 200               # natural documents each kind is made from
+  generate_documents: int = 200               # natural documents each kind is made from (0: all)
   generate_overrides: Dict[str, Dict] = dataclasses.field(default_factory=dict)
   repeat_synthetic: bool = True               # read generated text more than once if needed
   vocab_size: int = 2048
@@ -46,6 +46,26 @@ class StudyConfig:
   def validate(self, dry_run: bool = False):
     """Check the grid before any work; a dry run skips what only the cluster has (the
     generator checkpoint)."""
+    check_field_types(self)
+    if os.path.exists(self.study_dir) and not os.path.isdir(self.study_dir):
+      raise UserError(f"StudyConfig.study_dir {self.study_dir}: is a file, not a folder")
+    for field in ("model_sizes", "budgets", "shares"):
+      if not getattr(self, field):
+        raise UserError(f"StudyConfig.{field} is empty: give at least one")
+    bad = [b for b in self.budgets if isinstance(b, bool) or not isinstance(b, int) or b <= 0]
+    if bad:
+      raise UserError(f"StudyConfig.budgets: {bad[0]!r} is not a positive number of tokens")
+    for kind, shares in self.shares.items():
+      off = [r for r in shares if isinstance(r, bool) or not isinstance(r, (int, float))
+             or not 0 <= r <= 1]
+      if off:
+        raise UserError(f"StudyConfig.shares[{kind!r}]: {off[0]!r} is not a share in [0, 1]")
+    for field in ("vocab_size", "seq_len", "batch_size", "eval_tokens"):
+      if getattr(self, field) <= 0:
+        raise UserError(f"StudyConfig.{field} must be positive, got {getattr(self, field)}")
+    if self.generate_documents < 0:
+      raise UserError(f"StudyConfig.generate_documents must be 0 (all) or more, got "
+                      f"{self.generate_documents}")
     unknown = [s for s in self.stages if s not in STAGES]
     if unknown:
       raise UserError(f"StudyConfig.stages: unknown stage {unknown[0]!r} (stages: "

@@ -140,10 +140,25 @@ def _data_sources(cfg: TrainConfig, mesh):
   return source, _eval_sets(cfg, mesh)
 
 
+def _mesh(cfg: TrainConfig):
+  """The mesh, and the batches checked against its data-parallel devices."""
+  mesh = sharding.make_mesh()
+  dp = mesh.shape.get("data", 1) * mesh.shape.get("fsdp", 1)
+  if cfg.batch_size % dp:
+    raise UserError(f"TrainConfig.batch_size={cfg.batch_size} does not split over the {dp} "
+                    f"data-parallel devices of the mesh {dict(mesh.shape)}; use a multiple of "
+                    f"{dp}")
+  if cfg.eval_sources and cfg.eval_batch_size % dp:
+    raise UserError(f"TrainConfig.eval_batch_size={cfg.eval_batch_size} does not split over "
+                    f"the {dp} data-parallel devices of the mesh {dict(mesh.shape)}; use a "
+                    f"multiple of {dp}")
+  return mesh
+
+
 def dry_run(cfg: TrainConfig, model_cfg: ModelConfig) -> dict:
   """Everything a run checks before its first write (mesh, data, budgets against the
   tokenized copies' stats, evaluation sets), and what it would do; writes nothing."""
-  mesh = sharding.make_mesh()
+  mesh = _mesh(cfg)
   source, eval_sets = _data_sources(cfg, mesh)
   n = param_count(model_cfg)
   tokens = cfg.steps * cfg.batch_size * cfg.seq_len
@@ -158,14 +173,20 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
           opt_cfg: optimizer_lib.OptimizerConfig) -> dict:
   t_start = time.time()
   primary = jax.process_index() == 0
-  record_path = storage.join(cfg.model_dir, "run.json")
-  if storage.exists(record_path):
-    record = storage.read_json(record_path)
-    if record.get("steps") == cfg.steps:  # finished already: a rerun changes nothing
-      return record
-  mesh = sharding.make_mesh()
+  if storage.exists(cfg.model_dir) and not storage.isdir(cfg.model_dir):
+    raise UserError(f"MODEL_DIR {cfg.model_dir}: is a file, not a folder")
+  mesh = _mesh(cfg)
   source, eval_sets = _data_sources(cfg, mesh)
+  changed = gin_cli.changed_settings(cfg.model_dir)
+  if changed:  # its checkpoints and record belong to other settings
+    more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
+    raise UserError(f"MODEL_DIR {cfg.model_dir} holds a run with other settings: "
+                    f"{changed[0]}{more}; use a new MODEL_DIR")
+  record_path = storage.join(cfg.model_dir, "run.json")
+  if storage.exists(record_path):  # finished already, with these settings
+    return storage.read_json(record_path)
   storage.check_writable(cfg.model_dir)
+  storage.makedirs(cfg.model_dir)
   _check_model_dir(cfg.model_dir, model_cfg)
   rules = sharding.logical_axis_rules()
   abstract, shardings, init, train_step, eval_step = _programs(

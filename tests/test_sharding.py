@@ -5,6 +5,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from synthjax import sharding
+from synthjax.errors import UserError
 from synthjax.models.config import ModelConfig
 from synthjax.models.llama import Transformer
 
@@ -14,9 +15,9 @@ CFG = ModelConfig(V=128, D=32, L=2, H=4, K=2, Dh=8, F=64)
 def test_mesh_fills_the_minus_one_axis():
   mesh = sharding.make_mesh({"data": -1, "fsdp": 2, "tensor": 1})
   assert dict(mesh.shape) == {"data": 4, "fsdp": 2, "tensor": 1}
-  with pytest.raises(ValueError, match="not divisible"):
+  with pytest.raises(UserError, match="not divisible"):
     sharding.make_mesh({"data": -1, "tensor": 3})
-  with pytest.raises(ValueError, match="needs 16 devices"):
+  with pytest.raises(UserError, match="needs 16 devices"):
     sharding.make_mesh({"data": 4, "tensor": 4})
 
 

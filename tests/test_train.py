@@ -233,7 +233,7 @@ def test_model_dir_of_another_model_shape_is_refused(tmp_path):
       BASE + [f"--gin.MODEL_DIR={d}", "--gin.TRAIN_TOKENS=1000", "--gin.ModelConfig.D=32"],
       str(tmp_path))
   assert code == 2 and len(lines) == 1, lines
-  assert "holds a checkpoint of another model shape (D=64 vs 32" in lines[0]
+  assert "holds a run with other settings: ModelConfig.D: 64 -> 32" in lines[0]
 
 
 def test_empty_data_source_is_one_clear_line(tmp_path):

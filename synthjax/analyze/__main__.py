@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 from synthjax.analyze import diagnostics, report, scaling
-from synthjax.errors import UserError, exit_on_user_error
+from synthjax.errors import ArgumentParser, UserError, exit_on_user_error
 
 
 def _column(rows, name, path):
@@ -65,14 +65,25 @@ def _texts(path):
     raise UserError(f"{path}: no such file") from None
   except UnicodeDecodeError as e:
     raise UserError(f"{path}: invalid UTF-8 at byte {e.start}") from None
-  if lines and lines[0].lstrip().startswith("{"):
-    return [json.loads(l)["text"] for l in lines]
-  return lines
+  if not lines:
+    raise UserError(f"{path}: no text (empty file)")
+  if not lines[0].lstrip().startswith("{"):
+    return lines
+  texts = []
+  for i, line in enumerate(lines, start=1):  # blank lines are not counted
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as e:
+      raise UserError(f"{path}: record {i}: not valid JSON ({e.msg})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+      raise UserError(f"{path}: record {i}: no 'text' string field")
+    texts.append(record["text"])
+  return texts
 
 
 @exit_on_user_error("synthjax.analyze")
 def main(argv=None):
-  parser = argparse.ArgumentParser(prog="python -m synthjax.analyze", description=__doc__,
+  parser = ArgumentParser(prog="python -m synthjax.analyze", description=__doc__,
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
   p = sub.add_parser("fit")
@@ -99,6 +110,9 @@ def main(argv=None):
     print(json.dumps(fit_csv(args.csv, args.n_col, args.loss_col, args.d_col, args.flop_col,
                              args.drop_highest), indent=2))
   elif args.command == "report":
+    for flag in ("n_boot", "n_fit_boot"):
+      if getattr(args, flag) < 1:
+        raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
     print(f"report: {report.report(args.runs, args.out, args.n_boot, args.n_fit_boot)}")
   else:
     print(json.dumps(diagnostics.compare(_texts(args.natural), _texts(args.synthetic)),

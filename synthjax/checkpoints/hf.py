@@ -128,11 +128,11 @@ def load(model_dir: str):
   return cfg, layout.params_from_hf(cfg, tensors.__getitem__)
 
 
-def save(cfg: ModelConfig, params: dict, out_dir: str) -> None:
+def save(cfg: ModelConfig, params: dict, out_dir: str, overwrite: bool = False) -> None:
   """Export to a HF directory that transformers' from_pretrained reads."""
   from safetensors.numpy import save_file
   from synthjax import atomic
-  with atomic.directory(out_dir, overwrite=True) as tmp:
+  with atomic.directory(out_dir, overwrite=overwrite) as tmp:
     tensors = {k: np.asarray(v, np.float32) for k, v in layout.params_to_hf(cfg, params).items()}
     save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(tmp, "config.json"), "w") as f:

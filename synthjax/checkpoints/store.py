@@ -49,6 +49,10 @@ def load_params(model_dir: str, cfg: Optional[ModelConfig] = None, shardings=Non
   cfg = cfg or load_config(model_dir)
   checkpointer = ocp.StandardCheckpointer()
   path = os.path.join(os.path.abspath(model_dir), "params")
+  if not os.path.isdir(path):
+    what = ("a training run's MODEL_DIR (its weights are in checkpoints/)"
+            if os.path.isdir(os.path.join(model_dir, "checkpoints")) else "incomplete")
+    raise UserError(f"{model_dir}: no params/ folder: {what}, not a synthjax model directory")
   if shardings is None:
     return checkpointer.restore(path)
   meta = checkpointer.metadata(path)

@@ -119,8 +119,14 @@ class MixtureLoader:
                process_count: int = 1, threads: int = 2, register=None):
     if register is not None:  # e.g. @register_study_data: a launched job registers its tasks
       register()
-    if budget <= 0:
-      raise UserError(f"budget must be positive, got {budget}")
+    if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
+      raise UserError(f"MixtureLoader.budget must be a positive number of tokens, got "
+                      f"{budget!r}")
+    if isinstance(allow_repeat, str) or not isinstance(allow_repeat, (bool, list, tuple)):
+      raise UserError(f"MixtureLoader.allow_repeat must be True, False or a list of task "
+                      f"names, got {allow_repeat!r}")
+    if not isinstance(segment_ids, bool):
+      raise UserError(f"MixtureLoader.segment_ids must be True or False, got {segment_ids!r}")
     if batch_size % process_count:
       raise UserError(f"batch size {batch_size} is not divisible by {process_count} hosts")
     self.shares = tasks_lib.get_components(mixture)

@@ -13,16 +13,20 @@ from typing import Iterable
 import seqio
 
 from synthjax import storage
-from synthjax.errors import UserError, exit_on_user_error
+from synthjax.errors import ArgumentParser, UserError, exit_on_user_error
 
 PAD_ID, EOS_ID, UNK_ID = 0, 1, 2
 
 
 def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_prefix: str,
-                        model_type: str = "unigram") -> str:
+                        model_type: str = "unigram", exact_size: bool = False) -> str:
   """Train a SentencePiece model (unigram, bpe, char or word); returns the .model path,
-  written atomically."""
+  written atomically. A small corpus may support fewer pieces than asked: with `exact_size`
+  that is an error (and nothing is written), else the smaller vocabulary is kept."""
   import sentencepiece as spm
+  if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size <= 3:
+    raise UserError(f"vocab_size must be an integer above 3 (pad, EOS and UNK are 3 pieces), "
+                    f"got {vocab_size!r}")
   out_prefix = storage.abspath(out_prefix)
   storage.check_writable(storage.dirname(out_prefix))
   with tempfile.TemporaryDirectory() as tmp:
@@ -42,6 +46,10 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_prefix: str,
         pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1, character_coverage=0.9995,
         hard_vocab_limit=False,  # a small corpus may not support the full size
         num_threads=2, minloglevel=2, input_sentence_size=2_000_000, shuffle_input_sentence=True)
+    pieces = spm.SentencePieceProcessor(model_file=prefix + ".model").get_piece_size()
+    if exact_size and pieces < vocab_size:
+      raise UserError(f"the corpus supports only {pieces} pieces, not the {vocab_size} asked "
+                      f"({n} lines of text); lower --vocab_size or give more text")
     storage.upload(prefix + ".model", out_prefix + ".model")
   return out_prefix + ".model"
 
@@ -112,14 +120,14 @@ def load_vocabulary(path: str) -> seqio.Vocabulary:
 @exit_on_user_error("synthjax.data.vocab")
 def main(argv=None):
   from synthjax.data import sources
-  p = argparse.ArgumentParser(prog="python -m synthjax.data.vocab", description=__doc__,
+  p = ArgumentParser(prog="python -m synthjax.data.vocab", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
   p.add_argument("--input", required=True, help="file glob (JSONL with 'text', text, Parquet)")
   p.add_argument("--vocab_size", type=int, default=2048)
   p.add_argument("--out", required=True, help="output prefix; writes OUT.model")
   args = p.parse_args(argv)
   path = train_sentencepiece((d["text"] for d in sources.read_documents(args.input)),
-                             args.vocab_size, args.out)
+                             args.vocab_size, args.out, exact_size=True)
   print(f"wrote {path}")
 
 

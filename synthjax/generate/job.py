@@ -24,9 +24,9 @@ from typing import List
 import gin
 import jax
 
-from synthjax import assets, atomic
+from synthjax import assets, atomic, storage
 from synthjax.data import sources
-from synthjax.errors import UserError
+from synthjax.errors import UserError, check_field_types
 from synthjax.generate import filters, prompts
 from synthjax.generate.engine import Engine, Request, Sampling
 
@@ -54,6 +54,16 @@ class GenerateConfig:
   # Hosts work independently (no collectives): host i of n takes shards i, i+n, ...
   host_index: int = int(os.environ.get("SYNTHJAX_PROCESS_ID", 0))
   host_count: int = int(os.environ.get("SYNTHJAX_NUM_PROCESSES", 1))
+
+  def __post_init__(self):
+    check_field_types(self)
+    for field in ("chunk_tokens", "max_new_tokens", "shard_size", "slots", "max_len",
+                  "host_count"):
+      if getattr(self, field) <= 0:
+        raise UserError(f"GenerateConfig.{field} must be positive, got {getattr(self, field)}")
+    if not 0 <= self.host_index < self.host_count:
+      raise UserError(f"GenerateConfig.host_index {self.host_index} is outside "
+                      f"0..{self.host_count - 1}")
 
 
 def resolve_generator(name: str) -> str:
@@ -111,14 +121,10 @@ def run(cfg: GenerateConfig) -> dict:
   tokenizer, meta = store.load_tokenizer(generator_dir)
   fmt = prompts.chat_format(meta.get("chat_template", ""))
   count = lambda s: len(tokenizer.encode(s, add_special_tokens=False).ids)
+  if os.path.exists(cfg.output_dir) and not os.path.isdir(cfg.output_dir):
+    raise UserError(f"GenerateConfig.output_dir {cfg.output_dir}: is a file, not a folder")
   chunks = plan_chunks(cfg, count)
-  os.makedirs(os.path.join(cfg.output_dir, "rejected"), exist_ok=True)
-  sig = _signature(cfg, template, generator_dir)
-  _check_manifest(cfg.output_dir, sig)
-
   n_shards = (len(chunks) + cfg.shard_size - 1) // cfg.shard_size
-  if not 0 <= cfg.host_index < cfg.host_count:
-    raise UserError(f"host_index {cfg.host_index} is outside 0..{cfg.host_count - 1}")
   mine = [k for k in range(n_shards) if k % cfg.host_count == cfg.host_index
           and not os.path.exists(_shard_path(cfg.output_dir, k))]
   requests = {}
@@ -130,6 +136,10 @@ def run(cfg: GenerateConfig) -> dict:
         raise UserError(f"chunk {c['source_id']}#{c['chunk']}: prompt of {len(prompt_ids)} "
                         f"tokens does not fit the context of {cfg.max_len} tokens")
       requests[(k, c["source_id"], c["chunk"])] = prompt_ids
+  # Every check is done: only now is anything written.
+  storage.check_writable(cfg.output_dir)
+  os.makedirs(os.path.join(cfg.output_dir, "rejected"), exist_ok=True)
+  _check_manifest(cfg.output_dir, _signature(cfg, template, generator_dir))
   if mine:
     params = store.load_params(generator_dir, model_cfg)
     engine = Engine(model_cfg, params, eos_ids=[meta.get("eos_id", -1)], slots=cfg.slots,

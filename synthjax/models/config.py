@@ -9,6 +9,8 @@ from typing import Optional
 
 import gin
 
+from synthjax.errors import check_field_types
+
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
@@ -37,6 +39,7 @@ class ModelConfig:
   scan_layers: bool = False  # one scanned layer body: faster compiles, stacked params
 
   def __post_init__(self):
+    check_field_types(self)
     for field in ("V", "D", "L", "H", "K", "Dh", "F", "max_len"):
       if getattr(self, field) <= 0:
         raise ValueError(f"ModelConfig.{field} must be positive, got {getattr(self, field)}")

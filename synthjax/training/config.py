@@ -6,7 +6,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 import gin
 
-from synthjax.errors import UserError
+from synthjax.errors import UserError, check_field_types
 
 
 @gin.configurable
@@ -33,7 +33,10 @@ class TrainConfig:
   seed: int = 0
 
   def __post_init__(self):
-    _check_types(self)
+    check_field_types(self)
+    if not callable(self.data_source):
+      raise UserError(f"TrainConfig.data_source must be a source factory such as "
+                      f"@MarkovSource, got {self.data_source!r}")
     for field in ("train_tokens", "batch_size", "seq_len", "grad_accum", "eval_batch_size",
                   "eval_batches", "log_every", "checkpoint_every", "keep_checkpoints"):
       if getattr(self, field) <= 0:
@@ -45,17 +48,3 @@ class TrainConfig:
   @property
   def steps(self) -> int:
     return math.ceil(self.train_tokens / (self.batch_size * self.seq_len))
-
-
-def _check_types(cfg) -> None:
-  """Gin passes values through untyped: check what the annotations promise."""
-  simple = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
-  for f in dataclasses.fields(cfg):
-    value = getattr(cfg, f.name)
-    allowed = simple.get(f.type)
-    if allowed and (not isinstance(value, allowed) or (f.type is int and isinstance(value, bool))):
-      raise UserError(f"{type(cfg).__name__}.{f.name} must be {f.type.__name__}, "
-                      f"got {value!r}")
-    if f.name == "data_source" and not callable(value):
-      raise UserError(f"TrainConfig.data_source must be a source factory such as "
-                      f"@MarkovSource, got {value!r}")

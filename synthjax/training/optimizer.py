@@ -5,6 +5,8 @@ import gin
 import jax
 import optax
 
+from synthjax.errors import check_field_types
+
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +23,7 @@ class OptimizerConfig:
   clip_norm: float = 1.0
 
   def __post_init__(self):
+    check_field_types(self)
     if self.schedule not in ("cosine", "wsd"):
       raise ValueError(f"OptimizerConfig.schedule must be 'cosine' or 'wsd', got "
                        f"{self.schedule!r}")
