@@ -12,7 +12,6 @@ become one line naming the problem.
 import ast
 import logging
 import os
-import sys
 from typing import Callable, List, Optional, Sequence
 
 import gin

@@ -3,7 +3,8 @@
 TensorFlow (which seqio and TFDS import) writes INFO lines from C++ straight to file
 descriptor 2 when it loads, before any logging setting applies (TF_CPP_MIN_LOG_LEVEL does not
 stop them in 2.21). Importing it once with fd 2 pointed at /dev/null keeps a binary's output
-its own; an import that fails restores fd 2 first, so its error still shows.
+its own; an import that fails restores fd 2 first, so its error still shows. TensorFlow is
+kept off the GPUs (JAX owns them).
 """
 import os
 import sys
@@ -20,6 +21,10 @@ def import_tensorflow() -> None:
     os.dup2(devnull, 2)
     try:
       import seqio  # noqa: F401  (imports tensorflow and tensorflow_text)
+      import tensorflow as tf
+      # TensorFlow only reads data and writes summaries here: it must not take GPU memory
+      # from JAX, and its CUDA probe's error on a machine without a GPU stays out of sight.
+      tf.config.set_visible_devices([], "GPU")
     finally:
       os.dup2(saved, 2)
   finally:

@@ -226,9 +226,10 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
     nonlocal timer
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}
     if not math.isfinite(values["train/loss"]):
+      saved = (f"the last good checkpoint is step {last_good} in {cfg.model_dir}/checkpoints"
+               if last_good else "no checkpoint was saved before it")
       raise UserError(f"training diverged: train/loss is {values['train/loss']} at step "
-                      f"{step}; the last good checkpoint is step {last_good} in "
-                      f"{cfg.model_dir}/checkpoints")
+                      f"{step}; {saved} (a lower OptimizerConfig.peak_lr may help)")
     if step % cfg.log_every == 0 or extra or step == cfg.steps:
       now = time.time()
       tps = (step - timer[1]) * tokens_per_step / max(now - timer[0], 1e-9)

@@ -150,6 +150,11 @@ cache_dir.path = 'gs://bkt/tokens'
   assert record["model_dir"] == "gs://bkt/killed" and np.isfinite(record["losses"]["held"])
   assert storage.listdir("gs://bkt/killed/tensorboard")  # event files reached the store
   assert sorted(os.listdir(work)) == []
+  # the analysis reads run records from the store and writes its report there
+  from synthjax.analyze import report
+  path = report.report(["gs://bkt/ref"], "gs://bkt/report", n_boot=20, n_fit_boot=5)
+  assert path == "gs://bkt/report/report.md" and "gs://bkt/ref/run.json" in storage.read_text(path)
+  assert storage.exists("gs://bkt/report/analysis.json")
 
 
 def test_unreachable_store_is_one_line(tmp_path):

@@ -15,13 +15,11 @@ loss}, "docs": {name: (per-document loss sums, per-document tokens)}, "baselines
 unigram loss}, "bits_per_byte": {name: bpb}, "repeats": {task: passes}, "path"}.
 """
 import csv
-import glob
-import json
+import io
 import math
-import os
 from typing import Dict, List
 
-from synthjax import jsonl
+from synthjax import jsonl, storage
 from synthjax.errors import UserError
 
 NATURAL = "natural"
@@ -85,7 +83,7 @@ def normalise(rec: dict, where: str) -> dict:
 
 def _from_csv(path: str) -> List[dict]:
   out = []
-  with open(path, newline="") as f:
+  with io.StringIO(storage.read_text(path), newline="") as f:
     reader = csv.DictReader(f)
     for i, row in enumerate(reader, start=2):
       rec = {k: v for k, v in row.items() if not k.startswith("loss/")}
@@ -100,11 +98,7 @@ def _from_jsonl(path: str) -> List[dict]:
 
 
 def _from_run_json(path: str) -> dict:
-  try:
-    with open(path) as f:
-      rec = json.load(f)
-  except json.JSONDecodeError as e:
-    raise UserError(f"{path}: invalid JSON ({e.msg})") from None
+  rec = storage.read_json(path)
   rec.setdefault("path", path)
   return normalise(rec, path)
 
@@ -115,10 +109,10 @@ def load(paths) -> List[dict]:
     paths = [paths]
   out = []
   for path in paths:
-    if not os.path.exists(path):
+    if not storage.exists(path):
       raise UserError(f"{path}: no such file or folder")
-    if os.path.isdir(path):
-      found = sorted(glob.glob(os.path.join(path, "**", "run.json"), recursive=True))
+    if storage.isdir(path):  # a local folder or an object-store prefix
+      found = storage.glob(storage.join(path, "**", "run.json"))
       out.extend(_from_run_json(p) for p in found)
     elif path.endswith(".csv"):
       out.extend(_from_csv(path))

@@ -5,13 +5,15 @@ renders report.md, report.html, analysis.json and PNG plots. A partial grid stil
 what could not be computed is listed under "Missing" with the reason.
 """
 import html
+import io
 import math
 import os
+import posixpath
 from typing import Dict, List
 
 import numpy as np
 
-from synthjax import atomic
+from synthjax import storage
 from synthjax.analyze import laws, noise, records as records_lib, share as share_lib, speedup
 from synthjax.errors import UserError
 
@@ -218,16 +220,17 @@ def _plots(results: dict, out_dir: str) -> Dict[str, str]:
     ax.xaxis.set_minor_locator(ticker.NullLocator())
 
   def save(fig, name):
-    path = os.path.join(out_dir, name)
-    tmp = path + ".tmp.png"
+    path = storage.join(out_dir, name)
     # Axis labels and scales go into the PNG's text chunk, so a reader (or test) can tell
     # what each image plots without looking at it.
     ax = fig.axes[0]
     axes_desc = (f"x: {ax.get_xlabel()} ({ax.get_xscale()}); "
                  f"y: {ax.get_ylabel()} ({ax.get_yscale()})")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Description": axes_desc})
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight",
+                metadata={"Description": axes_desc})
     plt.close(fig)
-    os.replace(tmp, path)
+    storage.write_bytes(path, buffer.getvalue())
     made[name] = path
 
   def errorbar(ax, x, c, **kw):
@@ -504,8 +507,12 @@ def _gap(x) -> str:
 
 def _record_link(path: str, out_dir: str):
   """A run.json becomes a link relative to the report; a line of a JSONL/CSV stays text."""
-  if os.path.isfile(path):
-    return ("link", path, os.path.relpath(path, out_dir))
+  if storage.is_remote(path) != storage.is_remote(out_dir):
+    return ("link", path, path) if storage.isfile(path) else path
+  if storage.isfile(path):
+    rel = (posixpath.relpath(path.split("://", 1)[1], out_dir.split("://", 1)[1])
+           if storage.is_remote(path) else os.path.relpath(path, out_dir))
+    return ("link", path, rel)
   return path
 
 
@@ -569,15 +576,16 @@ def _html(blocks) -> str:
 def write(results: dict, out_dir: str) -> str:
   """Render the report into out_dir; returns the Markdown path. (analysis.json leaves out the
   per-document losses: they are in the run records.)"""
-  os.makedirs(out_dir, exist_ok=True)
+  storage.check_writable(out_dir)
+  storage.makedirs(out_dir)
   images = _plots(results, out_dir)
   blocks = list(_blocks(results, images, out_dir))
   slim = dict(results, records=[{k: v for k, v in r.items() if k != "docs"}
                                 for r in results["records"]])
-  atomic.write_json(os.path.join(out_dir, "analysis.json"), _jsonable(slim))
-  atomic.write_text(os.path.join(out_dir, "report.html"), _html(blocks))
-  path = os.path.join(out_dir, "report.md")
-  atomic.write_text(path, _markdown(blocks))
+  storage.write_json(storage.join(out_dir, "analysis.json"), _jsonable(slim))
+  storage.write_text(storage.join(out_dir, "report.html"), _html(blocks))
+  path = storage.join(out_dir, "report.md")
+  storage.write_text(path, _markdown(blocks))
   return path
 
 
@@ -594,6 +602,9 @@ def _jsonable(x):
 
 
 def report(paths, out_dir: str, n_boot: int = 1000, n_fit_boot: int = 100) -> str:
+  """The report of run records (files, folders or object-store prefixes) into out_dir (local
+  or an object store)."""
+  storage.check_writable(out_dir)  # before the bootstraps, not after
   recs = records_lib.load(paths)
   if not recs:
     raise UserError("no run records")

@@ -13,7 +13,6 @@ OUT/manifest.json holds the job's settings (a rerun with other settings is refus
 every shard exists, the totals: chunks, kept, rejected per reason, tokens.
 """
 import dataclasses
-import glob
 import json
 import math
 import os
@@ -24,7 +23,7 @@ from typing import List
 import gin
 import jax
 
-from synthjax import assets, atomic, storage
+from synthjax import assets, storage
 from synthjax.data import sources
 from synthjax.errors import UserError, check_field_types
 from synthjax.generate import filters, prompts
@@ -88,12 +87,11 @@ def _signature(cfg: GenerateConfig, template: dict, generator_dir: str) -> dict:
 
 
 def _check_manifest(out_dir: str, sig: dict) -> None:
-  path = os.path.join(out_dir, "manifest.json")
-  if not os.path.exists(path):
-    atomic.write_json(path, {"job": sig})  # every host writes the same content
+  path = storage.join(out_dir, "manifest.json")
+  if not storage.exists(path):
+    storage.write_json(path, {"job": sig})  # every host writes the same content
     return
-  with open(path) as f:
-    old = json.load(f).get("job", {})
+  old = storage.read_json(path).get("job", {})
   diff = [f"{k}={old.get(k)!r} vs {sig.get(k)!r}" for k in sorted(set(old) | set(sig))
           if old.get(k) != sig.get(k)]
   if diff:
@@ -121,12 +119,12 @@ def run(cfg: GenerateConfig) -> dict:
   tokenizer, meta = store.load_tokenizer(generator_dir)
   fmt = prompts.chat_format(meta.get("chat_template", ""))
   count = lambda s: len(tokenizer.encode(s, add_special_tokens=False).ids)
-  if os.path.exists(cfg.output_dir) and not os.path.isdir(cfg.output_dir):
+  if storage.isfile(cfg.output_dir):
     raise UserError(f"GenerateConfig.output_dir {cfg.output_dir}: is a file, not a folder")
   chunks = plan_chunks(cfg, count)
   n_shards = (len(chunks) + cfg.shard_size - 1) // cfg.shard_size
   mine = [k for k in range(n_shards) if k % cfg.host_count == cfg.host_index
-          and not os.path.exists(_shard_path(cfg.output_dir, k))]
+          and not storage.exists(_shard_path(cfg.output_dir, k))]
   requests = {}
   for k in mine:
     for c in chunks[k * cfg.shard_size:(k + 1) * cfg.shard_size]:
@@ -138,7 +136,7 @@ def run(cfg: GenerateConfig) -> dict:
       requests[(k, c["source_id"], c["chunk"])] = prompt_ids
   # Every check is done: only now is anything written.
   storage.check_writable(cfg.output_dir)
-  os.makedirs(os.path.join(cfg.output_dir, "rejected"), exist_ok=True)
+  storage.makedirs(storage.join(cfg.output_dir, "rejected"))
   _check_manifest(cfg.output_dir, _signature(cfg, template, generator_dir))
   if mine:
     params = store.load_params(generator_dir, model_cfg)
@@ -156,7 +154,8 @@ def _mesh(slots: int):
 
 
 def _shard_path(out_dir: str, k: int, rejected: bool = False) -> str:
-  return os.path.join(out_dir, "rejected" if rejected else "", f"shard-{k:05d}.jsonl")
+  name = f"shard-{k:05d}.jsonl"
+  return storage.join(out_dir, "rejected", name) if rejected else storage.join(out_dir, name)
 
 
 def _generate_shards(cfg, engine, tokenizer, template, chunks, mine, requests, generator_dir):
@@ -222,21 +221,20 @@ def hash_seed(seed: int, chunk: dict) -> int:
 
 
 def _write_jsonl(path: str, records: List[dict]) -> None:
-  atomic.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+  storage.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
 def finalize(out_dir: str, n_shards: int, n_chunks: int) -> dict:
   """Totals into the manifest once every shard exists (any host may be the last one)."""
-  path = os.path.join(out_dir, "manifest.json")
-  with open(path) as f:
-    manifest = json.load(f)
-  if not all(os.path.exists(_shard_path(out_dir, k)) for k in range(n_shards)):
+  path = storage.join(out_dir, "manifest.json")
+  manifest = storage.read_json(path)
+  if not all(storage.exists(_shard_path(out_dir, k)) for k in range(n_shards)):
     return manifest
   kept, reasons, tokens = 0, {}, 0
   for k in range(n_shards):
     for rejected in (False, True):
-      with open(_shard_path(out_dir, k, rejected)) as f:
-        for line in f:
+      for line in storage.read_text(_shard_path(out_dir, k, rejected)).splitlines():
+        if line.strip():
           rec = json.loads(line)
           tokens += rec["output_tokens"]
           if rejected:
@@ -245,19 +243,18 @@ def finalize(out_dir: str, n_shards: int, n_chunks: int) -> dict:
             kept += 1
   manifest.update(chunks=n_chunks, shards=n_shards, kept=kept, rejected=reasons,
                   output_tokens=tokens, complete=True)
-  atomic.write_json(path, manifest)
+  storage.write_json(path, manifest)
   return manifest
 
 
 def kept_files(out_dir: str) -> str:
   """The glob the data layer reads as this job's synthetic text."""
-  return os.path.join(out_dir, "shard-*.jsonl")
+  return storage.join(out_dir, "shard-*.jsonl")
 
 
 def all_records(out_dir: str) -> List[dict]:
   out = []
   for pattern in ("shard-*.jsonl", "rejected/shard-*.jsonl"):
-    for path in sorted(glob.glob(os.path.join(out_dir, pattern))):
-      with open(path) as f:
-        out.extend(json.loads(l) for l in f)
+    for path in storage.glob(storage.join(out_dir, pattern)):
+      out.extend(json.loads(l) for l in storage.read_text(path).splitlines() if l.strip())
   return out
