@@ -186,6 +186,8 @@ CASES = [
     # convert
     ("synthjax.convert", ["--export_hf={ws}/generator", "--out={ws}/existing"],
      r"existing already exists; pass --overwrite to replace it"),
+    ("synthjax.convert", ["--hf_dir={ws}/nope", "--out={ws}/existing"],
+     r"existing already exists; pass --overwrite to replace it"),
     ("synthjax.convert", ["--export_hf={ws}/finished", "--out={ws}/hf"],
      r"no params/ folder: a training run's MODEL_DIR"),
     ("synthjax.convert", ["--export_hf={ws}/corpus.jsonl", "--out={ws}/hf"],

@@ -119,6 +119,8 @@ def load_vocabulary(path: str) -> seqio.Vocabulary:
 
 @exit_on_user_error("synthjax.data.vocab")
 def main(argv=None):
+  from synthjax import quiet
+  quiet.import_tensorflow()  # its start-up lines stay out of this binary's output
   from synthjax.data import sources
   p = ArgumentParser(prog="python -m synthjax.data.vocab", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
