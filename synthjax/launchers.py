@@ -146,6 +146,29 @@ def tpu_name(job_name: str) -> str:
   return name
 
 
+def grid_cost(cfg, train_gin: Sequence[str] = ()) -> dict:
+  """Training FLOPs of the whole grid (every job of every size, budget, mixture and seed), from
+  each size preset's model config (and the study's extra train gin files: vocabulary, dtype)."""
+  from synthjax import train  # noqa: F401  (registers what train gin files bind)
+  from synthjax.data import loader  # noqa: F401
+  from synthjax.models.config import ModelConfig
+  from synthjax.models.flops import train_flops_per_token
+  per_token = {}
+  for size in cfg.model_sizes:
+    gin_cli.parse([f"models/{size}.gin", *train_gin], [f"ModelConfig.V = {cfg.vocab_size}"])
+    per_token[size] = train_flops_per_token(ModelConfig(), cfg.seq_len)
+  jobs = cfg.jobs()
+  return {"jobs": len(jobs), "tokens": sum(j["budget"] for j in jobs),
+          "flops": sum(per_token[j["size"]] * j["budget"] for j in jobs)}
+
+
+def cost_line(cost: dict, chip_tflops: float, mfu: float) -> str:
+  hours = cost["flops"] / (chip_tflops * 1e12 * mfu) / 3600
+  return (f"cost: {cost['jobs']} jobs, {cost['tokens']:.3g} training tokens, "
+          f"{cost['flops']:.3g} FLOPs = {hours:.3g} chip-hours at {mfu:.0%} MFU of "
+          f"{chip_tflops:g} TFLOP/s per chip")
+
+
 def job_scripts(args, jobs: Sequence[Job]) -> dict:
   """name -> bash script, for the chosen backend."""
   if args.launcher == "local":
@@ -184,6 +207,9 @@ def main(argv=None):
   p.add_argument("--tpu_queued", action="store_true")
   p.add_argument("--bucket", default="")
   p.add_argument("--hosts", default="", help="comma-separated GPU hosts")
+  p.add_argument("--chip_tflops", type=float, default=275.0,
+                 help="peak bf16 TFLOP/s of one chip, for the cost line (TPU v4: 275)")
+  p.add_argument("--mfu", type=float, default=0.4, help="assumed MFU, for the cost line")
   args = p.parse_args(rest)
   if args.status:
     print(sweep.status_table(args.status_dir))
@@ -192,6 +218,7 @@ def main(argv=None):
   cfg = gin_cli.call_configured(StudyConfig)
   cfg.validate(dry_run=args.dry_run)
   scripts = job_scripts(args, study_jobs(cfg))
+  print(cost_line(grid_cost(cfg, cfg.train_gin), args.chip_tflops, args.mfu), flush=True)
   runner = sweep.Sweep(args.status_dir, args.parallel, args.retries)  # checks the counts
   print(f"sweep: {len(scripts)} jobs on {args.launcher}, {args.parallel} at once, "
         f"{args.retries} retries each; state in {args.status_dir}", flush=True)

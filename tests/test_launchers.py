@@ -115,4 +115,24 @@ def test_paper_preset_expands_to_the_full_grid_and_dry_runs():
                         text=True, check=True)
   starts = [l for l in proc.stdout.splitlines() if l.startswith("ssh -tt h")]
   assert len(starts) == 2 * len(jobs) and all(l.endswith("' &") for l in starts)
-  assert proc.stdout.startswith(f"sweep: {len(jobs)} jobs on gpu, 1 at once, 2 retries each")
+  head = proc.stdout.splitlines()[:2]
+  assert head[0].startswith(f"cost: {len(jobs)} jobs, ")
+  assert head[1].startswith(f"sweep: {len(jobs)} jobs on gpu, 1 at once, 2 retries each")
+
+
+def test_the_paper_grid_cost_is_6ND_plus_attention():
+  from synthjax.models.config import ModelConfig
+  from synthjax.models.flops import param_count
+  gin_cli.parse(["study/paper.gin"])
+  cfg = StudyConfig()
+  cost = launchers.grid_cost(cfg, cfg.train_gin)
+  six_nd = 0.0
+  for j in cfg.jobs():
+    gin_cli.parse([f"models/{j['size']}.gin"], [f"ModelConfig.V = {cfg.vocab_size}"])
+    six_nd += 6 * param_count(ModelConfig()) * j["budget"]
+  assert cost["jobs"] == 364 and cost["tokens"] == 4 * 13 * sum(cfg.budgets)
+  assert 1.0 < cost["flops"] / six_nd < 1.3  # attention scores at 2,048 tokens add the rest
+  line = launchers.cost_line(cost, chip_tflops=275, mfu=0.4)
+  hours = cost["flops"] / (275e12 * 0.4) / 3600
+  assert line.startswith("cost: 364 jobs, ") and f"{hours:.3g} chip-hours at 40% MFU" in line
+
