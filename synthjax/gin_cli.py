@@ -187,8 +187,10 @@ def write_operative_config(directory: str, name: str = "config.gin") -> str:
   return path
 
 
-# Settings a resumed run may change: where and how often it reports, how many hosts run it.
-RESUMABLE_SETTINGS = ("init_distributed.", "TrainConfig.log_every", "TrainConfig.checkpoint_every",
+# Settings a resumed run may change: where it lives (a moved folder), how often it reports
+# and saves, how many hosts run it.
+RESUMABLE_SETTINGS = ("MODEL_DIR", "TrainConfig.model_dir", "init_distributed.",
+                      "TrainConfig.log_every", "TrainConfig.checkpoint_every",
                       "TrainConfig.keep_checkpoints", "MixtureLoader.threads")
 
 

@@ -188,8 +188,7 @@ def job_scripts(args, jobs: Sequence[Job]) -> dict:
 
 @exit_on_user_error("synthjax.launchers")
 def main(argv=None):
-  from synthjax import sweep
-  from synthjax import quiet
+  from synthjax import quiet, sweep
   quiet.import_tensorflow()  # its start-up lines stay out of this binary's output
   from synthjax.study_config import StudyConfig
   files, bindings, paths, rest = gin_cli.split_argv(sys.argv[1:] if argv is None else argv)
@@ -211,6 +210,9 @@ def main(argv=None):
                  help="peak bf16 TFLOP/s of one chip, for the cost line (TPU v4: 275)")
   p.add_argument("--mfu", type=float, default=0.4, help="assumed MFU, for the cost line")
   args = p.parse_args(rest)
+  if not (0 < args.mfu <= 1 and args.chip_tflops > 0):
+    raise UserError(f"--mfu must be in (0, 1] and --chip_tflops positive, got {args.mfu} and "
+                    f"{args.chip_tflops}")
   if args.status:
     print(sweep.status_table(args.status_dir))
     return
@@ -227,7 +229,9 @@ def main(argv=None):
       print(f"# job {name}\n{script}", end="", flush=True)
     return
   results = runner.run(scripts)
-  print(sweep.status_table(args.status_dir), flush=True)
+  records = {n: (f"{args.bucket}/records/{n}.json" if args.launcher == "tpu_vm"
+                 else f"{args.out}/{n}/run.json") for n in scripts}
+  print(sweep.status_table(args.status_dir, records), flush=True)
   failed = sorted(n for n, r in results.items() if r != "done")
   if failed:
     raise UserError(f"{len(failed)} of {len(results)} jobs failed after {args.retries + 1} "
