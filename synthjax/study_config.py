@@ -47,7 +47,7 @@ class StudyConfig:
     """Check the grid before any work; a dry run skips what only the cluster has (the
     generator checkpoint)."""
     check_field_types(self)
-    if os.path.exists(self.study_dir) and not os.path.isdir(self.study_dir):
+    if os.path.isfile(self.study_dir):  # (a bucket is not reached before the work starts)
       raise UserError(f"StudyConfig.study_dir {self.study_dir}: is a file, not a folder")
     for field in ("model_sizes", "budgets", "shares"):
       if not getattr(self, field):

@@ -173,7 +173,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
           opt_cfg: optimizer_lib.OptimizerConfig) -> dict:
   t_start = time.time()
   primary = jax.process_index() == 0
-  if storage.exists(cfg.model_dir) and not storage.isdir(cfg.model_dir):
+  if storage.isfile(cfg.model_dir):
     raise UserError(f"MODEL_DIR {cfg.model_dir}: is a file, not a folder")
   mesh = _mesh(cfg)
   source, eval_sets = _data_sources(cfg, mesh)

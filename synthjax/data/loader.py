@@ -96,13 +96,15 @@ def _split_exactly(total: int, shares: List[float]) -> List[int]:
 
 
 def check_budget(mixture: str, budget: int, batch_size: int, seq_len: int,
-                 allow_repeat: Union[bool, Sequence[str]] = False) -> None:
+                 allow_repeat: Union[bool, Sequence[str]] = False) -> int:
   """From the tokenized copies' manifests alone (no document is read): each component of the
   mixture holds the tokens its share of the budget needs, or may repeat. What MixtureLoader,
-  the train binary's --dry_run and a study check before any training."""
+  the train binary's --dry_run and a study check before any training. Returns the tokens the
+  run's stream holds (whole batches, plus the last target)."""
   shares = tasks_lib.get_components(mixture)
   total = math.ceil(budget / (batch_size * seq_len)) * batch_size * seq_len + 1
   plan_needs(shares, total, {n: token_cache.stats(n)["tokens"] for n in shares}, allow_repeat)
+  return total
 
 
 @gin.configurable
@@ -135,8 +137,7 @@ class MixtureLoader:
     self.local = batch_size // process_count
     self.offset = process_index * self.local
     self.steps = math.ceil(budget / (batch_size * seq_len))
-    total = self.steps * batch_size * seq_len + 1
-    check_budget(mixture, budget, batch_size, seq_len, allow_repeat)
+    total = check_budget(mixture, budget, batch_size, seq_len, allow_repeat)
     self.stream = TokenStream([token_cache.TokenizedTask(n) for n in self.shares],
                               list(self.shares.values()),
                               total, seed, allow_repeat)
