@@ -54,6 +54,10 @@ class Sweep:
         code = proc.wait()
         with self._lock:
           self._running.pop(name, None)
+        try:  # whatever the job started and left behind in its group goes with it
+          os.killpg(proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+          pass
       if code == 0:
         self._status(name, state="done", exit_code=0)
         return "done"
