@@ -155,18 +155,21 @@ def _mesh(cfg: TrainConfig):
   return mesh
 
 
-def dry_run(cfg: TrainConfig, model_cfg: ModelConfig) -> dict:
+def dry_run(cfg: TrainConfig, model_cfg: ModelConfig,
+            opt_cfg: optimizer_lib.OptimizerConfig) -> dict:
   """Everything a run checks before its first write (mesh, data, budgets against the
   tokenized copies' stats, evaluation sets), and what it would do; writes nothing."""
   mesh = _mesh(cfg)
   source, eval_sets = _data_sources(cfg, mesh)
+  branches = _branch_points(cfg, opt_cfg)
   n = param_count(model_cfg)
   tokens = cfg.steps * cfg.batch_size * cfg.seq_len
   flops = train_flops_per_token(model_cfg, cfg.seq_len) * tokens
   return {"model_dir": storage.abspath(cfg.model_dir), "N": n, "D": tokens,
           "steps": cfg.steps, "mesh": dict(mesh.shape), "flops": flops,
           "mixture": getattr(source, "mixture", None),
-          "repeats": getattr(source, "repeats", {}), "eval_domains": sorted(eval_sets)}
+          "repeats": getattr(source, "repeats", {}), "eval_domains": sorted(eval_sets),
+          "branches": {b: {"from_step": p, "steps": s} for p, (b, s) in branches.items()}}
 
 
 def train(cfg: TrainConfig, model_cfg: ModelConfig,
@@ -177,6 +180,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
     raise UserError(f"MODEL_DIR {cfg.model_dir}: is a file, not a folder")
   mesh = _mesh(cfg)
   source, eval_sets = _data_sources(cfg, mesh)
+  branches = _branch_points(cfg, opt_cfg)  # cooldown start step -> (budget, its steps)
   changed = gin_cli.changed_settings(cfg.model_dir)
   if changed:  # its checkpoints and record belong to other settings
     more = f" (and {len(changed) - 1} more)" if len(changed) > 1 else ""
@@ -191,18 +195,19 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
   rules = sharding.logical_axis_rules()
   abstract, shardings, init, train_step, eval_step = _programs(
       model_cfg, opt_cfg, mesh, rules, cfg.seq_len, cfg.grad_accum, cfg.z_loss)
-  lrs = np.asarray(jax.vmap(optimizer_lib.schedule(opt_cfg, cfg.steps))(
-      jnp.arange(cfg.steps)), np.float32)
+  warmup = optimizer_lib.warmup_steps(opt_cfg, min([cfg.steps] + [
+      s for _, s in branches.values()]))
+  lrs = _lr_table(opt_cfg, cfg.steps, warmup)
 
   ckpt = TrainCheckpointer(cfg.model_dir, cfg.keep_checkpoints, cfg.milestones,
                            cfg.checkpoint_ocdbt)
   start = ckpt.latest_step()
+  target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        nn.unbox(abstract), shardings)
   if start is None:
     state = init(jax.random.key(cfg.seed))
     start = 0
   else:
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          nn.unbox(abstract), shardings)
     state, data_state = ckpt.restore(start, target)
     source.set_state(data_state)
     if primary:
@@ -238,7 +243,39 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
       writer.write(step, values)
       progress.line(step, values["train/loss"], tps)
 
+  def branch(step, state):
+    """The cooldown branch that starts at this (saved) step, unless its record exists; then
+    back to the saved state and data position."""
+    budget, steps = branches[step]
+    path = branch_record_path(cfg.model_dir, budget)
+    if storage.exists(path):
+      return state
+    branch_lrs = _lr_table(opt_cfg, steps, warmup)
+    t = time.time()
+    for s in range(step + 1, steps + 1):
+      if preempted and jax.process_count() == 1:
+        raise Preempted(step)  # the branch point is saved: a rerun starts the branch anew
+      batch = sharding.global_batch(source.next_batch(), mesh)
+      state, metrics = train_step(state, batch, branch_lrs[s - 1])
+    loss = float(jax.device_get(metrics["train/loss"]))
+    if not math.isfinite(loss):
+      raise UserError(f"training diverged: train/loss is {loss} at step {steps} of the "
+                      f"cooldown branch to {budget} tokens")
+    extra, details = evaluate(eval_step, state["params"], eval_sets)
+    record = _record(cfg, model_cfg, source, steps, extra, details, time.time() - t,
+                     branch={"from_step": step, "of_steps": cfg.steps})
+    if primary:
+      storage.write_json(path, record)
+      print(f"branch to {budget} tokens (steps {step + 1}-{steps}): eval loss "
+            f"{record['loss']}", file=sys.stderr, flush=True)
+    ckpt.wait()
+    state, data_state = ckpt.restore(step, target)
+    source.set_state(data_state)
+    return state
+
   try:
+    if start in branches:  # resumed at a branch point: the branch may not have finished
+      state = branch(start, state)
     for step in range(start + 1, cfg.steps + 1):
       batch = sharding.global_batch(source.next_batch(), mesh)
       state, metrics = train_step(state, batch, lrs[step - 1])
@@ -247,7 +284,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
       pending = (step, metrics)
       is_eval = step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)
       stop = _should_stop(preempted, step, cfg.log_every)
-      if is_eval or step % cfg.checkpoint_every == 0 or step == cfg.steps or stop:
+      if (is_eval or step % cfg.checkpoint_every == 0 or step == cfg.steps or stop
+          or step in branches):
         extra, details = (evaluate(eval_step, state["params"], eval_sets) if is_eval
                           else (None, None))
         read(step, metrics, extra)
@@ -260,6 +298,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
       if stop:
         ckpt.close()
         raise Preempted(step)
+      if step in branches:
+        state = branch(step, state)
     if pending is not None:
       read(*pending)
     if not final_eval and eval_sets:  # killed after the last save, before the record
@@ -269,23 +309,56 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
     writer.close()
   ckpt.close()
 
-  wall = time.time() - t_start
-  record = {
-      "model": model_cfg.name, "N": param_count(model_cfg),
-      "D": cfg.steps * tokens_per_step, "steps": cfg.steps,
-      "mixture": getattr(source, "mixture", "unknown"),
-      "shares": getattr(source, "shares", {}), "seed": cfg.seed,
-      "losses": {k.split("/")[1]: v for k, v in final_eval.items()
-                 if k.endswith("/loss") and not k.startswith("eval/avg")},
-      "loss": final_eval.get("eval/avg/loss"), "eval": final_details,
-      "repeats": getattr(source, "repeats", {}),
-      "flops_per_token": train_flops_per_token(model_cfg, cfg.seq_len),
-      "wall_s": wall, "model_dir": storage.abspath(cfg.model_dir),
-  }
+  record = _record(cfg, model_cfg, source, cfg.steps, final_eval, final_details,
+                   time.time() - t_start)
   if primary:
     gin_cli.write_operative_config(cfg.model_dir)
     storage.write_json(record_path, record)
   return record
+
+
+def branch_record_path(model_dir: str, budget: int) -> str:
+  return storage.join(model_dir, "branches", str(budget), "run.json")
+
+
+def _branch_points(cfg: TrainConfig, opt_cfg) -> Dict[int, tuple]:
+  """Cooldown start step -> (budget, steps) of each branch; a branch cools down over the last
+  decay_fraction of its own steps, as a wsd run of its length would."""
+  if cfg.branch_budgets and opt_cfg.schedule != "wsd":
+    raise UserError("TrainConfig.branch_budgets needs OptimizerConfig.schedule = 'wsd' "
+                    f"(got {opt_cfg.schedule!r}): only a stable phase can be branched from")
+  out = {}
+  for budget in sorted(set(cfg.branch_budgets)):
+    steps = cfg.steps_for(budget)
+    start = steps - optimizer_lib.decay_steps(opt_cfg, steps)
+    if start in out or start < 1:
+      raise UserError(f"TrainConfig.branch_budgets: {budget} tokens ({steps} steps) leaves "
+                      f"no stable phase of its own to branch from; drop it or pick budgets "
+                      "further apart")
+    out[start] = (budget, steps)
+  return out
+
+
+def _lr_table(opt_cfg, steps: int, warmup: int) -> np.ndarray:
+  return np.asarray(jax.vmap(optimizer_lib.schedule(opt_cfg, steps, warmup))(
+      jnp.arange(steps)), np.float32)
+
+
+def _record(cfg: TrainConfig, model_cfg: ModelConfig, source, steps: int, final_eval: dict,
+            details: dict, wall: float, **extra) -> dict:
+  """The run record: what was trained on what, and its per-domain evaluation."""
+  return {
+      "model": model_cfg.name, "N": param_count(model_cfg),
+      "D": steps * cfg.batch_size * cfg.seq_len, "steps": steps,
+      "mixture": getattr(source, "mixture", "unknown"),
+      "shares": getattr(source, "shares", {}), "seed": cfg.seed,
+      "losses": {k.split("/")[1]: v for k, v in final_eval.items()
+                 if k.endswith("/loss") and not k.startswith("eval/avg")},
+      "loss": final_eval.get("eval/avg/loss"), "eval": details,
+      "repeats": getattr(source, "repeats", {}),
+      "flops_per_token": train_flops_per_token(model_cfg, cfg.seq_len),
+      "wall_s": wall, "model_dir": storage.abspath(cfg.model_dir), **extra,
+  }
 
 
 def _should_stop(preempted: list, step: int, every: int) -> bool:
@@ -309,7 +382,7 @@ def _run(rest):
   model_cfg = gin_cli.call_configured(ModelConfig)
   opt_cfg = gin_cli.call_configured(optimizer_lib.OptimizerConfig)
   if dry:
-    plan = dry_run(cfg, model_cfg)
+    plan = dry_run(cfg, model_cfg, opt_cfg)
     if jax.process_index() == 0:
       print(json.dumps(plan), flush=True)
     return

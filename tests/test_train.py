@@ -160,6 +160,33 @@ def test_wsd_schedule_warms_up_holds_then_decays():
   assert float(lr(90)) == pytest.approx(0.5) and float(lr(100)) == pytest.approx(0.0)
 
 
+def test_a_cooldown_branch_is_the_run_of_its_length_and_leaves_the_main_run_alone(tmp_path):
+  """One wsd run with a branch at 10 of its 20 steps: the branch's record is what a 10-step
+  wsd run (same warmup) records, and the 20-step record is what a run without branches
+  records (the branch restores the saved state and data position)."""
+  wsd = ["OptimizerConfig.schedule = 'wsd'", "OptimizerConfig.warmup_fraction = 0.1"]
+  step_tokens = 8 * 32
+  main, alone, short = (str(tmp_path / n) for n in ("main", "alone", "short"))
+  full = _in_process(main, 20 * step_tokens,
+                     wsd + [f"TrainConfig.branch_budgets = [{10 * step_tokens}]"])
+  branch = json.load(open(os.path.join(main, "branches", str(10 * step_tokens), "run.json")))
+  assert branch["D"] == 10 * step_tokens and branch["branch"] == {"from_step": 8,
+                                                                 "of_steps": 20}
+  # the 10-step run warms up as long as the branch did (warmup from the shortest budget)
+  ten = _in_process(short, 10 * step_tokens, wsd)
+  # and so does the 20-step run alone: 5% of 20 steps is the branch's 10% of 10
+  twenty = _in_process(alone, 20 * step_tokens, wsd + ["OptimizerConfig.warmup_fraction = 0.05"])
+  assert branch["losses"] == pytest.approx(ten["losses"], abs=1e-5)
+  assert full["losses"] == pytest.approx(twenty["losses"], abs=1e-5)
+  assert full["losses"] != pytest.approx(branch["losses"], abs=1e-3)
+
+
+def test_branch_budgets_need_the_wsd_schedule(tmp_path):
+  with pytest.raises(UserError, match="branch_budgets needs OptimizerConfig.schedule = 'wsd'"):
+    _in_process(str(tmp_path / "r"), 20 * 8 * 32, ["TrainConfig.branch_budgets = [1024]"])
+  assert not os.path.exists(tmp_path / "r")
+
+
 def test_sigterm_saves_and_a_rerun_finishes(tmp_path):
   d = str(tmp_path / "run")
   tokens = 8 * 32 * 400

@@ -26,6 +26,10 @@ class TrainConfig:
   checkpoint_every: int = 100
   keep_checkpoints: int = 2
   milestones: Sequence[int] = ()
+  # Smaller budgets (tokens) served by this run: with the wsd schedule, at each one's cooldown
+  # start the run branches, cools down to that budget, evaluates and writes its own record
+  # (MODEL_DIR/branches/<tokens>/run.json), then goes on from the branch point.
+  branch_budgets: Sequence[int] = ()
   # Arrays in OCDBT databases (orbax's default: few files). False: one zarr folder per array,
   # for stores without OCDBT's conditional writes (the loopback GCS emulator of the tests).
   checkpoint_ocdbt: bool = True
@@ -41,10 +45,18 @@ class TrainConfig:
                   "eval_batches", "log_every", "checkpoint_every", "keep_checkpoints"):
       if getattr(self, field) <= 0:
         raise UserError(f"TrainConfig.{field} must be positive, got {getattr(self, field)}")
+    bad = [b for b in self.branch_budgets if isinstance(b, bool) or not isinstance(b, int)
+           or not 0 < self.steps_for(b) < self.steps]
+    if bad:
+      raise UserError(f"TrainConfig.branch_budgets: {bad[0]!r} is not a budget of fewer steps "
+                      f"than the run's {self.steps} (train_tokens={self.train_tokens})")
     if self.batch_size % self.grad_accum:
       raise UserError(f"TrainConfig.batch_size={self.batch_size} is not divisible by "
                       f"grad_accum={self.grad_accum}")
 
+  def steps_for(self, tokens: int) -> int:
+    return math.ceil(tokens / (self.batch_size * self.seq_len))
+
   @property
   def steps(self) -> int:
-    return math.ceil(self.train_tokens / (self.batch_size * self.seq_len))
+    return self.steps_for(self.train_tokens)

@@ -1,5 +1,6 @@
 """AdamW with warmup + cosine or warmup-stable-decay, clipping and a weight-decay mask."""
 import dataclasses
+from typing import Optional
 
 import gin
 import jax
@@ -29,13 +30,25 @@ class OptimizerConfig:
                        f"{self.schedule!r}")
 
 
-def schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
-  warmup = max(1, int(round(cfg.warmup_fraction * total_steps)))
+def warmup_steps(cfg: OptimizerConfig, total_steps: int) -> int:
+  return max(1, int(round(cfg.warmup_fraction * total_steps)))
+
+
+def decay_steps(cfg: OptimizerConfig, total_steps: int) -> int:
+  """wsd: the cooldown's length in a run of total_steps."""
+  return max(1, int(round(cfg.decay_fraction * total_steps)))
+
+
+def schedule(cfg: OptimizerConfig, total_steps: int,
+             warmup: Optional[int] = None) -> optax.Schedule:
+  """The lr per step; `warmup` (steps) overrides warmup_fraction, so runs of several lengths
+  can share one warmup (a wsd run and its cooldown branches)."""
+  warmup = warmup_steps(cfg, total_steps) if warmup is None else warmup
   final = cfg.peak_lr * cfg.final_lr_fraction
   if cfg.schedule == "cosine":
     return optax.warmup_cosine_decay_schedule(0.0, cfg.peak_lr, warmup,
                                               max(total_steps, warmup + 1), final)
-  decay = max(1, int(round(cfg.decay_fraction * total_steps)))
+  decay = decay_steps(cfg, total_steps)
   stable = max(0, total_steps - warmup - decay)
   return optax.join_schedules(
       [optax.linear_schedule(0.0, cfg.peak_lr, warmup),
