@@ -1,50 +1,32 @@
-"""Put a study's training jobs on machines: here, on TPU VMs, or on GPU hosts, as a sweep.
+"""Put a study's jobs on machines: here, on TPU VMs, or on GPU hosts.
 
-A job is one `python -m synthjax.train` invocation: gin files plus overrides. Each backend
-turns a job into one bash script (local; TPU VM: create, copy, train on every worker, collect,
-and a delete that runs on every path; GPU hosts: every host started at once). The sweep
-(sweep.py) runs --parallel scripts at once, retries a failed one --retries times and keeps
-each job's state and log in --status_dir; `--status` prints them. `--dry_run` prints the
-scripts instead of running them, which is also what the tests compare.
-
-    python -m synthjax.launchers --gin_file=study/paper.gin --launcher=tpu_vm --dry_run \
-        --tpu_zone=us-central2-b --tpu_type=v4-64 --bucket=gs://my-bucket/synthjax \
-        --parallel=16 --retries=2
+A job is one binary invocation (`python -m synthjax.train`, or `python -m synthjax.study` for
+one stage): gin files plus gin statements, run by one host or by every host of the backend at
+once. Each backend turns a job into one bash script: local (N processes on this machine over
+loopback), TPU VM (create, copy, run on the workers, and a delete that runs on every path),
+GPU hosts (every host started at once). cluster.py walks a study's stages through them as
+sweeps (sweep.py).
 """
-import argparse
 import dataclasses
 import shlex
-import sys
 from typing import List, Sequence
 
 from synthjax import gin_cli
-from synthjax.errors import ArgumentParser, UserError, exit_on_user_error
+from synthjax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
 class Job:
   name: str
+  module: str                       # the binary: synthjax.train, or synthjax.study (a stage)
   gin_files: Sequence[str]
-  bindings: Sequence[str]
+  bindings: Sequence[str]           # gin statements, e.g. "TRAIN_TOKENS = 4096"
+  records: Sequence[str] = ()       # the run records a finished job leaves (status view)
+  all_hosts: bool = True            # False: the job runs on one host (one process)
 
-  def train_args(self, model_dir: str) -> List[str]:
-    return (["python3", "-m", "synthjax.train"] + [f"--gin_file={f}" for f in self.gin_files]
-            + [f"--gin.MODEL_DIR={model_dir}"] + [f"--gin.{b}" for b in self.bindings])
-
-
-def study_jobs(cfg) -> List[Job]:
-  """One job per grid cell and seed of a StudyConfig (sizes x budgets x mixtures x seeds)."""
-  out = []
-  for j in cfg.jobs():
-    name = "-".join([j["size"], str(j["budget"]),
-                     j["mixture"].replace("+", "-").replace("@", "").replace(".", ""),
-                     f"s{j['seed']}"])
-    out.append(Job(name, ["train/base.gin", f"models/{j['size']}.gin"] + list(cfg.train_gin),
-                   [f"TRAIN_TOKENS={j['budget']}", f"MixtureLoader.mixture={j['mixture']}",
-                    "MixtureLoader.budget=%TRAIN_TOKENS",
-                    "TrainConfig.data_source=@MixtureLoader", f"TrainConfig.seed={j['seed']}",
-                    f"MixtureLoader.seed={j['seed']}"]))
-  return out
+  def args(self) -> List[str]:
+    return (["python3", "-m", self.module] + [f"--gin_file={f}" for f in self.gin_files]
+            + [f"--gin_bindings={b}" for b in self.bindings])
 
 
 def _quote(args: Sequence[str]) -> str:
@@ -56,18 +38,43 @@ def _quote(args: Sequence[str]) -> str:
 _EXITS = "trap 'exit 143' TERM\ntrap 'exit 130' INT\n"
 
 
-def local_script(job: Job, out_root: str) -> str:
-  """A job on this machine."""
-  return "set -euo pipefail\n" + _quote(job.train_args(f"{out_root}/{job.name}")) + "\n"
+def _env(coordinator: str, processes: int, index: int) -> str:
+  return (f"SYNTHJAX_COORDINATOR={coordinator} SYNTHJAX_NUM_PROCESSES={processes} "
+          f"SYNTHJAX_PROCESS_ID={index}")
 
 
-def tpu_vm_commands(job: Job, *, name: str, zone: str, accelerator: str, bucket: str,
+def _concurrently(lines: Sequence[str], before: str = "") -> str:
+  """Every line started at once, each in a process group of its own; the first to fail
+  stops the others, and so does an interrupt (the EXIT trap)."""
+  starts = "".join(f"{line} &\npids+=($!)\n" for line in lines)
+  return ("set -uo pipefail\n"
+          "set -m  # each line in a process group of its own, stopped as a whole\n"
+          "pids=()\n"
+          "stop_all() { for p in \"${pids[@]}\"; do kill -- \"-$p\" 2>/dev/null || true; "
+          "done; }\n"
+          "trap stop_all EXIT\n" + _EXITS + before + starts
+          + "for _ in \"${pids[@]}\"; do wait -n || exit 1; done\n")
+
+
+def local_script(job: Job, processes: int = 1) -> str:
+  """A job on this machine: one process, or `processes` of them joined over loopback (a
+  training job through jax.distributed; a generation job's hosts split the corpus)."""
+  if processes == 1 or not job.all_hosts:
+    return "set -euo pipefail\n" + _quote(job.args()) + "\n"
+  port = ("port=$(python3 -c 'import socket; s = socket.socket(); "
+          "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])')\n")
+  return _concurrently([f"{_env('127.0.0.1:$port', processes, i)} {_quote(job.args())}"
+                        for i in range(processes)], before=port)
+
+
+def tpu_vm_commands(job: Job, *, name: str, zone: str, accelerator: str,
                     version: str = "tpu-ubuntu2204-base", queued: bool = False,
                     project: str = "") -> dict:
   """The gcloud steps of a TPU VM job: create (or queue and wait until it is active), copy the
-  code, install and train on every worker of the slice at once (`--worker=all` runs them
-  concurrently; jax.distributed finds the workers itself), collect the run record; and the
-  delete that must run whatever happens."""
+  code, install and run on every worker of the slice at once (`--worker=all` runs them
+  concurrently; jax.distributed finds the workers itself) or on worker 0 for a one-host job;
+  and the delete that must run whatever happens. The job writes its outputs and records to
+  the study's bucket, where the next stage reads them."""
   proj = [f"--project={project}"] if project else []
   where = [f"--zone={zone}"] + proj
   if queued:
@@ -83,16 +90,14 @@ def tpu_vm_commands(job: Job, *, name: str, zone: str, accelerator: str, bucket:
     create = [_quote(["gcloud", "compute", "tpus", "tpu-vm", "create", name,
                       f"--accelerator-type={accelerator}", f"--version={version}"] + where)]
     delete = ["gcloud", "compute", "tpus", "tpu-vm", "delete", name, "--quiet"] + where
-  ssh = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", name, "--worker=all"] + where
-  model_dir = f"{bucket}/runs/{job.name}"
+  workers = "--worker=all" if job.all_hosts else "--worker=0"
+  ssh = ["gcloud", "compute", "tpus", "tpu-vm", "ssh", name, workers] + where
   run = ("cd synthjax && python3 -m pip install -q -e . 'jax[tpu]==0.10.2' && "
-         + _quote(job.train_args(model_dir)))
+         + _quote(job.args()))
   steps = create + [
       _quote(["gcloud", "compute", "tpus", "tpu-vm", "scp", "--recurse", "--worker=all",
               ".", f"{name}:~/synthjax"] + where),
       _quote(ssh + [f"--command={run}"]),
-      _quote(["gsutil", "-m", "cp", f"{model_dir}/run.json",
-              f"{bucket}/records/{job.name}.json"]),
   ]
   return {"steps": steps, "delete": _quote(delete)}
 
@@ -105,33 +110,23 @@ def tpu_vm_script(job: Job, **kw) -> str:
           "trap delete_vm EXIT\n" + _EXITS + "\n".join(c["steps"]) + "\n")
 
 
-def gpu_commands(job: Job, *, hosts: Sequence[str], out_root: str, port: int = 12355,
+def gpu_commands(job: Job, *, hosts: Sequence[str], port: int = 12355,
                  gpus_per_host: int = 8) -> List[str]:
-  """One ssh line per host; host 0 coordinates jax.distributed over all of them. `-tt` ties
-  the remote process to the connection, so stopping the line stops that host."""
+  """One ssh line per host (the first host only, for a one-host job); host 0 coordinates
+  jax.distributed over all of them. `-tt` ties the remote process to the connection, so
+  stopping the line stops that host."""
   if not hosts:
-    raise UserError("the GPU launcher needs at least one host")
-  lines = []
-  for i, host in enumerate(hosts):
-    env = (f"SYNTHJAX_COORDINATOR={hosts[0]}:{port} SYNTHJAX_NUM_PROCESSES={len(hosts)} "
-           f"SYNTHJAX_PROCESS_ID={i} CUDA_VISIBLE_DEVICES="
-           + ",".join(str(g) for g in range(gpus_per_host)))
-    remote = f"cd synthjax && {env} " + _quote(job.train_args(f"{out_root}/{job.name}"))
-    lines.append(_quote(["ssh", "-tt", host, remote]))
-  return lines
+    raise UserError("the GPU launcher needs at least one host (--hosts=h0,h1,...)")
+  hosts = list(hosts) if job.all_hosts else list(hosts[:1])
+  gpus = "CUDA_VISIBLE_DEVICES=" + ",".join(str(g) for g in range(gpus_per_host))
+  return [_quote(["ssh", "-tt", host, f"cd synthjax && {_env(f'{hosts[0]}:{port}', len(hosts), i)} "
+                  f"{gpus} " + _quote(job.args())]) for i, host in enumerate(hosts)]
 
 
 def gpu_script(job: Job, **kw) -> str:
   """Every host of the job started at once (a jax.distributed job waits for all of them);
   the first host to fail stops the others, and so does an interrupt."""
-  starts = "".join(f"{line} &\npids+=($!)\n" for line in gpu_commands(job, **kw))
-  return ("set -uo pipefail\n"
-          "set -m  # each host's line in a process group of its own, stopped as a whole\n"
-          "pids=()\n"
-          "stop_hosts() { for p in \"${pids[@]}\"; do kill -- \"-$p\" 2>/dev/null || true; "
-          "done; }\n"
-          "trap stop_hosts EXIT\n" + _EXITS + starts
-          + "for _ in \"${pids[@]}\"; do wait -n || exit 1; done\n")
+  return _concurrently(gpu_commands(job, **kw))
 
 
 def tpu_name(job_name: str) -> str:
@@ -147,96 +142,56 @@ def tpu_name(job_name: str) -> str:
 
 
 def grid_cost(cfg, train_gin: Sequence[str] = ()) -> dict:
-  """Training FLOPs of the whole grid (every job of every size, budget, mixture and seed), from
-  each size preset's model config (and the study's extra train gin files: vocabulary, dtype)."""
+  """Training FLOPs of the whole grid, from each size preset's model config (and the study's
+  extra train gin files and bindings: vocabulary, dtype, schedule): with one full run per
+  budget (`flops`), and with one run per (size, mixture, seed) at the largest budget plus a
+  cooldown branch per smaller budget (`flops_branched`: each branch trains decay_fraction of
+  its budget beyond the shared run)."""
   from synthjax import train  # noqa: F401  (registers what train gin files bind)
   from synthjax.data import loader  # noqa: F401
   from synthjax.models.config import ModelConfig
   from synthjax.models.flops import train_flops_per_token
+  from synthjax.training.optimizer import OptimizerConfig
   per_token = {}
   for size in cfg.model_sizes:
-    gin_cli.parse([f"models/{size}.gin", *train_gin], [f"ModelConfig.V = {cfg.vocab_size}"])
+    gin_cli.parse([f"models/{size}.gin", *train_gin],
+                  [f"ModelConfig.V = {cfg.vocab_size}", *cfg.train_bindings])
     per_token[size] = train_flops_per_token(ModelConfig(), cfg.seq_len)
+  decay = OptimizerConfig().decay_fraction
   jobs = cfg.jobs()
+  top = max(cfg.budgets)
+  branched = sum(per_token[j["size"]] * (j["budget"] if j["budget"] == top
+                                         else decay * j["budget"]) for j in jobs)
   return {"jobs": len(jobs), "tokens": sum(j["budget"] for j in jobs),
-          "flops": sum(per_token[j["size"]] * j["budget"] for j in jobs)}
+          "flops": sum(per_token[j["size"]] * j["budget"] for j in jobs),
+          "runs_branched": sum(j["budget"] == top for j in jobs), "flops_branched": branched,
+          "decay_fraction": decay}
 
 
 def cost_line(cost: dict, chip_tflops: float, mfu: float) -> str:
-  hours = cost["flops"] / (chip_tflops * 1e12 * mfu) / 3600
-  return (f"cost: {cost['jobs']} jobs, {cost['tokens']:.3g} training tokens, "
-          f"{cost['flops']:.3g} FLOPs = {hours:.3g} chip-hours at {mfu:.0%} MFU of "
+  def hours(flops):
+    return flops / (chip_tflops * 1e12 * mfu) / 3600
+  return (f"cost: {cost['jobs']} runs, one per budget: {cost['tokens']:.3g} training tokens, "
+          f"{cost['flops']:.3g} FLOPs = {hours(cost['flops']):.3g} chip-hours; "
+          f"{cost['runs_branched']} runs with a cooldown branch per smaller budget "
+          f"({cost['decay_fraction']:g} of its tokens): {cost['flops_branched']:.3g} FLOPs = "
+          f"{hours(cost['flops_branched']):.3g} chip-hours "
+          f"({1 - cost['flops_branched'] / cost['flops']:.0%} less); at {mfu:.0%} MFU of "
           f"{chip_tflops:g} TFLOP/s per chip")
 
 
-def job_scripts(args, jobs: Sequence[Job]) -> dict:
+def job_scripts(args, jobs: Sequence[Job], study_dir: str) -> dict:
   """name -> bash script, for the chosen backend."""
   if args.launcher == "local":
-    return {job.name: local_script(job, args.out) for job in jobs}
+    return {job.name: local_script(job, args.processes) for job in jobs}
   if args.launcher == "tpu_vm":
-    if not (args.tpu_zone and args.bucket):
-      raise UserError("the TPU VM launcher needs --tpu_zone and --bucket")
-    if not args.bucket.startswith("gs://") or len(args.bucket) <= len("gs://"):
-      raise UserError(f"--bucket={args.bucket}: not a gs:// URL (a TPU VM's disk goes away "
-                      "with it: runs must live in a bucket)")
+    if not args.tpu_zone:
+      raise UserError("the TPU VM launcher needs --tpu_zone")
+    if not study_dir.startswith("gs://"):
+      raise UserError(f"StudyConfig.study_dir {study_dir}: not a gs:// URL (a TPU VM's disk "
+                      "goes away with it: the study must live in a bucket)")
     return {job.name: tpu_vm_script(job, name=tpu_name(job.name), zone=args.tpu_zone,
-                                    accelerator=args.tpu_type, bucket=args.bucket,
-                                    queued=args.tpu_queued) for job in jobs}
+                                    accelerator=args.tpu_type, queued=args.tpu_queued)
+            for job in jobs}
   hosts = [h for h in args.hosts.split(",") if h]
-  return {job.name: gpu_script(job, hosts=hosts, out_root=args.out) for job in jobs}
-
-
-@exit_on_user_error("synthjax.launchers")
-def main(argv=None):
-  from synthjax import quiet, sweep
-  quiet.import_tensorflow()  # its start-up lines stay out of this binary's output
-  from synthjax.study_config import StudyConfig
-  files, bindings, paths, rest = gin_cli.split_argv(sys.argv[1:] if argv is None else argv)
-  p = ArgumentParser(prog="python -m synthjax.launchers", description=__doc__,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
-  p.add_argument("--launcher", choices=("local", "tpu_vm", "gpu"), required=True)
-  p.add_argument("--dry_run", action="store_true", help="print each job's script only")
-  p.add_argument("--status", action="store_true", help="print the sweep's state only")
-  p.add_argument("--parallel", type=int, default=1, help="jobs at once")
-  p.add_argument("--retries", type=int, default=2, help="further attempts of a failed job")
-  p.add_argument("--status_dir", default="sweep", help="the sweep's state and logs (local)")
-  p.add_argument("--out", default="runs")
-  p.add_argument("--tpu_zone", default="")
-  p.add_argument("--tpu_type", default="v4-8")
-  p.add_argument("--tpu_queued", action="store_true")
-  p.add_argument("--bucket", default="")
-  p.add_argument("--hosts", default="", help="comma-separated GPU hosts")
-  p.add_argument("--chip_tflops", type=float, default=275.0,
-                 help="peak bf16 TFLOP/s of one chip, for the cost line (TPU v4: 275)")
-  p.add_argument("--mfu", type=float, default=0.4, help="assumed MFU, for the cost line")
-  args = p.parse_args(rest)
-  if not (0 < args.mfu <= 1 and args.chip_tflops > 0):
-    raise UserError(f"--mfu must be in (0, 1] and --chip_tflops positive, got {args.mfu} and "
-                    f"{args.chip_tflops}")
-  if args.status:
-    print(sweep.status_table(args.status_dir))
-    return
-  gin_cli.parse(files, bindings, paths)
-  cfg = gin_cli.call_configured(StudyConfig)
-  cfg.validate(dry_run=args.dry_run)
-  scripts = job_scripts(args, study_jobs(cfg))
-  print(cost_line(grid_cost(cfg, cfg.train_gin), args.chip_tflops, args.mfu), flush=True)
-  runner = sweep.Sweep(args.status_dir, args.parallel, args.retries)  # checks the counts
-  print(f"sweep: {len(scripts)} jobs on {args.launcher}, {args.parallel} at once, "
-        f"{args.retries} retries each; state in {args.status_dir}", flush=True)
-  if args.dry_run:
-    for name, script in scripts.items():
-      print(f"# job {name}\n{script}", end="", flush=True)
-    return
-  results = runner.run(scripts)
-  records = {n: (f"{args.bucket}/records/{n}.json" if args.launcher == "tpu_vm"
-                 else f"{args.out}/{n}/run.json") for n in scripts}
-  print(sweep.status_table(args.status_dir, records), flush=True)
-  failed = sorted(n for n, r in results.items() if r != "done")
-  if failed:
-    raise UserError(f"{len(failed)} of {len(results)} jobs failed after {args.retries + 1} "
-                    f"attempts (first: {failed[0]}; its log: {args.status_dir}/{failed[0]}.log)")
-
-
-if __name__ == "__main__":
-  main()
+  return {job.name: gpu_script(job, hosts=hosts) for job in jobs}

@@ -18,7 +18,7 @@ import time
 
 import gin
 
-from synthjax import gin_cli
+from synthjax import gin_cli, storage
 from synthjax.errors import UserError
 from synthjax.study_config import EMBEDDED, StudyConfig
 
@@ -32,47 +32,45 @@ def _key(*parts) -> str:
   return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def _files_key(pattern: str):
-  """Names, sizes and modification times of a glob's files (cheap: no bytes read; the token
-  cache hashes bytes itself)."""
+def _files_key(pattern: str, dry_run: bool = False):
+  """Names, sizes and change stamps of a glob's files (no bytes read; the token cache hashes
+  content itself). A dry run keys by the pattern alone: it reaches no store."""
   from synthjax.data import sources
-  if pattern.startswith("tfds:"):
+  if pattern.startswith("tfds:") or dry_run:
     return pattern
-  return [(p, os.path.getsize(p), os.stat(p).st_mtime_ns) for p in sources.expand(pattern)]
+  return [[p, *storage.stamp(p)[1:]] for p in sources.expand(pattern)]
 
 
 def _paths(cfg: StudyConfig) -> dict:
-  d = cfg.study_dir
-  return {"corpus": os.path.join(d, "corpus"), "vocab": os.path.join(d, "vocab"),
-          "synthetic": os.path.join(d, "synthetic"), "tokens": os.path.join(d, "tokens"),
-          "report": os.path.join(d, "report")}
+  return {name: storage.join(cfg.study_dir, name)
+          for name in ("corpus", "vocab", "synthetic", "tokens", "report")}
 
 
 class Data:
   """Where the study's data lives and the keys that say what it was made from."""
 
-  def __init__(self, cfg: StudyConfig, paths: dict):
+  def __init__(self, cfg: StudyConfig, paths: dict, dry_run: bool = False):
     corpus = paths["corpus"]
     if cfg.natural == EMBEDDED:
-      manifest = _embedded_manifest(corpus)
+      manifest = _embedded_manifest(corpus) if not dry_run else {"domains": []}
       self.natural = os.path.join(corpus, "natural_train.jsonl")
       self.natural_key = _key(manifest)  # the corpus's content, wherever the study lives
       domains = cfg.eval_domains or {
           n: os.path.join(corpus, "valid", f"{n}.jsonl") for n in manifest["domains"]}
     else:
       self.natural, domains = cfg.natural, dict(cfg.eval_domains)
-      self.natural_key = _key(_files_key(self.natural))
+      self.natural_key = _key(_files_key(self.natural, dry_run))
     self.domains = dict(sorted(domains.items()))
     self.vocab_key = _key(self.natural_key, cfg.vocab_size, cfg.vocab_documents)
-    self.vocab = os.path.join(paths["vocab"], self.vocab_key, "sp.model")
+    self.vocab = storage.join(paths["vocab"], self.vocab_key, "sp.model")
     self.eval_key = _key(self.natural_key if cfg.natural == EMBEDDED and not cfg.eval_domains
-                         else {d: _files_key(p) for d, p in self.domains.items()},
+                         else {d: _files_key(p, dry_run) for d, p in self.domains.items()},
                          sorted(self.domains), cfg.eval_tokens)
     self.synthetic = {}
     for kind in cfg.shares:
       settings = _generate_settings(cfg, kind, self.natural)
       key = _key(self.natural_key, {k: v for k, v in settings.items() if k != "input"})
-      self.synthetic[kind] = (os.path.join(paths["synthetic"], f"{kind}-{key}"), key, settings)
+      self.synthetic[kind] = (storage.join(paths["synthetic"], f"{kind}-{key}"), key, settings)
 
 
 def _embedded_manifest(corpus: str) -> dict:
@@ -103,10 +101,10 @@ def stage_corpus(cfg, paths):
 def stage_vocab(cfg, paths):
   from synthjax.data import sources, vocab
   data = Data(cfg, paths)
-  if os.path.exists(data.vocab):
+  if storage.exists(data.vocab):
     _log(f"vocab: {data.vocab} (made already for this corpus and vocab_size)")
     return
-  if os.path.isdir(paths["vocab"]) and os.listdir(paths["vocab"]):
+  if storage.isdir(paths["vocab"]) and storage.listdir(paths["vocab"]):
     _log("vocab: the corpus or vocab_size changed since the last vocabulary: training anew")
   docs = sources.read_documents(data.natural) if not data.natural.startswith("tfds:") else (
       sources.tfds_documents(data.natural[len("tfds:"):]))
@@ -123,6 +121,8 @@ def _generator_dir(cfg, paths) -> str:
 
 
 def stage_generate(cfg, paths):
+  """Each kind's synthetic text; on a cluster every host of the job runs this and takes its
+  own part of the corpus (SYNTHJAX_PROCESS_ID of SYNTHJAX_NUM_PROCESSES)."""
   from synthjax.generate import job
   data = Data(cfg, paths)
   generator = _generator_dir(cfg, paths)
@@ -130,41 +130,43 @@ def stage_generate(cfg, paths):
     t = time.time()
     manifest = job.run(job.GenerateConfig(**dict(settings, generator=generator,
                                                  output_dir=out_dir)))
-    _log(f"generate {kind}: {manifest.get('kept')} kept of {manifest.get('chunks')} chunks "
-         f"(rejected {manifest.get('rejected')}) in {time.time() - t:.0f}s")
+    if manifest.get("complete"):
+      _log(f"generate {kind}: {manifest['kept']} kept of {manifest['chunks']} chunks "
+           f"(rejected {manifest['rejected']}) in {time.time() - t:.0f}s")
+    else:
+      _log(f"generate {kind}: this host's part done in {time.time() - t:.0f}s")
+
+
+def _vocabulary(data):
+  from synthjax.data.vocab import load_vocabulary
+  return load_vocabulary(data.vocab)
 
 
 def register(cfg, paths):
   from synthjax.data import tasks
-  from synthjax.data.vocab import load_vocabulary
   data = Data(cfg, paths)
-  voc = load_vocabulary(data.vocab)
-  tasks.register_task("natural", data.natural, voc)
-  for kind, (out_dir, _, _) in data.synthetic.items():
-    tasks.register_task(kind, os.path.join(out_dir, "shard-*.jsonl"), voc)
-  for domain, source in data.domains.items():
-    tasks.register_task(tasks.VALID_PREFIX + domain, source, voc)
+  voc = _vocabulary(data)
+  tasks.register_study_data(data.vocab, _kinds(data), data.domains, shares=())
   return voc, data
+
+
+def _kinds(data) -> dict:
+  """Task name -> source of every training kind: the natural text and the generated sets."""
+  from synthjax.generate import job
+  return {"natural": data.natural, **{k: job.kept_files(out_dir)
+                                      for k, (out_dir, _, _) in data.synthetic.items()}}
 
 
 def stage_tokenize(cfg, paths):
   """Every task the grid reads, tokenized once into the study's shared copies (Beam)."""
   from synthjax.data import tokenize
+  from synthjax.generate import job
+  for kind, (out_dir, _, _) in Data(cfg, paths).synthetic.items():
+    job.require_complete(out_dir, kind)
   _, data = register(cfg, paths)
   gin.bind_parameter("cache_dir.path", paths["tokens"])
   names = ["natural", *data.synthetic, *(f"valid_{d}" for d in data.domains)]
   tokenize.tokenize(names, cfg.tokenize_options)
-
-
-def _run_dir(cfg, data, voc, job) -> str:
-  """The job's MODEL_DIR: its cell and seed, plus the key of every setting it depends on
-  (the run file and model preset, vocabulary, synthetic data, evaluation set, shapes and
-  extra bindings)."""
-  gin_texts = [_gin_text("train/base.gin"), _gin_text(f"models/{job['size']}.gin")]
-  key = _key(gin_texts, data.vocab_key, voc.vocab_size, data.eval_key,
-             {k: data.synthetic[k][1] for k in job["kinds"] if k in data.synthetic},
-             cfg.seq_len, cfg.batch_size, list(cfg.train_bindings), cfg.repeat_synthetic)
-  return os.path.join(job["cell_dir"], f"seed{job['seed']}-{key}")
 
 
 @functools.lru_cache(maxsize=None)
@@ -173,62 +175,108 @@ def _gin_text(name: str) -> str:
     return f.read()
 
 
-def _job_bindings(cfg, paths, data, voc, job, model_dir) -> list:
+def _job_name(run: dict) -> str:
+  return "-".join([run["size"], str(run["budget"]),
+                   run["mixture"].replace("+", "-").replace("@", "").replace(".", ""),
+                   f"s{run['seed']}"])
+
+
+def train_job(cfg: StudyConfig, paths: dict, data: Data, vocab_size: int, run: dict):
+  """A training run of the grid as one job: gin files plus bindings, the same whether the
+  study trains it in this process or a launcher runs `python -m synthjax.train` on a cluster.
+  The job registers its own data (register_study_data) and evaluates every domain. Its
+  MODEL_DIR holds the key of every setting it depends on (the gin files' text, vocabulary,
+  synthetic sets, evaluation set, shapes, budgets and extra bindings), so a changed setting
+  trains anew."""
+  from synthjax import launchers
+  gin_files = ["train/base.gin", f"models/{run['size']}.gin", *cfg.train_gin]
+  key = _key([_gin_text(f) for f in gin_files], data.vocab_key, vocab_size, data.eval_key,
+             {k: data.synthetic[k][1] for k in run["kinds"] if k in data.synthetic},
+             cfg.seq_len, cfg.batch_size, list(cfg.train_bindings), cfg.repeat_synthetic,
+             run["branches"])
+  model_dir = storage.join(run["cell_dir"], f"seed{run['seed']}-{key}")
   domains = list(data.domains)
-  return [
-      f"MODEL_DIR = {model_dir!r}", f"TRAIN_TOKENS = {job['budget']}",
+  repeat = sorted(data.synthetic) if cfg.repeat_synthetic else []
+  bindings = [
+      f"MODEL_DIR = {model_dir!r}", f"TRAIN_TOKENS = {run['budget']}",
       f"SEQ_LEN = {cfg.seq_len}", f"BATCH_SIZE = {cfg.batch_size}",
       f"cache_dir.path = {paths['tokens']!r}",
-      f"ModelConfig.V = {voc.vocab_size}", f"TrainConfig.seed = {job['seed']}",
-      "TrainConfig.data_source = @MixtureLoader", f"MixtureLoader.mixture = {job['mixture']!r}",
-      "MixtureLoader.budget = %TRAIN_TOKENS", f"MixtureLoader.seed = {job['seed']}",
-      f"MixtureLoader.allow_repeat = {sorted(data.synthetic) if cfg.repeat_synthetic else []!r}",
+      f"ModelConfig.V = {vocab_size}", f"TrainConfig.seed = {run['seed']}",
+      f"TrainConfig.branch_budgets = {list(run['branches'])!r}",
+      "TrainConfig.data_source = @MixtureLoader", "MixtureLoader.register = @register_study_data",
+      f"register_study_data.vocabulary_path = {data.vocab!r}",
+      f"register_study_data.kinds = {_kinds(data)!r}",
+      f"register_study_data.validation = {data.domains!r}", "register_study_data.shares = []",
+      f"MixtureLoader.mixture = {run['mixture']!r}", "MixtureLoader.budget = %TRAIN_TOKENS",
+      f"MixtureLoader.seed = {run['seed']}", f"MixtureLoader.allow_repeat = {repeat!r}",
       "TrainConfig.eval_sources = {" + ", ".join(f"{d!r}: @{d}/EvalSet" for d in domains) + "}",
       *[f"{d}/EvalSet.task = {'valid_' + d!r}" for d in domains],
       f"EvalSet.max_tokens = {cfg.eval_tokens}", "EvalSet.baseline_task = 'natural'",
-      "TrainConfig.log_every = 1000000", "TrainConfig.checkpoint_every = 100",
-      *cfg.train_bindings]
+      "TrainConfig.checkpoint_every = 100", *cfg.train_bindings]
+  return launchers.Job(_job_name(run), "synthjax.train", gin_files, bindings,
+                       records=[record_path(model_dir, run["budget"], b)
+                                for b in [*run["branches"], run["budget"]]])
 
 
-def _current_run_dirs(cfg, paths):
-  from synthjax.data.vocab import load_vocabulary
-  data = Data(cfg, paths)
-  voc = load_vocabulary(data.vocab)
-  return [_run_dir(cfg, data, voc, j) for j in cfg.jobs()]
+def record_path(model_dir: str, run_budget: int, budget: int) -> str:
+  """Where a run's record for one budget lands: its own, or a cooldown branch's."""
+  from synthjax.train import branch_record_path
+  if budget == run_budget:
+    return storage.join(model_dir, "run.json")
+  return branch_record_path(model_dir, budget)
+
+
+def train_jobs(cfg: StudyConfig, paths: dict, dry_run: bool = False) -> list:
+  """Every training job of the grid; a dry run, before any data exists, takes the vocabulary
+  size asked for and keys sources by their names."""
+  data = Data(cfg, paths, dry_run)
+  vocab_size = cfg.vocab_size if dry_run else _vocabulary(data).vocab_size
+  return [train_job(cfg, paths, data, vocab_size, r) for r in cfg.train_runs()]
+
+
+def check_budgets(cfg: StudyConfig, paths: dict) -> None:
+  """Every run's budget against the tokenized copies' stats, before any training."""
+  from synthjax.data import loader
+  _, data = register(cfg, paths)
+  gin.bind_parameter("cache_dir.path", paths["tokens"])
+  for r in cfg.train_runs():
+    loader.check_budget(r["mixture"], r["budget"], cfg.batch_size, cfg.seq_len,
+                        sorted(data.synthetic) if cfg.repeat_synthetic else [])
 
 
 def stage_train(cfg, paths):
   from synthjax import train as train_lib
-  from synthjax.data import loader
   from synthjax.models.config import ModelConfig
   from synthjax.training.config import TrainConfig
   from synthjax.training.optimizer import OptimizerConfig
-  voc, data = register(cfg, paths)
-  jobs = cfg.jobs()
-  gin.bind_parameter("cache_dir.path", paths["tokens"])
-  for j in jobs:  # every budget against the tokenized copies' stats, before any training
-    loader.check_budget(j["mixture"], j["budget"], cfg.batch_size, cfg.seq_len,
-                        sorted(data.synthetic) if cfg.repeat_synthetic else [])
+  check_budgets(cfg, paths)
+  runs, jobs = cfg.train_runs(), train_jobs(cfg, paths)
   t0, done_tokens = time.time(), 0
-  total_tokens = sum(j["budget"] for j in jobs)
-  for i, j in enumerate(jobs, start=1):
+  total_tokens = sum(r["budget"] for r in runs)
+  for i, (r, j) in enumerate(zip(runs, jobs), start=1):
     t = time.time()
-    model_dir = _run_dir(cfg, data, voc, j)
-    what = f"train {i}/{len(jobs)}: {j['size']} D={j['budget']} {j['mixture']} seed {j['seed']}"
-    done_tokens += j["budget"]
-    if os.path.exists(os.path.join(model_dir, "run.json")):
+    what = f"train {i}/{len(jobs)}: {r['size']} D={r['budget']} {r['mixture']} seed {r['seed']}"
+    done_tokens += r["budget"]
+    if all(storage.exists(p) for p in j.records):
       _log(f"{what}: done already")
       continue
-    stale = sorted(glob.glob(os.path.join(j["cell_dir"], f"seed{j['seed']}-*")))
-    if stale and not os.path.exists(model_dir):
-      _log(f"{what}: settings changed since {os.path.basename(stale[-1])}: training anew")
-    gin_cli.parse(["train/base.gin", f"models/{j['size']}.gin"],
-                  _job_bindings(cfg, paths, data, voc, j, model_dir))
+    model_dir = storage.dirname(j.records[-1])
+    stale = sorted(storage.glob(storage.join(r["cell_dir"], f"seed{r['seed']}-*")))
+    if stale and not storage.exists(model_dir):
+      _log(f"{what}: settings changed since {storage.basename(stale[-1])}: training anew")
+    # the job's definition, quieter: a study trains dozens of runs in this process
+    gin_cli.parse(j.gin_files, [*j.bindings, "TrainConfig.log_every = 1000000"])
     record = train_lib.train(TrainConfig(), ModelConfig(), OptimizerConfig())
     elapsed = time.time() - t0
     eta = elapsed / done_tokens * (total_tokens - done_tokens)
     _log(f"{what}: loss {record['loss']:.4f} ({time.time() - t:.1f}s; ETA "
          f"{int(eta // 60)}m{int(eta % 60):02d}s)")
+
+
+def record_paths(cfg, paths) -> list:
+  """The run record of every job and budget of the grid (runs of other settings are not
+  among them)."""
+  return [p for j in train_jobs(cfg, paths) for p in j.records]
 
 
 def _report_digest(record_paths) -> str:
@@ -237,30 +285,27 @@ def _report_digest(record_paths) -> str:
   code = sorted(glob.glob(os.path.join(os.path.dirname(analyze.__file__), "*.py")))
   h = hashlib.sha256()
   for path in list(record_paths) + code:
-    with open(path, "rb") as f:
-      h.update(path.encode() + b"\0" + f.read() + b"\0")
+    h.update(path.encode() + b"\0" + storage.read_bytes(path) + b"\0")
   return h.hexdigest()
 
 
 def stage_analyze(cfg, paths):
-  """The report over this grid's run records (runs of other settings are ignored), rebuilt
-  only when the records or the analysis code changed (the fits and bootstraps take a while)."""
-  from synthjax import atomic
+  """The report over this grid's run records (collected from wherever the runs wrote them),
+  rebuilt only when the records or the analysis code changed (the fits and bootstraps take a
+  while)."""
   from synthjax.analyze import report
-  records = [os.path.join(d, "run.json") for d in _current_run_dirs(cfg, paths)]
-  found = [p for p in records if os.path.exists(p)]
+  records = record_paths(cfg, paths)
+  found = [p for p in records if storage.exists(p)]
   if len(found) < len(records):
     _log(f"report: {len(records) - len(found)} of {len(records)} runs have no record yet")
   digest = _report_digest(found)
-  stamp = os.path.join(paths["report"], "run_records.sha256")
-  path = os.path.join(paths["report"], "report.md")
-  if os.path.exists(path) and os.path.exists(stamp):
-    with open(stamp) as f:
-      if f.read() == digest:
-        _log(f"report: {path} (run records and analysis unchanged)")
-        return path
+  stamp = storage.join(paths["report"], "run_records.sha256")
+  path = storage.join(paths["report"], "report.md")
+  if storage.exists(path) and storage.exists(stamp) and storage.read_text(stamp) == digest:
+    _log(f"report: {path} (run records and analysis unchanged)")
+    return path
   path = report.report(found, paths["report"])
-  atomic.write_text(stamp, digest)
+  storage.write_text(stamp, digest)
   _log(f"report: {path}")
   return path
 
@@ -268,7 +313,7 @@ def stage_analyze(cfg, paths):
 def run(cfg: StudyConfig) -> str:
   cfg.validate()  # before anything is written
   paths = _paths(cfg)
-  os.makedirs(cfg.study_dir, exist_ok=True)
+  storage.makedirs(cfg.study_dir)
   t0 = time.time()
   report_path = None
   for stage in cfg.stages:
@@ -281,16 +326,22 @@ def run(cfg: StudyConfig) -> str:
   return report_path
 
 
-def _run(rest):
-  if rest:
-    raise UserError(f"unknown arguments: {' '.join(rest)}")
-  path = run(gin_cli.call_configured(StudyConfig))
-  if path:
-    print(f"report: {path}")
-
-
 def main(argv=None):
-  gin_cli.main("synthjax.study", _run, argv)
+  """In this process, or with --launcher (cluster.py) every stage as jobs on a cluster."""
+  argv = sys.argv[1:] if argv is None else list(argv)
+
+  def go(rest):
+    cfg = gin_cli.call_configured(StudyConfig)
+    if rest:
+      from synthjax import cluster
+      files, bindings, _, _ = gin_cli.split_argv(argv)
+      cluster.run(cfg, cluster.parser().parse_args(rest), files, bindings)
+      return
+    path = run(cfg)
+    if path:
+      print(f"report: {path}")
+
+  gin_cli.main("synthjax.study", go, argv)
 
 
 if __name__ == "__main__":

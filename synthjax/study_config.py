@@ -6,7 +6,7 @@ from typing import Dict, List, Sequence, Tuple
 
 import gin
 
-from synthjax import assets, gin_cli
+from synthjax import assets, gin_cli, storage
 from synthjax.errors import UserError, check_field_types
 
 STAGES = ("corpus", "vocab", "generate", "tokenize", "train", "analyze")
@@ -21,7 +21,7 @@ class StudyConfig:
   budgets: Sequence[int]                      # training tokens D
   shares: Dict[str, Sequence[float]]          # synthetic kind -> shares to train at
   # The natural text: 'embedded' (the demo corpus), a file glob (JSONL with a text field,
-  # plain text, Parquet, ArrayRecord) or 'tfds:NAME' (training only: generation reads files).
+  # plain text, Parquet, ArrayRecord; local or on an object store) or 'tfds:NAME'.
   natural: str = EMBEDDED
   # Evaluation domains, name -> source as above; empty with the embedded corpus: its domains.
   eval_domains: Dict[str, str] = dataclasses.field(default_factory=dict)
@@ -41,6 +41,13 @@ class StudyConfig:
   # Beam pipeline options for the tokenize stage; empty: DirectRunner in this process.
   tokenize_options: Sequence[str] = ()
   stages: Sequence[str] = STAGES
+  # One wsd run per (size, mixture, seed) at the largest budget, with a cooldown branch and
+  # record at each smaller budget (Hagele et al. 2024), instead of one full run per budget.
+  # Needs OptimizerConfig.schedule = 'wsd' in train_bindings or a train_gin file.
+  budget_branches: bool = False
+  # Tokens the natural source holds, where known before tokenizing (c4/en: about 1.5e11): a
+  # dry run checks that every run's natural share fits. 0: checked after tokenization only.
+  natural_tokens: int = 0
   train_gin: Sequence[str] = ()               # extra gin files for launched training jobs
 
   def validate(self, dry_run: bool = False):
@@ -76,6 +83,17 @@ class StudyConfig:
                       "StudyConfig.styles")
     if not any(0.0 in [float(x) for x in v] for v in self.shares.values()):
       raise UserError("the grid has no natural baseline: give some kind the share 0")
+    if self.natural == EMBEDDED and storage.is_remote(self.study_dir):
+      raise UserError(f"StudyConfig.natural: the embedded corpus is built on this machine; "
+                      f"a study in {self.study_dir} needs a natural source every host reads "
+                      "(a glob on the store or tfds:NAME)")
+    if self.natural_tokens:
+      over = [(r["budget"], r["mixture"]) for r in self.train_runs()
+              if r["budget"] * r["natural_share"] > self.natural_tokens]
+      if over:
+        raise UserError(f"StudyConfig.budgets: {over[0][0]:.3g} tokens of {over[0][1]} need "
+                        f"more natural text than the source's {self.natural_tokens:.3g} tokens "
+                        "(StudyConfig.natural_tokens); cap the budgets")
     for size in self.model_sizes:
       if not os.path.exists(os.path.join(gin_cli.GIN_CONFIGS, "models", f"{size}.gin")):
         raise UserError(f"StudyConfig.model_sizes: no preset {size!r} in gin_configs/models")
@@ -92,9 +110,6 @@ class StudyConfig:
             sources.expand(source)
           except UserError as e:
             raise UserError(f"StudyConfig ({what}): {e}") from None
-      if self.natural.startswith("tfds:") and "generate" in self.stages and self.shares:
-        raise UserError("StudyConfig.natural: generation reads files, not "
-                        f"{self.natural!r}; export the documents to JSONL first")
     if not dry_run and self.generator not in ("tiny-random", assets.EMBEDDED_GENERATOR) and (
         not os.path.exists(os.path.join(self.generator, "model.json"))):
       raise UserError(f"StudyConfig.generator: {self.generator!r} is not a synthjax model "
@@ -120,7 +135,17 @@ class StudyConfig:
           for seed in self.seeds:
             out.append({"size": size, "budget": int(budget), "mixture": name, "seed": int(seed),
                         "kinds": sorted(k for k, v in shares.items() if v > 0),
+                        "natural_share": shares.get("natural", 0.0),
                         "cell_dir": os.path.join(
                             self.study_dir, "runs", size, str(budget),
                             name.replace("@", "_at_").replace("+", "_plus_"))})
     return out
+
+  def train_runs(self) -> List[dict]:
+    """The training runs that serve the grid: one per job, or with budget_branches one per
+    (size, mixture, seed) at the largest budget whose `branches` are the smaller budgets."""
+    if not self.budget_branches:
+      return [dict(j, branches=[]) for j in self.jobs()]
+    top = max(int(b) for b in self.budgets)
+    smaller = sorted({int(b) for b in self.budgets} - {top})
+    return [dict(j, branches=smaller) for j in self.jobs() if j["budget"] == top]

@@ -6,7 +6,8 @@ process group; on an interrupt (SIGINT, SIGTERM) the sweep sends SIGTERM to ever
 job and waits for it, so the job's own EXIT trap (which deletes its TPU VM, or stops its other
 hosts) runs before the sweep exits.
 
-    STATUS_DIR/<job>.json   {"state": queued|running|done|failed, "attempts": n, "log": ...}
+    STATUS_DIR/<job>.json   {"state": queued|running|done|failed, "attempts": n, "log": ...,
+                             "script": digest}: a done job whose script changed runs again
     STATUS_DIR/<job>.log    the job's output, every attempt appended
 """
 import concurrent.futures
@@ -78,10 +79,12 @@ class Sweep:
   def run(self, scripts: Dict[str, str]) -> Dict[str, str]:
     """Run every job (name -> bash script); returns name -> 'done' | 'failed'."""
     os.makedirs(self.status_dir, exist_ok=True)
-    todo = {n: s for n, s in scripts.items()
-            if read_status(self.status_dir).get(n, {}).get("state") != "done"}
-    for name in todo:
-      self._status(name, state="queued", attempts=0)
+    status = read_status(self.status_dir)
+    todo = {n: s for n, s in scripts.items()  # done, unless its script changed since
+            if status.get(n, {}).get("state") != "done"
+            or status[n].get("script") != _digest(s)}
+    for name, script in todo.items():
+      self._status(name, state="queued", attempts=0, script=_digest(script))
     handlers = {s: signal.signal(s, self._stop_all) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
       with concurrent.futures.ThreadPoolExecutor(self.parallel) as pool:
@@ -92,6 +95,11 @@ class Sweep:
         signal.signal(s, h)
     done = {n: "done" for n in scripts if n not in todo}
     return {**done, **results}
+
+
+def _digest(script: str) -> str:
+  import hashlib
+  return hashlib.sha256(script.encode()).hexdigest()[:16]
 
 
 def read_status(status_dir: str) -> Dict[str, dict]:

@@ -38,7 +38,7 @@ def _cmd(inp, out, generator, *extra):
   return [sys.executable, "-m", "synthjax.generate", "--gin_file=generate/base.gin",
           f"--gin.INPUT={inp}", "--gin.STYLE=hq", f"--gin.OUTPUT_DIR={out}",
           f"--gin.GenerateConfig.generator={generator}", "--gin.GenerateConfig.chunk_tokens=40",
-          "--gin.GenerateConfig.max_new_tokens=6", "--gin.GenerateConfig.shard_size=3",
+          "--gin.GenerateConfig.max_new_tokens=6", "--gin.GenerateConfig.shard_size=1",
           "--gin.GenerateConfig.slots=4", "--gin.GenerateConfig.max_len=256", *extra]
 
 
@@ -175,3 +175,32 @@ def test_smollm2_writes_on_topic_english_in_each_style(tmp_path):
       lettered = [w for w in words if not w.isdigit()]
       english = [w for w in lettered if w.isascii() and w.isalpha()]
       assert len(lettered) >= 8 and len(english) >= 0.9 * len(lettered), (style, rec["text"])
+
+
+def test_hosts_stream_disjoint_parts_that_cover_the_input(tmp_path):
+  """With as many files as hosts each host reads only its files; with fewer (or a document
+  cap) every host streams the input and takes every H-th shard. Either way each document is
+  in exactly one host's shards, and shard names do not depend on the host count."""
+  for f in range(3):
+    with open(tmp_path / f"part{f}.jsonl", "w") as out:
+      for i in range(5):
+        out.write(json.dumps({"id": f"f{f}d{i}", "text": f"text {f} {i}"}) + "\n")
+
+  def shards(hosts, index, **kw):
+    cfg = job.GenerateConfig(input=str(tmp_path / "part*.jsonl"), style="hq",
+                             output_dir=str(tmp_path / "o"), shard_size=2, host_count=hosts,
+                             host_index=index, **kw)
+    return {name: [d["id"] for d in docs] for name, docs in job._my_shards(cfg)}
+
+  one = shards(1, 0)
+  assert len(one) == 9 and sum(map(len, one.values())) == 15
+  by_file = [shards(2, i) for i in range(2)]
+  assert {n[:5] for n in by_file[0]} == {"00000", "00002"} and (
+      {n[:5] for n in by_file[1]} == {"00001"})
+  for split in (by_file, [shards(4, i) for i in range(4)]):  # 4 hosts > 3 files: by shard
+    names = [n for host in split for n in host]
+    assert sorted(names) == sorted(one) and len(set(names)) == len(names)
+    assert {n: ids for host in split for n, ids in host.items()} == one
+  capped = [shards(2, i, max_documents=7) for i in range(2)]
+  assert sorted(d for host in capped for ids in host.values() for d in ids) == sorted(
+      ["f0d0", "f0d1", "f0d2", "f0d3", "f0d4", "f1d0", "f1d1"])

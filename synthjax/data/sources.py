@@ -122,8 +122,26 @@ def tfds_source(name: str, split_map=None, data_dir=None):
   return seqio.TfdsDataSource(tfds_name=name, splits=split_map, tfds_data_dir=data_dir)
 
 
-def tfds_documents(name: str, text_field: str = "text") -> Iterator[Dict]:
-  """The train split of a TFDS dataset as documents, in its stored order."""
-  ds = tfds_source(name).get_dataset(split="train", shuffle=False)
-  for i, ex in enumerate(ds.as_numpy_iterator()):
-    yield {"id": f"tfds:{name}:{i}", "text": ex[text_field].decode("utf-8")}
+def tfds_documents(name: str, text_field: str = "text", split: str = "train") -> Iterator[Dict]:
+  """A split of a TFDS dataset (or a piece of one: 'train[0%:25%]') as documents, in its
+  stored order."""
+  import tensorflow_datasets as tfds
+  ds = tfds.load(name, split=split, shuffle_files=False)
+  for i, ex in enumerate(tfds.as_numpy(ds)):
+    yield {"id": f"tfds:{name}:{split}:{i}", "text": ex[text_field].decode("utf-8")}
+
+
+def parts(spec: str) -> List[str]:
+  """A source cut into parts that hosts read independently, in order: a glob's files, or a
+  TFDS dataset's train split in 100 slices of 1% ('tfds:NAME|train[0%:1%]', ...)."""
+  if spec.startswith("tfds:"):
+    return [f"{spec}|train[{k}%:{k + 1}%]" for k in range(100)]
+  return expand(spec)
+
+
+def part_documents(part: str, text_field: str = "text") -> Iterator[Dict]:
+  """The documents of one part (see `parts`)."""
+  if part.startswith("tfds:"):
+    name, _, split = part[len("tfds:"):].partition("|")
+    return tfds_documents(name, text_field, split or "train")
+  return read_documents(part, text_field)

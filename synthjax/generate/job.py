@@ -1,24 +1,31 @@
-"""The generation job: a corpus in, synthetic shards with provenance out, resumable.
+"""The generation job: a corpus in, synthetic shards with provenance out, resumable, split
+over hosts that each stream only their own part.
 
-Input documents are cut into chunks (at most `chunk_tokens` generator tokens each) and the
-chunk list is cut into shards of `shard_size` chunks, in input order. Shard k belongs to host
-k mod H. A shard is written whole under a temporary name and renamed when all its chunks are
-done, so a killed job redoes at most the shards in flight: every chunk ends up exactly once,
-either in OUT/shard-k.jsonl (kept) or OUT/rejected/shard-k.jsonl (with the filter's reason).
+The input (any source the data layer reads: file globs, local or on an object store, and
+'tfds:NAME') is a list of parts (sources.parts: a glob's files, or 1% slices of a TFDS split),
+each cut into shards of `shard_size` documents in order. Shard (p, b) is OUT/shard-p-b.jsonl.
+With at least as many parts as hosts, host i reads only the parts p = i mod H; with fewer (or
+with max_documents, which counts documents in order), every host streams the input and takes
+the shards b = i mod H in order. Either way no host holds the corpus or its chunk list: it
+reads a few shards, generates them, writes them, and reads on.
 
-Hosts need no JAX system between them: each runs its own engine on its own devices and takes
-every host_count-th shard.
+Each document is cut into chunks of at most `chunk_tokens` generator tokens. A shard is written
+whole when its last chunk is back (rejected chunks first, under rejected/), so a killed job
+redoes at most the shards in flight and every chunk ends up exactly once. Shard names do not
+depend on the host count, so a job resumed on other hosts skips what is done.
 
-OUT/manifest.json holds the job's settings (a rerun with other settings is refused) and, once
-every shard exists, the totals: chunks, kept, rejected per reason, tokens.
+OUT/manifest.json holds the job's settings (a rerun with other settings is refused); each host
+writes OUT/hosts/H-i.json when its part is done, and whichever host finds all H of them
+writes the totals (chunks, kept, rejected per reason, tokens) into the manifest.
 """
 import dataclasses
+import itertools
 import json
 import math
 import os
 import sys
 import time
-from typing import List
+from typing import Iterator, List, Tuple
 
 import gin
 import jax
@@ -46,7 +53,7 @@ class GenerateConfig:
   repetition_penalty: float = 1.1
   seed: int = 0
   max_documents: int = 0              # 0: all
-  shard_size: int = 32                # chunks per output shard
+  shard_size: int = 8                 # documents per output shard
   slots: int = 16                     # concurrent sequences (performance only)
   max_len: int = 1024                 # KV cache length: prompt + output
   apply_filter: bool = True           # False keeps every output (its reason goes in "flag")
@@ -99,16 +106,34 @@ def _check_manifest(out_dir: str, sig: dict) -> None:
                     "output dir")
 
 
-def plan_chunks(cfg: GenerateConfig, count_tokens) -> List[dict]:
-  chunks = []
-  for n, doc in enumerate(sources.read_documents(cfg.input, cfg.text_field)):
+def _my_shards(cfg: GenerateConfig) -> Iterator[Tuple[str, List[dict]]]:
+  """(shard name, its documents) for this host's shards, in input order, streamed."""
+  parts = sources.parts(cfg.input)
+  by_part = len(parts) >= cfg.host_count and not cfg.max_documents
+  n, block = 0, 0
+  for p, part in enumerate(parts):
+    if by_part and p % cfg.host_count != cfg.host_index:
+      continue
+    docs = sources.part_documents(part, cfg.text_field)
+    for b in itertools.count():
+      shard = list(itertools.islice(docs, cfg.shard_size))
+      if cfg.max_documents:
+        shard = shard[:max(0, cfg.max_documents - n)]
+      if not shard:
+        break
+      n += len(shard)
+      mine = by_part or block % cfg.host_count == cfg.host_index
+      block += 1
+      if mine:
+        yield f"{p:05d}-{b:05d}", shard
     if cfg.max_documents and n >= cfg.max_documents:
       break
-    for i, piece in enumerate(prompts.chunk(doc["text"], cfg.chunk_tokens, count_tokens)):
-      chunks.append({"source_id": str(doc["id"]), "chunk": i, "source_text": piece})
-  if not chunks:
-    raise UserError(f"{cfg.input}: empty input source (no text to generate from)")
-  return chunks
+
+
+def _chunks(cfg: GenerateConfig, docs: List[dict], count_tokens) -> List[dict]:
+  return [{"source_id": str(doc["id"]), "chunk": i, "source_text": piece}
+          for doc in docs
+          for i, piece in enumerate(prompts.chunk(doc["text"], cfg.chunk_tokens, count_tokens))]
 
 
 def run(cfg: GenerateConfig) -> dict:
@@ -121,29 +146,48 @@ def run(cfg: GenerateConfig) -> dict:
   count = lambda s: len(tokenizer.encode(s, add_special_tokens=False).ids)
   if storage.isfile(cfg.output_dir):
     raise UserError(f"GenerateConfig.output_dir {cfg.output_dir}: is a file, not a folder")
-  chunks = plan_chunks(cfg, count)
-  n_shards = (len(chunks) + cfg.shard_size - 1) // cfg.shard_size
-  mine = [k for k in range(n_shards) if k % cfg.host_count == cfg.host_index
-          and not storage.exists(_shard_path(cfg.output_dir, k))]
-  requests = {}
-  for k in mine:
-    for c in chunks[k * cfg.shard_size:(k + 1) * cfg.shard_size]:
-      text = prompts.render(template, c["source_text"], fmt)
-      prompt_ids = tokenizer.encode(text, add_special_tokens=False).ids
-      if len(prompt_ids) + 1 >= cfg.max_len:
-        raise UserError(f"chunk {c['source_id']}#{c['chunk']}: prompt of {len(prompt_ids)} "
-                        f"tokens does not fit the context of {cfg.max_len} tokens")
-      requests[(k, c["source_id"], c["chunk"])] = prompt_ids
-  # Every check is done: only now is anything written.
+
+  def prompt_ids(c):
+    ids = tokenizer.encode(prompts.render(template, c["source_text"], fmt),
+                           add_special_tokens=False).ids
+    if len(ids) + 1 >= cfg.max_len:
+      raise UserError(f"chunk {c['source_id']}#{c['chunk']}: prompt of {len(ids)} tokens does "
+                      f"not fit the context of {cfg.max_len} tokens")
+    return ids
+
+  def windows():
+    """This host's unfinished shards, a few at a time (enough requests to keep every slot
+    busy): [(shard name, its chunks, their prompts)]."""
+    window, requests = [], 0
+    for name, docs in _my_shards(cfg):
+      owned.append(name)
+      if storage.exists(_shard_path(cfg.output_dir, name)):
+        continue
+      chunks = _chunks(cfg, docs, count)
+      window.append((name, chunks, [prompt_ids(c) for c in chunks]))
+      requests += len(chunks)
+      if requests >= 4 * cfg.slots:
+        yield window
+        window, requests = [], 0
+    if window:
+      yield window
+
+  owned = []  # this host's shards, done before or now
+  todo = windows()
+  first = next(todo, None)  # its prompts are checked before anything is written
   storage.check_writable(cfg.output_dir)
   storage.makedirs(storage.join(cfg.output_dir, "rejected"))
   _check_manifest(cfg.output_dir, _signature(cfg, template, generator_dir))
-  if mine:
+  stats = {"chunks": 0, "tokens": 0, "t0": time.time()}
+  if first is not None:
     params = store.load_params(generator_dir, model_cfg)
     engine = Engine(model_cfg, params, eos_ids=[meta.get("eos_id", -1)], slots=cfg.slots,
                     max_len=cfg.max_len, mesh=_mesh(cfg.slots), decode_text=tokenizer.decode)
-    _generate_shards(cfg, engine, tokenizer, template, chunks, mine, requests, generator_dir)
-  return finalize(cfg.output_dir, n_shards, len(chunks))
+    for window in itertools.chain([first], todo):
+      _generate_window(cfg, engine, tokenizer, template, window, generator_dir, stats)
+  storage.write_json(_host_path(cfg.output_dir, cfg.host_count, cfg.host_index),
+                     {"shards": owned})
+  return finalize(cfg.output_dir, cfg.host_count)
 
 
 def _mesh(slots: int):
@@ -153,26 +197,28 @@ def _mesh(slots: int):
   return sharding.make_mesh({"data": n, "fsdp": 1, "tensor": 1}, jax.local_devices()[:n])
 
 
-def _shard_path(out_dir: str, k: int, rejected: bool = False) -> str:
-  name = f"shard-{k:05d}.jsonl"
-  return storage.join(out_dir, "rejected", name) if rejected else storage.join(out_dir, name)
+def _shard_path(out_dir: str, name: str, rejected: bool = False) -> str:
+  base = f"shard-{name}.jsonl"
+  return storage.join(out_dir, "rejected", base) if rejected else storage.join(out_dir, base)
 
 
-def _generate_shards(cfg, engine, tokenizer, template, chunks, mine, requests, generator_dir):
-  """All of this host's chunks go to the engine as one queue (slots refill across shard
+def _host_path(out_dir: str, hosts: int, index: int) -> str:
+  return storage.join(out_dir, "hosts", f"{hosts}-{index}.json")
+
+
+def _generate_window(cfg, engine, tokenizer, template, window, generator_dir, stats):
+  """One window's chunks go to the engine as one queue (slots refill across shard
   boundaries); a shard is written as soon as its last chunk is back."""
   sampling = Sampling(cfg.temperature, cfg.top_k, cfg.top_p, cfg.repetition_penalty,
                       cfg.max_new_tokens, cfg.seed)
   order, reqs = [], []
-  for k in mine:
-    for c in chunks[k * cfg.shard_size:(k + 1) * cfg.shard_size]:
-      order.append((k, c))
-      reqs.append(Request(requests[(k, c["source_id"], c["chunk"])], dataclasses.replace(
-          sampling, seed=hash_seed(cfg.seed, c))))
-  pending = {k: len(chunks[k * cfg.shard_size:(k + 1) * cfg.shard_size]) for k in mine}
-  kept = {k: [] for k in mine}
-  rejected = {k: [] for k in mine}
-  progress = {"chunks": 0, "tokens": 0, "t0": time.time()}
+  for name, chunks, prompt_ids in window:
+    for c, ids in zip(chunks, prompt_ids):
+      order.append((name, c))
+      reqs.append(Request(ids, dataclasses.replace(sampling, seed=hash_seed(cfg.seed, c))))
+  pending = {name: len(chunks) for name, chunks, _ in window}
+  kept = {name: [] for name in pending}
+  rejected = {name: [] for name in pending}
 
   def on_result(i, res):
     k, c = order[i]
@@ -189,28 +235,29 @@ def _generate_shards(cfg, engine, tokenizer, template, chunks, mine, requests, g
            "finish": res.finish}
     if reason and cfg.apply_filter:
       rec["rejected"] = reason
-      rejected[k].append(rec)
+      rejected[k].append((i, rec))
     else:
       if reason:
         rec["flag"] = reason
-      kept[k].append(rec)
-    progress["chunks"] += 1
-    progress["tokens"] += len(res.tokens)
+      kept[k].append((i, rec))
+    stats["chunks"] += 1
+    stats["tokens"] += len(res.tokens)
     pending[k] -= 1
     if pending[k] == 0:
-      by_position = lambda r: (r["source_id"], r["chunk"])
       # rejected first: the kept shard's appearance is what marks shard k as done
-      _write_jsonl(_shard_path(cfg.output_dir, k, rejected=True),
-                   sorted(rejected.pop(k), key=by_position))
-      _write_jsonl(_shard_path(cfg.output_dir, k), sorted(kept.pop(k), key=by_position))
-      elapsed = time.time() - progress["t0"]
-      left = len(order) - progress["chunks"]
-      eta = elapsed / progress["chunks"] * left
-      print(f"generate: chunks {progress['chunks']}/{len(order)} | "
-            f"{progress['tokens'] / elapsed:.1f} tok/s | ETA {int(eta // 60)}m{int(eta % 60):02d}s",
+      in_order = lambda pairs: [rec for _, rec in sorted(pairs, key=lambda p: p[0])]
+      _write_jsonl(_shard_path(cfg.output_dir, k, rejected=True), in_order(rejected.pop(k)))
+      _write_jsonl(_shard_path(cfg.output_dir, k), in_order(kept.pop(k)))
+      elapsed = time.time() - stats["t0"]
+      print(f"generate: shard {k} | {stats['chunks']} chunks, "
+            f"{stats['tokens'] / elapsed:.1f} tok/s, {stats['chunks'] / elapsed:.2f} chunks/s",
             file=sys.stderr, flush=True)
 
   engine.generate(reqs, on_result=on_result)
+  for name, chunks, _ in window:  # a shard with no chunks (empty documents) is done too
+    if not chunks:
+      _write_jsonl(_shard_path(cfg.output_dir, name, rejected=True), [])
+      _write_jsonl(_shard_path(cfg.output_dir, name), [])
 
 
 def hash_seed(seed: int, chunk: dict) -> int:
@@ -224,26 +271,40 @@ def _write_jsonl(path: str, records: List[dict]) -> None:
   storage.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
 
 
-def finalize(out_dir: str, n_shards: int, n_chunks: int) -> dict:
-  """Totals into the manifest once every shard exists (any host may be the last one)."""
+def finalize(out_dir: str, hosts: int) -> dict:
+  """Totals into the manifest once every host's part is done (any host may be the last)."""
   path = storage.join(out_dir, "manifest.json")
   manifest = storage.read_json(path)
-  if not all(storage.exists(_shard_path(out_dir, k)) for k in range(n_shards)):
+  host_files = [_host_path(out_dir, hosts, i) for i in range(hosts)]
+  if not all(storage.exists(p) for p in host_files):
     return manifest
-  kept, reasons, tokens = 0, {}, 0
-  for k in range(n_shards):
+  names = sorted(n for p in host_files for n in storage.read_json(p)["shards"])
+  chunks, kept, reasons, tokens = 0, 0, {}, 0
+  for name in names:
     for rejected in (False, True):
-      for line in storage.read_text(_shard_path(out_dir, k, rejected)).splitlines():
+      for line in storage.read_text(_shard_path(out_dir, name, rejected)).splitlines():
         if line.strip():
           rec = json.loads(line)
+          chunks += 1
           tokens += rec["output_tokens"]
           if rejected:
             reasons[rec["rejected"]] = reasons.get(rec["rejected"], 0) + 1
           else:
             kept += 1
-  manifest.update(chunks=n_chunks, shards=n_shards, kept=kept, rejected=reasons,
-                  output_tokens=tokens, complete=True)
+  manifest.update(chunks=chunks, shards=len(names), kept=kept,
+                  rejected=reasons, output_tokens=tokens, complete=True)
   storage.write_json(path, manifest)
+  return manifest
+
+
+def require_complete(out_dir: str, kind: str) -> dict:
+  """The manifest of a finished generation job, or one line saying what is missing."""
+  path = storage.join(out_dir, "manifest.json")
+  manifest = storage.read_json(path) if storage.exists(path) else {}
+  if not manifest.get("complete"):
+    done = storage.glob(storage.join(out_dir, "hosts", "*.json"))
+    raise UserError(f"{kind}: generation in {out_dir} is not complete ({len(done)} host parts "
+                    "done); run the generate stage (on every host) first")
   return manifest
 
 
