@@ -50,8 +50,8 @@ def stage_jobs(stage: str, cfg, gin_files: Sequence[str], bindings: Sequence[str
   # The study's settings, keyed into the job: a sweep reruns a done job whose script changed.
   key = study._key(dataclasses.asdict(cfg))
   return [launchers.Job(stage, "synthjax.study", list(gin_files),
-                        [*bindings, f"StudyConfig.stages = [{stage!r}]",
-                         f"# settings {key}"], all_hosts=stage == "generate")]
+                        [*bindings, f'StudyConfig.stages = ["{stage}"]', f"# settings {key}"],
+                        all_hosts=stage == "generate")]
 
 
 def run(cfg, args, gin_files: Sequence[str], bindings: Sequence[str]) -> None:
@@ -68,7 +68,8 @@ def run(cfg, args, gin_files: Sequence[str], bindings: Sequence[str]) -> None:
   print(launchers.cost_line(launchers.grid_cost(cfg, cfg.train_gin), args.chip_tflops,
                             args.mfu), flush=True)
   sweep.Sweep(args.status_dir, args.parallel, args.retries)  # checks the counts
-  for stage in cfg.stages:
+  # The corpus stage builds the embedded corpus; any other natural source needs nothing.
+  for stage in [s for s in cfg.stages if s != "corpus" or cfg.natural == study.EMBEDDED]:
     if stage == "train" and not args.dry_run:
       study.check_budgets(cfg, study._paths(cfg))  # from the tokenized copies' stats
     jobs = stage_jobs(stage, cfg, gin_files, bindings, args.dry_run)

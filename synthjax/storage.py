@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import posixpath
+import shutil
 import tempfile
 from typing import List, Tuple
 
@@ -249,6 +250,29 @@ def local_copy(path: str) -> str:
     finally:
       with contextlib.suppress(OSError):
         os.unlink(tmp)
+  return local
+
+
+def local_folder(path: str) -> str:
+  """A local copy of a folder tree (a model directory for readers that take local paths),
+  like local_copy: the path itself when local, else downloaded once per stamp of its
+  model.json."""
+  if not is_remote(path):
+    return path
+  key = hashlib.sha256(json.dumps([path, stamp(join(path, "model.json"))]).encode())
+  root = os.environ.get("SYNTHJAX_LOCAL_CACHE") or os.path.join(
+      os.path.expanduser("~"), ".cache", "synthjax", "store")
+  local = os.path.join(root, key.hexdigest()[:16], basename(path.rstrip("/")))
+  if not os.path.exists(local):
+    os.makedirs(os.path.dirname(local), exist_ok=True)
+    tmp = tempfile.mkdtemp(dir=os.path.dirname(local), prefix=".download")
+    fs, p = filesystem(path)
+    try:
+      with _edge(path):
+        fs.get(p.rstrip("/") + "/", tmp + "/", recursive=True)
+      os.replace(tmp, local)
+    finally:
+      shutil.rmtree(tmp, ignore_errors=True)
   return local
 
 

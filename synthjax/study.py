@@ -197,22 +197,24 @@ def train_job(cfg: StudyConfig, paths: dict, data: Data, vocab_size: int, run: d
   model_dir = storage.join(run["cell_dir"], f"seed{run['seed']}-{key}")
   domains = list(data.domains)
   repeat = sorted(data.synthetic) if cfg.repeat_synthetic else []
+  q = json.dumps  # gin reads JSON strings, lists and dicts; double quotes travel well in ssh
   bindings = [
-      f"MODEL_DIR = {model_dir!r}", f"TRAIN_TOKENS = {run['budget']}",
+      "import synthjax.data.loader", "import synthjax.data.tasks",  # what the lines below bind
+      f"MODEL_DIR = {q(model_dir)}", f"TRAIN_TOKENS = {run['budget']}",
       f"SEQ_LEN = {cfg.seq_len}", f"BATCH_SIZE = {cfg.batch_size}",
-      f"cache_dir.path = {paths['tokens']!r}",
+      f"cache_dir.path = {q(paths['tokens'])}",
       f"ModelConfig.V = {vocab_size}", f"TrainConfig.seed = {run['seed']}",
-      f"TrainConfig.branch_budgets = {list(run['branches'])!r}",
+      f"TrainConfig.branch_budgets = {q(list(run['branches']))}",
       "TrainConfig.data_source = @MixtureLoader", "MixtureLoader.register = @register_study_data",
-      f"register_study_data.vocabulary_path = {data.vocab!r}",
-      f"register_study_data.kinds = {_kinds(data)!r}",
-      f"register_study_data.validation = {data.domains!r}", "register_study_data.shares = []",
-      f"MixtureLoader.mixture = {run['mixture']!r}", "MixtureLoader.budget = %TRAIN_TOKENS",
-      f"MixtureLoader.seed = {run['seed']}", f"MixtureLoader.allow_repeat = {repeat!r}",
-      "TrainConfig.eval_sources = {" + ", ".join(f"{d!r}: @{d}/EvalSet" for d in domains) + "}",
-      *[f"{d}/EvalSet.task = {'valid_' + d!r}" for d in domains],
-      f"EvalSet.max_tokens = {cfg.eval_tokens}", "EvalSet.baseline_task = 'natural'",
-      "TrainConfig.checkpoint_every = 100", *cfg.train_bindings]
+      f"register_study_data.vocabulary_path = {q(data.vocab)}",
+      f"register_study_data.kinds = {q(_kinds(data))}",
+      f"register_study_data.validation = {q(data.domains)}", "register_study_data.shares = []",
+      f"MixtureLoader.mixture = {q(run['mixture'])}", "MixtureLoader.budget = %TRAIN_TOKENS",
+      f"MixtureLoader.seed = {run['seed']}", f"MixtureLoader.allow_repeat = {q(repeat)}",
+      "TrainConfig.eval_sources = {" + ", ".join(f"{q(d)}: @{d}/EvalSet" for d in domains) + "}",
+      *[f"{d}/EvalSet.task = {q('valid_' + d)}" for d in domains],
+      f"EvalSet.max_tokens = {cfg.eval_tokens}", "EvalSet.baseline_task = \"natural\"",
+      *cfg.train_bindings]
   return launchers.Job(_job_name(run), "synthjax.train", gin_files, bindings,
                        records=[record_path(model_dir, run["budget"], b)
                                 for b in [*run["branches"], run["budget"]]])
@@ -261,9 +263,11 @@ def stage_train(cfg, paths):
       _log(f"{what}: done already")
       continue
     model_dir = storage.dirname(j.records[-1])
-    stale = sorted(storage.glob(storage.join(r["cell_dir"], f"seed{r['seed']}-*")))
+    stale = sorted(storage.glob(storage.join(r["cell_dir"], f"seed{r['seed']}-*",
+                                             "model.json")))  # runs of this cell begun before
     if stale and not storage.exists(model_dir):
-      _log(f"{what}: settings changed since {storage.basename(stale[-1])}: training anew")
+      _log(f"{what}: settings changed since "
+           f"{storage.basename(storage.dirname(stale[-1]))}: training anew")
     # the job's definition, quieter: a study trains dozens of runs in this process
     gin_cli.parse(j.gin_files, [*j.bindings, "TrainConfig.log_every = 1000000"])
     record = train_lib.train(TrainConfig(), ModelConfig(), OptimizerConfig())

@@ -88,11 +88,13 @@ class StudyConfig:
                       f"a study in {self.study_dir} needs a natural source every host reads "
                       "(a glob on the store or tfds:NAME)")
     if self.natural_tokens:
-      over = [(r["budget"], r["mixture"]) for r in self.train_runs()
+      over = [r for r in self.train_runs()
               if r["budget"] * r["natural_share"] > self.natural_tokens]
       if over:
-        raise UserError(f"StudyConfig.budgets: {over[0][0]:.3g} tokens of {over[0][1]} need "
-                        f"more natural text than the source's {self.natural_tokens:.3g} tokens "
+        r = over[0]
+        raise UserError(f"StudyConfig.budgets: the {r['mixture']} run of {r['budget']:.3g} "
+                        f"tokens needs {r['budget'] * r['natural_share']:.3g} natural tokens, "
+                        f"more than the source's {self.natural_tokens:.3g} "
                         "(StudyConfig.natural_tokens); cap the budgets")
     for size in self.model_sizes:
       if not os.path.exists(os.path.join(gin_cli.GIN_CONFIGS, "models", f"{size}.gin")):
@@ -111,7 +113,7 @@ class StudyConfig:
           except UserError as e:
             raise UserError(f"StudyConfig ({what}): {e}") from None
     if not dry_run and self.generator not in ("tiny-random", assets.EMBEDDED_GENERATOR) and (
-        not os.path.exists(os.path.join(self.generator, "model.json"))):
+        not storage.exists(storage.join(self.generator, "model.json"))):
       raise UserError(f"StudyConfig.generator: {self.generator!r} is not a synthjax model "
                       "directory (no model.json)")
 

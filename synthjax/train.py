@@ -357,7 +357,8 @@ def _record(cfg: TrainConfig, model_cfg: ModelConfig, source, steps: int, final_
       "loss": final_eval.get("eval/avg/loss"), "eval": details,
       "repeats": getattr(source, "repeats", {}),
       "flops_per_token": train_flops_per_token(model_cfg, cfg.seq_len),
-      "wall_s": wall, "model_dir": storage.abspath(cfg.model_dir), **extra,
+      "wall_s": wall, "hosts": jax.process_count(),
+      "model_dir": storage.abspath(cfg.model_dir), **extra,
   }
 
 

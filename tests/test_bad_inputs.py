@@ -230,16 +230,19 @@ CASES = [
      r"1.5 is not a share in \[0, 1\]"),
     ("synthjax.study", STUDY + ["--gin.StudyConfig.budgets=[1000, -1]"],
      r"-1 is not a positive number of tokens"),
-    # launchers
-    ("synthjax.launchers", LAUNCH + ["--launcher=tpu_vm", "--tpu_zone=z",
-                                     "--bucket=my-bucket/runs"],
-     r"--bucket=my-bucket/runs: not a gs:// URL"),
-    ("synthjax.launchers", LAUNCH + ["--launcher=tpu_vm", "--bucket=gs://b"],
-     r"needs --tpu_zone and --bucket"),
-    ("synthjax.launchers", LAUNCH + ["--launcher=gpu"], r"needs at least one host"),
-    ("synthjax.launchers", LAUNCH + ["--launcher=slurm"], r"invalid choice: 'slurm'"),
-    ("synthjax.launchers", LAUNCH + ["--launcher=local", "--gin.StudyConfig.budgets=[]"],
+    # the study on a cluster (--launcher)
+    ("synthjax.study", LAUNCH + ["--launcher=tpu_vm", "--tpu_zone=z"],
+     r"StudyConfig.study_dir .*/study: not a gs:// URL"),
+    ("synthjax.study", LAUNCH + ["--launcher=tpu_vm"], r"needs --tpu_zone"),
+    ("synthjax.study", LAUNCH + ["--launcher=gpu"], r"needs at least one host"),
+    ("synthjax.study", LAUNCH + ["--launcher=slurm"], r"invalid choice: 'slurm'"),
+    ("synthjax.study", LAUNCH + ["--launcher=local", "--gin.StudyConfig.budgets=[]"],
      r"StudyConfig.budgets is empty"),
+    ("synthjax.study", LAUNCH + ["--launcher=local", "--processes=0"],
+     r"--processes must be at least 1"),
+    ("synthjax.study", LAUNCH + ["--launcher=local", "--gin.StudyConfig.natural_tokens=1000"],
+     r"the natural run of 2.05e\+03 tokens needs 2.05e\+03 natural tokens, more than the "
+     r"source's 1e\+03"),
 ]
 
 
@@ -294,6 +297,7 @@ def test_tpu_vm_names_are_valid_cloud_names():
 
 @pytest.mark.parametrize("script,args", [("local.sh", []), ("local.sh", ["study/smoke.gin"]),
                                          ("tpu_vm.sh", ["study/smoke.gin", "z"]),
+                                         ("gpu_hosts.sh", ["study/smoke.gin"]),
                                          ("gpu_hosts.sh", [])])
 def test_launch_scripts_without_their_arguments_print_usage(script, args, tmp_path):
   proc = subprocess.run(["bash", os.path.join(REPO, "launch", script), *args], cwd=tmp_path,

@@ -75,6 +75,8 @@ class GenerateConfig:
 def resolve_generator(name: str) -> str:
   """A model directory; the embedded name is converted from its GGUF once and cached."""
   if name != assets.EMBEDDED_GENERATOR:
+    if storage.is_remote(name) and storage.exists(storage.join(name, "model.json")):
+      return storage.local_folder(name)  # every host reads its own copy
     if not os.path.exists(os.path.join(name, "model.json")):
       raise UserError(f"generator {name!r}: not a synthjax model directory (no model.json); "
                       "convert a checkpoint with python -m synthjax.convert")
@@ -82,7 +84,11 @@ def resolve_generator(name: str) -> str:
   out = os.path.join(os.path.expanduser("~"), ".cache", "synthjax", "models", name)
   if not os.path.exists(os.path.join(out, "model.json")):
     from synthjax import convert
-    convert.convert_gguf(name, out, overwrite=True)
+    try:
+      convert.convert_gguf(name, out)
+    except (UserError, OSError):  # another process on this machine converted it first
+      if not os.path.exists(os.path.join(out, "model.json")):
+        raise
   return out
 
 
