@@ -129,16 +129,16 @@ def gpu_script(job: Job, **kw) -> str:
   return _concurrently(gpu_commands(job, **kw))
 
 
-def tpu_name(job_name: str) -> str:
-  """A Cloud TPU node name for a job: lowercase letters, digits and hyphens, starting with a
-  letter, at most 63 characters (underscores and dots are not allowed there); a hash of the
-  full name keeps names unique when the job name is cut."""
+def tpu_name(job_name: str, study: str = "") -> str:
+  """A Cloud TPU node name for a job of a study: lowercase letters, digits and hyphens,
+  starting with a letter, at most 63 characters (underscores and dots are not allowed there).
+  A hash of the study and the full job name ends it, so two studies' jobs (or two long names
+  cut alike) never share a VM name."""
   import hashlib
   import re
+  digest = hashlib.sha256(f"{study}\0{job_name}".encode()).hexdigest()[:8]
   name = "sj-" + re.sub(r"[^a-z0-9-]+", "-", job_name.lower()).strip("-")
-  if len(name) > 63:
-    name = name[:54].rstrip("-") + "-" + hashlib.sha256(job_name.encode()).hexdigest()[:8]
-  return name
+  return name[:54].rstrip("-") + "-" + digest
 
 
 def grid_cost(cfg, train_gin: Sequence[str] = ()) -> dict:
@@ -190,7 +190,8 @@ def job_scripts(args, jobs: Sequence[Job], study_dir: str) -> dict:
     if not study_dir.startswith("gs://"):
       raise UserError(f"StudyConfig.study_dir {study_dir}: not a gs:// URL (a TPU VM's disk "
                       "goes away with it: the study must live in a bucket)")
-    return {job.name: tpu_vm_script(job, name=tpu_name(job.name), zone=args.tpu_zone,
+    return {job.name: tpu_vm_script(job, name=tpu_name(job.name, study_dir),
+                                    zone=args.tpu_zone,
                                     accelerator=args.tpu_type, queued=args.tpu_queued)
             for job in jobs}
   hosts = [h for h in args.hosts.split(",") if h]

@@ -293,6 +293,7 @@ def test_tpu_vm_names_are_valid_cloud_names():
     name = launchers.tpu_name(job)
     assert re.fullmatch(r"[a-z][a-z0-9-]{0,61}[a-z0-9]", name), name
   assert launchers.tpu_name("a" * 80 + "1") != launchers.tpu_name("a" * 80 + "2")
+  assert launchers.tpu_name("vocab", "gs://b/s1") != launchers.tpu_name("vocab", "gs://b/s2")
 
 
 @pytest.mark.parametrize("script,args", [("local.sh", []), ("local.sh", ["study/smoke.gin"]),

@@ -10,9 +10,8 @@ Sampling runs on device per slot: greedy (temperature 0), temperature, top-k, to
 repetition penalty, with a key derived from the request's own seed and its token index, so a
 request's output does not depend on which slot or batch it ran in.
 """
-import collections
 import dataclasses
-from typing import List, Optional, Sequence
+from typing import Dict, Iterable, List, Optional, Sequence
 
 import flax.linen as nn
 import jax
@@ -168,9 +167,18 @@ class Engine:
   def _key(seed: int, index: int):
     return jax.random.fold_in(jax.random.key(np.uint32(seed)), index)
 
-  def generate(self, requests: Sequence[Request], on_result=None) -> List[Result]:
-    """Run every request; `on_result(i, result)` is called as each one finishes."""
-    for i, r in enumerate(requests):
+  def generate(self, requests: Iterable[Request], on_result=None) -> Optional[List[Result]]:
+    """Run every request; `on_result(i, result)` is called as each one finishes. Requests are
+    taken from the iterable as slots free up, so a caller can stream them; without
+    `on_result` the results come back in request order."""
+    pending = enumerate(requests)
+    live: Dict[int, Request] = {}
+    results: Dict[int, Result] = {}
+
+    def next_request():
+      i, r = next(pending, (None, None))
+      if r is None:
+        return None, None
       if len(r.prompt) == 0:
         raise UserError(f"request {i}: empty prompt")
       if len(r.prompt) >= self.max_len:
@@ -178,8 +186,9 @@ class Engine:
                         f"context ({self.max_len} tokens)")
       if r.stop and self.decode_text is None:
         raise UserError("stop strings need the engine's decode_text")
-    queue = collections.deque(range(len(requests)))
-    results: List[Optional[Result]] = [None] * len(requests)
+      live[i] = r
+      return i, r
+
     owner = [-1] * self.slots
     lengths = np.zeros(self.slots, np.int32)   # tokens in each slot's cache
     last = np.zeros(self.slots, np.int32)      # each slot's newest token (not yet cached)
@@ -188,11 +197,11 @@ class Engine:
     def sampling_arrays(slot_requests):
       fields = ("temperature", "top_k", "top_p", "repetition_penalty")
       dtypes = (np.float32, np.int32, np.float32, np.float32)
-      return tuple(jnp.asarray([getattr(requests[i].sampling, f) if i >= 0 else d(0)
+      return tuple(jnp.asarray([getattr(live[i].sampling, f) if i >= 0 else d(0)
                                 for i in slot_requests], d) for f, d in zip(fields, dtypes))
 
     def finish_reason(slot):
-      req = requests[owner[slot]]
+      req = live[owner[slot]]
       if out[slot][-1] in self.eos_ids:
         return "eos"
       if req.stop and any(s in self.decode_text(out[slot]) for s in req.stop):
@@ -210,14 +219,15 @@ class Engine:
           if reason is None:
             return
           result = Result(out[slot], reason)
-          results[owner[slot]] = result
+          del live[owner[slot]]
           if on_result:
             on_result(owner[slot], result)
+          else:
+            results[owner[slot]] = result
           owner[slot] = -1
-        if not queue:
+        i, req = next_request()
+        if req is None:
           return
-        i = queue.popleft()
-        req = requests[i]
         n = len(req.prompt)
         padded = np.zeros((1, self._bucket(n)), np.int32)
         padded[0, :n] = req.prompt
@@ -234,7 +244,7 @@ class Engine:
       retire_and_refill(slot)
     while any(o >= 0 for o in owner):
       busy = np.asarray([o >= 0 for o in owner])
-      seeds = np.asarray([requests[o].sampling.seed if o >= 0 else 0 for o in owner], np.uint32)
+      seeds = np.asarray([live[o].sampling.seed if o >= 0 else 0 for o in owner], np.uint32)
       counts = np.asarray([len(x) for x in out], np.int32)  # token index the key is for
       self.cache, self.seen, next_tokens = self._on_mesh(
           self._decode, self.params, self.cache, self.seen, jnp.asarray(last), jnp.asarray(lengths),
@@ -245,4 +255,4 @@ class Engine:
         last[slot] = next_tokens[slot]
         out[slot].append(int(next_tokens[slot]))
         retire_and_refill(slot)
-    return results
+    return None if on_result else [results[i] for i in range(len(results))]

@@ -161,36 +161,26 @@ def run(cfg: GenerateConfig) -> dict:
                       f"not fit the context of {cfg.max_len} tokens")
     return ids
 
-  def windows():
-    """This host's unfinished shards, a few at a time (enough requests to keep every slot
-    busy): [(shard name, its chunks, their prompts)]."""
-    window, requests = [], 0
+  def unfinished():
+    """This host's shards not yet written, streamed: (name, its chunks, their prompts)."""
     for name, docs in _my_shards(cfg):
       owned.append(name)
-      if storage.exists(_shard_path(cfg.output_dir, name)):
-        continue
-      chunks = _chunks(cfg, docs, count)
-      window.append((name, chunks, [prompt_ids(c) for c in chunks]))
-      requests += len(chunks)
-      if requests >= 4 * cfg.slots:
-        yield window
-        window, requests = [], 0
-    if window:
-      yield window
+      if not storage.exists(_shard_path(cfg.output_dir, name)):
+        chunks = _chunks(cfg, docs, count)
+        yield name, chunks, [prompt_ids(c) for c in chunks]
 
   owned = []  # this host's shards, done before or now
-  todo = windows()
+  todo = unfinished()
   first = next(todo, None)  # its prompts are checked before anything is written
   storage.check_writable(cfg.output_dir)
   storage.makedirs(storage.join(cfg.output_dir, "rejected"))
   _check_manifest(cfg.output_dir, _signature(cfg, template, generator_dir))
-  stats = {"chunks": 0, "tokens": 0, "t0": time.time()}
   if first is not None:
     params = store.load_params(generator_dir, model_cfg)
     engine = Engine(model_cfg, params, eos_ids=[meta.get("eos_id", -1)], slots=cfg.slots,
                     max_len=cfg.max_len, mesh=_mesh(cfg.slots), decode_text=tokenizer.decode)
-    for window in itertools.chain([first], todo):
-      _generate_window(cfg, engine, tokenizer, template, window, generator_dir, stats)
+    _generate_shards(cfg, engine, tokenizer, template, itertools.chain([first], todo),
+                     generator_dir)
   storage.write_json(_host_path(cfg.output_dir, cfg.host_count, cfg.host_index),
                      {"shards": owned})
   return finalize(cfg.output_dir, cfg.host_count)
@@ -212,22 +202,37 @@ def _host_path(out_dir: str, hosts: int, index: int) -> str:
   return storage.join(out_dir, "hosts", f"{hosts}-{index}.json")
 
 
-def _generate_window(cfg, engine, tokenizer, template, window, generator_dir, stats):
-  """One window's chunks go to the engine as one queue (slots refill across shard
-  boundaries); a shard is written as soon as its last chunk is back."""
+def _generate_shards(cfg, engine, tokenizer, template, shards, generator_dir):
+  """Every chunk of the streamed shards goes to the engine as one queue, read as slots free
+  up (slots refill across shard boundaries); a shard is written as soon as its last chunk is
+  back, and forgotten."""
   sampling = Sampling(cfg.temperature, cfg.top_k, cfg.top_p, cfg.repetition_penalty,
                       cfg.max_new_tokens, cfg.seed)
-  order, reqs = [], []
-  for name, chunks, prompt_ids in window:
-    for c, ids in zip(chunks, prompt_ids):
-      order.append((name, c))
-      reqs.append(Request(ids, dataclasses.replace(sampling, seed=hash_seed(cfg.seed, c))))
-  pending = {name: len(chunks) for name, chunks, _ in window}
-  kept = {name: [] for name in pending}
-  rejected = {name: [] for name in pending}
+  order = {}  # request index -> (shard, chunk, its sampling), while in flight
+  pending, kept, rejected = {}, {}, {}
+  stats = {"chunks": 0, "tokens": 0, "t0": time.time()}
+
+  def write(name):
+    in_order = lambda pairs: [rec for _, rec in sorted(pairs, key=lambda p: p[0])]
+    # rejected first: the kept shard's appearance is what marks the shard as done
+    _write_jsonl(_shard_path(cfg.output_dir, name, rejected=True), in_order(rejected.pop(name)))
+    _write_jsonl(_shard_path(cfg.output_dir, name), in_order(kept.pop(name)))
+    del pending[name]
+
+  def requests():
+    i = 0
+    for name, chunks, prompt_ids in shards:
+      pending[name], kept[name], rejected[name] = len(chunks), [], []
+      if not chunks:  # a shard of empty documents is done at once
+        write(name)
+      for c, ids in zip(chunks, prompt_ids):
+        s = dataclasses.replace(sampling, seed=hash_seed(cfg.seed, c))
+        order[i] = (name, c, s, len(ids))
+        yield Request(ids, s)
+        i += 1
 
   def on_result(i, res):
-    k, c = order[i]
+    k, c, s, prompt_tokens = order.pop(i)
     ids = [t for t in res.tokens if t not in engine.eos_ids]
     text = tokenizer.decode(ids).strip()
     if template.get("keep_prefill"):
@@ -236,8 +241,8 @@ def _generate_window(cfg, engine, tokenizer, template, window, generator_dir, st
     rec = {"id": f"{c['source_id']}#{c['chunk']}", "source_id": c["source_id"],
            "chunk": c["chunk"], "text": text, "style": template["style"],
            "prompt_version": template["version"], "generator": os.path.basename(
-               os.path.normpath(generator_dir)), "sampling": dataclasses.asdict(reqs[i].sampling),
-           "prompt_tokens": len(reqs[i].prompt), "output_tokens": len(res.tokens),
+               os.path.normpath(generator_dir)), "sampling": dataclasses.asdict(s),
+           "prompt_tokens": prompt_tokens, "output_tokens": len(res.tokens),
            "finish": res.finish}
     if reason and cfg.apply_filter:
       rec["rejected"] = reason
@@ -250,20 +255,13 @@ def _generate_window(cfg, engine, tokenizer, template, window, generator_dir, st
     stats["tokens"] += len(res.tokens)
     pending[k] -= 1
     if pending[k] == 0:
-      # rejected first: the kept shard's appearance is what marks shard k as done
-      in_order = lambda pairs: [rec for _, rec in sorted(pairs, key=lambda p: p[0])]
-      _write_jsonl(_shard_path(cfg.output_dir, k, rejected=True), in_order(rejected.pop(k)))
-      _write_jsonl(_shard_path(cfg.output_dir, k), in_order(kept.pop(k)))
+      write(k)
       elapsed = time.time() - stats["t0"]
       print(f"generate: shard {k} | {stats['chunks']} chunks, "
             f"{stats['tokens'] / elapsed:.1f} tok/s, {stats['chunks'] / elapsed:.2f} chunks/s",
             file=sys.stderr, flush=True)
 
-  engine.generate(reqs, on_result=on_result)
-  for name, chunks, _ in window:  # a shard with no chunks (empty documents) is done too
-    if not chunks:
-      _write_jsonl(_shard_path(cfg.output_dir, name, rejected=True), [])
-      _write_jsonl(_shard_path(cfg.output_dir, name), [])
+  engine.generate(requests(), on_result=on_result)
 
 
 def hash_seed(seed: int, chunk: dict) -> int:
