@@ -284,7 +284,8 @@ def record_paths(cfg, paths) -> list:
 
 
 def _report_digest(record_paths) -> str:
-  """What the report depends on: the run records and the analysis code that reads them."""
+  """What the report depends on: the run records (and the generation manifests) and the
+  analysis code that reads them."""
   from synthjax import analyze
   code = sorted(glob.glob(os.path.join(os.path.dirname(analyze.__file__), "*.py")))
   h = hashlib.sha256()
@@ -302,13 +303,16 @@ def stage_analyze(cfg, paths):
   found = [p for p in records if storage.exists(p)]
   if len(found) < len(records):
     _log(f"report: {len(records) - len(found)} of {len(records)} runs have no record yet")
-  digest = _report_digest(found)
+  synthetic = {k: d for k, (d, _, _) in Data(cfg, paths).synthetic.items()
+               if storage.exists(storage.join(d, "manifest.json"))}
+  digest = _report_digest(found + [storage.join(d, "manifest.json")
+                                   for d in synthetic.values()])
   stamp = storage.join(paths["report"], "run_records.sha256")
   path = storage.join(paths["report"], "report.md")
   if storage.exists(path) and storage.exists(stamp) and storage.read_text(stamp) == digest:
     _log(f"report: {path} (run records and analysis unchanged)")
     return path
-  path = report.report(found, paths["report"])
+  path = report.report(found, paths["report"], synthetic=synthetic)
   storage.write_text(stamp, digest)
   _log(f"report: {path}")
   return path

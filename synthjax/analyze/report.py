@@ -9,7 +9,7 @@ import io
 import math
 import os
 import posixpath
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import numpy as np
 
@@ -237,6 +237,17 @@ def _plots(results: dict, out_dir: str) -> Dict[str, str]:
     lo, hi = c["interval"]
     ax.errorbar([x], [c["loss"]], yerr=[[c["loss"] - lo], [hi - c["loss"]]], capsize=2, **kw)
 
+  kinds = [x for x in results.get("synthetic", []) if x["faithfulness"]]
+  if kinds:
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for x in kinds:
+      ax.hist(x["faithfulness"], bins=np.linspace(0, 1, 21), histtype="step", linewidth=1.5,
+              label=f"{x['kind']} ({x['kept']} kept)")
+    ax.set_xlabel("faithfulness: share of content words from the source")
+    ax.set_ylabel("kept outputs")
+    ax.legend(fontsize=8)
+    save(fig, "faithfulness.png")
+
   fig, axes = plt.subplots(1, len(Ns), figsize=(5.5 * len(Ns), 4.2), squeeze=False)
   for ax, N in zip(axes[0], Ns):
     for m in results["grid"]["mixtures"]:
@@ -286,7 +297,18 @@ def _plots(results: dict, out_dir: str) -> Dict[str, str]:
     save(fig, "speedup.png")
 
   if results["best_shares"]:
-    fig, axes = plt.subplots(1, len(Ns), figsize=(5.5 * len(Ns), 4.2), squeeze=False)
+    kinds = [x for x in results.get("synthetic", []) if x["faithfulness"]]
+  if kinds:
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for x in kinds:
+      ax.hist(x["faithfulness"], bins=np.linspace(0, 1, 21), histtype="step", linewidth=1.5,
+              label=f"{x['kind']} ({x['kept']} kept)")
+    ax.set_xlabel("faithfulness: share of content words from the source")
+    ax.set_ylabel("kept outputs")
+    ax.legend(fontsize=8)
+    save(fig, "faithfulness.png")
+
+  fig, axes = plt.subplots(1, len(Ns), figsize=(5.5 * len(Ns), 4.2), squeeze=False)
     for ax, N in zip(axes[0], Ns):
       for b in (b for b in results["best_shares"] if b["N"] == N):
         here = [c for c in cells if c["N"] == N and c["D"] == b["D"]
@@ -411,6 +433,24 @@ def _blocks(results: dict, images: Dict[str, str], out_dir: str):
              _fmt(b["best"] - b["unigram"], 3), b["best_cell"]] for b in results["baselines"]]
     yield ("table", ["domain", "unigram", "natural, largest N and D", "best cell",
                      "best - unigram", "best cell is"], rows)
+  if results.get("synthetic"):
+    yield ("h2", "What the models were trained on: the synthetic data")
+    yield ("p", "Per generated kind: the outputs kept, why the others were dropped, how many "
+                "kept outputs had commentary cut off their ends, and faithfulness: the share "
+                "of an output's content words (4+ letters) found in its source chunk.")
+    rows = [[x["kind"], x["outputs"], f"{x['kept_share']:.0%}",
+             ", ".join(f"{k} {v}" for k, v in x["rejected"].items()) or "-", x["trimmed"],
+             " / ".join(f"{v:.2f}" for v in x["faithfulness_quantiles"].values()) or "-"]
+            for x in results["synthetic"]]
+    yield ("table", ["kind", "outputs", "kept", "dropped (reason count)", "trimmed",
+                     "faithfulness p10 / p50 / p90"], rows)
+    if "faithfulness.png" in images:
+      yield ("img", "faithfulness.png", "faithfulness of the kept outputs per kind")
+    for x in results["synthetic"]:
+      yield ("list", [f"{x['kind']} {e['id']} (faithfulness {e['faithfulness']:.2f}): "
+                      f"{_excerpt(e['text'])}" for e in x["examples"]]
+             + [f"{x['kind']} {e['id']} (dropped: {e['reason']}): {_excerpt(e['text'])}"
+                for e in x["rejected_examples"]])
   yield ("h2", "Mean validation loss per cell")
   yield ("p", "loss in nats per token (token-weighted over domains); bits/byte: the mean over "
               "domains of each domain's bits per byte of text, comparable across vocabularies.")
@@ -490,6 +530,11 @@ def _blocks(results: dict, images: Dict[str, str], out_dir: str):
           for r in sorted(results["records"],
                           key=lambda r: (r["N"], r["D"], r["mixture"], r["seed"]))]
   yield ("table", ["mixture", "N", "D", "seed", "share", "loss", "repeated", "record"], rows)
+
+
+def _excerpt(text: str, chars: int = 300) -> str:
+  text = " ".join(text.split())
+  return text if len(text) <= chars else text[:chars].rsplit(" ", 1)[0] + " ..."
 
 
 def _finding(f: dict) -> str:
@@ -601,11 +646,16 @@ def _jsonable(x):
   return x
 
 
-def report(paths, out_dir: str, n_boot: int = 1000, n_fit_boot: int = 100) -> str:
+def report(paths, out_dir: str, n_boot: int = 1000, n_fit_boot: int = 100,
+           synthetic: Optional[Dict[str, str]] = None) -> str:
   """The report of run records (files, folders or object-store prefixes) into out_dir (local
-  or an object store)."""
+  or an object store); `synthetic` (kind -> generation output dir) adds what the synthetic
+  data was."""
+  from synthjax.analyze import synthetic as synthetic_lib
   storage.check_writable(out_dir)  # before the bootstraps, not after
   recs = records_lib.load(paths)
   if not recs:
     raise UserError("no run records")
-  return write(analyze(recs, n_boot=n_boot, n_fit_boot=n_fit_boot), out_dir)
+  results = analyze(recs, n_boot=n_boot, n_fit_boot=n_fit_boot)
+  results["synthetic"] = [synthetic_lib.summarize(k, d) for k, d in (synthetic or {}).items()]
+  return write(results, out_dir)

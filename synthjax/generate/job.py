@@ -234,16 +234,21 @@ def _generate_shards(cfg, engine, tokenizer, template, shards, generator_dir):
   def on_result(i, res):
     k, c, s, prompt_tokens = order.pop(i)
     ids = [t for t in res.tokens if t not in engine.eos_ids]
-    text = tokenizer.decode(ids).strip()
+    raw = tokenizer.decode(ids).strip()
     if template.get("keep_prefill"):
-      text = f"{template['prefill']} {text}"
-    reason = filters.rejection(text, c["source_text"], res.finish)
+      raw = f"{template['prefill']} {raw}"
+    text, reason = filters.review(raw, c["source_text"], res.finish,
+                                  template.get("min_faithfulness", 0.0))
     rec = {"id": f"{c['source_id']}#{c['chunk']}", "source_id": c["source_id"],
-           "chunk": c["chunk"], "text": text, "style": template["style"],
+           "chunk": c["chunk"], "text": text,
+           "faithfulness": round(filters.faithfulness(text, c["source_text"]), 4),
+           "style": template["style"],
            "prompt_version": template["version"], "generator": os.path.basename(
                os.path.normpath(generator_dir)), "sampling": dataclasses.asdict(s),
            "prompt_tokens": prompt_tokens, "output_tokens": len(res.tokens),
            "finish": res.finish}
+    if text != raw:  # commentary cut off its ends: the whole output stays on record
+      rec["raw"] = raw
     if reason and cfg.apply_filter:
       rec["rejected"] = reason
       rejected[k].append((i, rec))

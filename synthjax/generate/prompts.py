@@ -1,8 +1,10 @@
 """Prompt styles (versioned, editable JSON templates), chat formats and chunking.
 
-A template file holds {"style", "version", "system", "user" (with {text}), "prefill"}. The
-prefill opens the assistant turn ("Paraphrased paragraph:") so that small instruct models
-write in the asked style at once instead of commenting on the request.
+A template file holds {"style", "version", "system", "user" (with {text}), "prefill"} and
+optionally "keep_prefill" and "min_faithfulness" (the share of an output's content words that
+must come from its source chunk, filters.py). The prefill opens the assistant turn
+("Paraphrased paragraph:") so that small instruct models write in the asked style at once
+instead of commenting on the request.
 """
 import json
 import os
@@ -33,6 +35,9 @@ def load_template(style_or_path: str) -> dict:
   if "{text}" not in t["user"]:
     raise UserError(f"{path}: field 'user' has no {{text}} placeholder")
   t.setdefault("system", "")
+  floor = t.get("min_faithfulness", 0.0)
+  if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor <= 1:
+    raise UserError(f"{path}: min_faithfulness must be a share in [0, 1], got {floor!r}")
   return t
 
 
