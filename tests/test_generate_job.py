@@ -140,33 +140,6 @@ def test_templates_and_chunking():
   assert " ".join(pieces).split() == doc.split()  # nothing lost or reordered
 
 
-def test_filters_name_the_reason():
-  src = "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris."
-  good = "In Paris, on the Champ de Mars, stands a lattice tower of wrought iron named after Eiffel."
-  reason = lambda text, finish="eos", floor=0.0: filters.review(text, src, finish, floor)[1]
-  assert reason("") == "empty"
-  assert reason("A fine rewrite of the text here.", "length") == "truncated"
-  assert reason("la la la " * 20) == "repetitive"
-  assert reason(src) == "echo"
-  assert reason("Here's a suggested edit: the tower stands in Paris.") == "preamble"
-  assert reason(good) is None
-  # commentary about the rewriting, wherever it is
-  assert reason("The above paragraph was rephrased for clarity and grammar.") == "commentary"
-  assert reason("The tower, I have rewritten it, stands on the Champ de Mars in Paris.") == (
-      "commentary")
-  # ... but a rewrite wrapped in it is kept without the wrapping, and says so
-  text, why = filters.review(f"Here is the revised paragraph:\n\n{good}\n\nI made changes to "
-                             "improve clarity while maintaining the original meaning.", src, "eos")
-  assert why is None and text == good
-  # a word the source itself uses is not commentary
-  assert filters.commentary("Paraphrase is a restatement.", "A paraphrase is a restatement.") is None
-  # faithfulness: the share of the output's content words found in the source
-  # 8 of its 11 content words are the source's (not 'stands', 'named', 'after')
-  assert filters.faithfulness(good, src) == pytest.approx(8 / 11)
-  assert filters.faithfulness("Bananas ripen quickly in warm kitchens.", src) == 0.0
-  assert reason("Bananas ripen quickly in warm kitchens.", floor=0.2) == "unfaithful"
-
-
 @pytest.mark.slow
 def test_smollm2_writes_on_topic_english_in_each_style(tmp_path):
   """The embedded generator on two Wikipedia leads: every style's output shares content

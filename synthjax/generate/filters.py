@@ -17,8 +17,16 @@ COMMENTARY = re.compile("|".join([
     r"\b(?:re-?phras|paraphras|rewrit|rewrot|re-?word)\w*",
     r"\b(?:the|this|that)\s+(?:above|original|given|following|previous|provided|source)\s+"
     + _TEXT,
-    r"\b(?:the|this)\s+" + _TEXT + r"\s+(?:is|was|has been|discusses|describes|talks|"
-    r"explains|provides|highlights|mentions|states|says|suggests|emphasizes|focuses)\b",
+    r"\b(?:the|this|a|an)\s+(?:\w+\s+)?" + _TEXT + r"\s+(?:is|was|has been|discusses|describes|talks|"
+    r"explains|provides|highlights|mentions|states|says?|suggests|emphasizes|focuses|means?|"
+    r"covers)\b",
+    r"\bwikipedia\b",  # the style asked for, not the subject
+    # questions and answers about the questions, not about the subject
+    r"\bwhat(?:'s|\s+is|\s+does)\s+(?:a|the|this)\s+(?:question|answer|paragraph|text|passage)\b",
+    r"\b(?:the|an)\s+answer\s+(?:to|for)\s+(?:this|the|that|the above)\s+question",
+    r"\bwhat(?:'s|\s+is)\s+the\s+answer\b",
+    r"\b(?:an|the)\s+answer\s+(?:could|would|will|should)\s+(?:include|be|contain)\b",
+    r"\byou(?:'re|\s+are)\s+asked\b",
     r"\baccording to the " + _TEXT,
     r"\b(?:in|from)\s+(?:the|this)\s+" + _TEXT + r"\s*,",
     r"\bi\s+(?:have|'ve|had)\s+(?:\w+\s+)?(?:re\w+|made|used|added|removed|kept|tried|"
@@ -90,10 +98,12 @@ def faithfulness(text: str, source: str) -> float:
   return sum(w in src for w in out) / len(out)
 
 
-def review(text: str, source: str, finish: str,
-           min_faithfulness: float = 0.0) -> Tuple[str, Optional[str]]:
+def review(text: str, source: str, finish: str, min_faithfulness: float = 0.0,
+           must_match: Optional[str] = None) -> Tuple[str, Optional[str]]:
   """(the text to keep, None) or (the text, why it is dropped). Commentary wrapped around the
-  text is cut off first; an output that was all commentary is dropped as such."""
+  text is cut off first; an output that was all commentary is dropped as such. `must_match`:
+  a regular expression the kept text must match (a style's form, e.g. a question with an
+  answer)."""
   stripped = text.strip()
   if finish in ("length", "context") and len(WORD.findall(stripped)) >= 3:
     return stripped, "truncated"
@@ -108,6 +118,8 @@ def review(text: str, source: str, finish: str,
     return cleaned, "preamble"
   if commentary(cleaned, source):
     return cleaned, "commentary"
+  if must_match and not re.search(must_match, cleaned):
+    return cleaned, "malformed"
   if faithfulness(cleaned, source) < min_faithfulness:
     return cleaned, "unfaithful"
   return cleaned, None

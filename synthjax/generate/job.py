@@ -238,7 +238,8 @@ def _generate_shards(cfg, engine, tokenizer, template, shards, generator_dir):
     if template.get("keep_prefill"):
       raw = f"{template['prefill']} {raw}"
     text, reason = filters.review(raw, c["source_text"], res.finish,
-                                  template.get("min_faithfulness", 0.0))
+                                  template.get("min_faithfulness", 0.0),
+                                  template.get("must_match"))
     rec = {"id": f"{c['source_id']}#{c['chunk']}", "source_id": c["source_id"],
            "chunk": c["chunk"], "text": text,
            "faithfulness": round(filters.faithfulness(text, c["source_text"]), 4),

@@ -1,8 +1,9 @@
 """Prompt styles (versioned, editable JSON templates), chat formats and chunking.
 
 A template file holds {"style", "version", "system", "user" (with {text}), "prefill"} and
-optionally "keep_prefill" and "min_faithfulness" (the share of an output's content words that
-must come from its source chunk, filters.py). The prefill opens the assistant turn
+optionally "keep_prefill", "min_faithfulness" (the share of an output's content words that
+must come from its source chunk, filters.py) and "must_match" (a regular expression a kept
+output matches: the style's form). The prefill opens the assistant turn
 ("Paraphrased paragraph:") so that small instruct models write in the asked style at once
 instead of commenting on the request.
 """
@@ -38,6 +39,11 @@ def load_template(style_or_path: str) -> dict:
   floor = t.get("min_faithfulness", 0.0)
   if isinstance(floor, bool) or not isinstance(floor, (int, float)) or not 0 <= floor <= 1:
     raise UserError(f"{path}: min_faithfulness must be a share in [0, 1], got {floor!r}")
+  if "must_match" in t:
+    try:
+      re.compile(t["must_match"])
+    except (re.error, TypeError) as e:
+      raise UserError(f"{path}: must_match is not a regular expression ({e})") from None
   return t
 
 
