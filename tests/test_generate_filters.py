@@ -39,16 +39,19 @@ def test_filters_name_the_reason():
 
 
 def test_kept_outputs_of_a_labelled_sample_are_rarely_commentary():
-  """A held-out sample: SmolLM2-135M-Instruct's HQ rephrases of 120 Wikipedia leads and QA of
-  80 others (documents the filters were not written from), every output read and its
-  commentary about the text or the rewriting quoted by hand (`commentary`). The filters keep
-  an output only when no quoted phrase is left in the kept text, in all but 2% of kept ones."""
+  """Real outputs, every one read and its commentary (about the text, the rewriting or the
+  question) quoted by hand: SmolLM2-135M-Instruct's HQ rephrases of 2 x 120 Wikipedia leads
+  and QA of 2 x 80 others. Round 1 was labelled before the filters saw it, which found gaps
+  (3 of 82 kept HQ outputs were commentary) that were then closed; round 2 was generated and
+  labelled after that, from other documents, as the held-out measure: 1 of 85 kept HQ and 1
+  of 28 kept QA outputs were commentary. The QA gap ("this question") was then closed too, so
+  both rounds are now in-sample: the next labelled round is the held-out measure. An output
+  counts as commentary if a quoted phrase is left in the text the filters keep."""
   with open(SAMPLE) as f:
     sample = [json.loads(line) for line in f]
-  report = {}
-  for style in ("hq", "qa"):
+  for rnd, style in [(1, "hq"), (1, "qa"), (2, "hq"), (2, "qa")]:
     t = prompts.load_template(style)
-    rows = [r for r in sample if r["style"] == style]
+    rows = [r for r in sample if r["style"] == style and r["round"] == rnd]
     kept = leaks = 0
     reasons = collections.Counter()
     for r in rows:
@@ -59,10 +62,9 @@ def test_kept_outputs_of_a_labelled_sample_are_rarely_commentary():
         kept += 1
         leaks += any(q in text for q in r["commentary"])
     labelled = sum(bool(r["commentary"]) for r in rows)
-    report[style] = (len(rows), labelled, kept, leaks)
-    print(f"{style}: {len(rows)} outputs, {labelled} with commentary (hand labels); kept "
-          f"{kept} ({kept / len(rows):.0%}), of which {leaks} still commentary; {dict(reasons)}")
+    print(f"round {rnd} {style}: {len(rows)} outputs, {labelled} with commentary; kept {kept} "
+          f"({kept / len(rows):.0%}), of which {leaks} still commentary; {dict(reasons)}")
     assert labelled >= 5  # the sample holds the problem it tests
     # a filter that dropped everything would pass the check below: it must keep a fair share
-    assert kept >= 0.15 * len(rows), f"{style}: the filters keep too little"
-    assert leaks <= 0.02 * kept, f"{style}: {leaks} of {kept} kept outputs are commentary"
+    assert kept >= 0.15 * len(rows), f"round {rnd} {style}: the filters keep too little"
+    assert leaks <= 0.02 * kept, f"round {rnd} {style}: {leaks} of {kept} kept are commentary"

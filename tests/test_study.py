@@ -52,6 +52,9 @@ def test_smoke_study_end_to_end(smoke):
   assert len(records) == 2 * 3 * 2 * 2  # sizes x budgets x mixtures x seeds
   md = open(os.path.join(d, "report", "report.md")).read()
   assert "| natural | " in md and "natural+rephrased_hq@0.50" in md
+  # what the models were trained on: the generated kind, its kept share and faithfulness
+  assert "## What the models were trained on: the synthetic data" in md
+  assert re.search(r"\| rephrased_hq \| \d+ \| 100% \| - \| \d+ \| [\d.]+ / [\d.]+ / [\d.]+ \|", md)
   for png in ("loss_vs_budget.png", "domain_heatmap.png"):
     assert os.path.getsize(os.path.join(d, "report", png)) > 10_000
   # 3 budgets cannot support L(D) (3 parameters + 2): listed, and no speedup drawn from it

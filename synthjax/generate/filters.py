@@ -27,6 +27,7 @@ COMMENTARY = re.compile("|".join([
     r"\bwhat(?:'s|\s+is)\s+the\s+answer\b",
     r"\b(?:an|the)\s+answer\s+(?:could|would|will|should)\s+(?:include|be|contain)\b",
     r"\byou(?:'re|\s+are)\s+asked\b",
+    r"\b(?:this|the above|the following)\s+question\b",
     r"\baccording to the " + _TEXT,
     r"\b(?:in|from)\s+(?:the|this)\s+" + _TEXT + r"\s*,",
     r"\bi\s+(?:have|'ve|had)\s+(?:\w+\s+)?(?:re\w+|made|used|added|removed|kept|tried|"
