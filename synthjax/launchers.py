@@ -119,7 +119,8 @@ def gpu_commands(job: Job, *, hosts: Sequence[str], port: int = 12355,
     raise UserError("the GPU launcher needs at least one host (--hosts=h0,h1,...)")
   hosts = list(hosts) if job.all_hosts else list(hosts[:1])
   gpus = "CUDA_VISIBLE_DEVICES=" + ",".join(str(g) for g in range(gpus_per_host))
-  return [_quote(["ssh", "-tt", host, f"cd synthjax && {_env(f'{hosts[0]}:{port}', len(hosts), i)} "
+  coordinator = f"{hosts[0]}:{port}"
+  return [_quote(["ssh", "-tt", host, f"cd synthjax && {_env(coordinator, len(hosts), i)} "
                   f"{gpus} " + _quote(job.args())]) for i, host in enumerate(hosts)]
 
 

@@ -13,7 +13,8 @@ SAMPLE = os.path.join(os.path.dirname(__file__), "fixtures", "generated_sample.j
 
 def test_filters_name_the_reason():
   src = "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris."
-  good = "In Paris, on the Champ de Mars, stands a lattice tower of wrought iron named after Eiffel."
+  good = ("In Paris, on the Champ de Mars, stands a lattice tower of wrought iron named after "
+          "Eiffel.")
   reason = lambda text, finish="eos", floor=0.0: filters.review(text, src, finish, floor)[1]
   assert reason("") == "empty"
   assert reason("A fine rewrite of the text here.", "length") == "truncated"
@@ -30,7 +31,8 @@ def test_filters_name_the_reason():
                              "improve clarity while maintaining the original meaning.", src, "eos")
   assert why is None and text == good
   # a word the source itself uses is not commentary
-  assert filters.commentary("Paraphrase is a restatement.", "A paraphrase is a restatement.") is None
+  assert filters.commentary("Paraphrase is a restatement.",
+                            "A paraphrase is a restatement.") is None
   # faithfulness: the share of the output's content words found in the source
   # 8 of its 11 content words are the source's (not 'stands', 'named', 'after')
   assert filters.faithfulness(good, src) == pytest.approx(8 / 11)

@@ -17,9 +17,9 @@ COMMENTARY = re.compile("|".join([
     r"\b(?:re-?phras|paraphras|rewrit|rewrot|re-?word)\w*",
     r"\b(?:the|this|that)\s+(?:above|original|given|following|previous|provided|source)\s+"
     + _TEXT,
-    r"\b(?:the|this|a|an)\s+(?:\w+\s+)?" + _TEXT + r"\s+(?:is|was|has been|discusses|describes|talks|"
-    r"explains|provides|highlights|mentions|states|says?|suggests|emphasizes|focuses|means?|"
-    r"covers)\b",
+    r"\b(?:the|this|a|an)\s+(?:\w+\s+)?" + _TEXT + r"\s+(?:is|was|has been|discusses|"
+    r"describes|talks|explains|provides|highlights|mentions|states|says?|suggests|emphasizes|"
+    r"focuses|means?|covers)\b",
     r"\bwikipedia\b",  # the style asked for, not the subject
     # questions and answers about the questions, not about the subject
     r"\bwhat(?:'s|\s+is|\s+does)\s+(?:a|the|this)\s+(?:question|answer|paragraph|text|passage)\b",
