@@ -93,7 +93,8 @@ def test_the_study_runs_as_cluster_jobs_on_one_machine(tmp_path):
   # a job made to fail (a batch of 8 does not split into 3 microbatches) is retried once,
   # then reported; the study stops at that stage and nothing is left running
   bad = WSD[:-1] + ', "TrainConfig.grad_accum = 3"]'
-  failed = _study(study_dir, status, f"--gin.StudyConfig.train_bindings={bad}")
+  failed = _study(study_dir, status, f"--gin.StudyConfig.train_bindings={bad}",
+                  "--gin.StudyConfig.stages=['train', 'analyze']")  # the data stages are done
   assert failed.returncode != 0
   err = [l for l in failed.stderr.splitlines() if l.strip()][-1]
   assert "stage train: 2 of 2 jobs failed after 2 attempts" in err, err
