@@ -116,7 +116,10 @@ def stage_vocab(cfg, paths):
 def _generator_dir(cfg, paths) -> str:
   if cfg.generator == "tiny-random":
     from synthjax.generate import tiny_generator
-    return tiny_generator.make(os.path.join(cfg.study_dir, "generator"))
+    # made on each host from a fixed seed: beside a local study, else in this host's cache
+    where = (os.path.join(os.path.expanduser("~"), ".cache", "synthjax", "models", "tiny-random")
+             if storage.is_remote(cfg.study_dir) else os.path.join(cfg.study_dir, "generator"))
+    return tiny_generator.make(where)
   return cfg.generator
 
 

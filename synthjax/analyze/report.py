@@ -248,17 +248,6 @@ def _plots(results: dict, out_dir: str) -> Dict[str, str]:
     ax.legend(fontsize=8)
     save(fig, "faithfulness.png")
 
-  kinds = [x for x in results.get("synthetic", []) if x["faithfulness"]]
-  if kinds:
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    for x in kinds:
-      ax.hist(x["faithfulness"], bins=np.linspace(0, 1, 21), histtype="step", linewidth=1.5,
-              label=f"{x['kind']} ({x['kept']} kept)")
-    ax.set_xlabel("faithfulness: share of content words from the source")
-    ax.set_ylabel("kept outputs")
-    ax.legend(fontsize=8)
-    save(fig, "faithfulness.png")
-
   fig, axes = plt.subplots(1, len(Ns), figsize=(5.5 * len(Ns), 4.2), squeeze=False)
   for ax, N in zip(axes[0], Ns):
     for m in results["grid"]["mixtures"]:
