@@ -54,7 +54,7 @@ def test_scan_and_remat_match_unrolled_layers():
   from synthjax.checkpoints import layout
   tokens = np.random.default_rng(2).integers(0, CFG.V, (2, 7))
   params = _init(CFG, tokens)["params"]
-  scanned_cfg = CFG.replace(scan_layers=True, remat=True)
+  scanned_cfg = CFG.replace(scan_layers=True, remat="full")
   layers = [params[f"layers_{i}"] for i in range(CFG.L)]
   scanned = {k: v for k, v in params.items() if not k.startswith("layers_")}
   scanned.update(layout.stack_layers(scanned_cfg, layers))

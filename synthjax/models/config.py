@@ -35,16 +35,30 @@ class ModelConfig:
   qkv_bias: bool = False    # Qwen2 puts a bias on q, k and v
   dtype: str = "float32"        # compute dtype of activations
   param_dtype: str = "float32"  # storage dtype of master weights
-  remat: bool = False       # recompute each layer's activations in the backward pass
+  # What the backward pass recomputes instead of keeping (synthjax.models.remat.POLICIES):
+  # 'none', 'full' (each layer from its input), 'save_dots' (keep the weight matmuls' outputs),
+  # 'save_attention' (keep attention's output and its projections).
+  remat: str = "none"
+  # Self-attention without a cache (synthjax.models.attention): 'auto' (cudnn on GPU, splash on
+  # TPU, xla on CPU), 'xla', 'blocked', 'cudnn' or 'splash'; tiles of attention_block tokens.
+  attention: str = "xla"
+  attention_block: int = 512
   scan_layers: bool = False  # one scanned layer body: faster compiles, stacked params
 
   def __post_init__(self):
     check_field_types(self)
-    for field in ("V", "D", "L", "H", "K", "Dh", "F", "max_len"):
+    for field in ("V", "D", "L", "H", "K", "Dh", "F", "max_len", "attention_block"):
       if getattr(self, field) <= 0:
         raise ValueError(f"ModelConfig.{field} must be positive, got {getattr(self, field)}")
     if self.H % self.K:
       raise ValueError(f"ModelConfig.H={self.H} must be a multiple of ModelConfig.K={self.K}")
+    from synthjax.models import attention, remat
+    if self.remat not in remat.POLICIES:
+      raise ValueError(f"ModelConfig.remat must be one of {sorted(remat.POLICIES)}, "
+                       f"got {self.remat!r}")
+    if self.attention not in attention.IMPLEMENTATIONS:
+      raise ValueError(f"ModelConfig.attention must be one of {attention.IMPLEMENTATIONS}, "
+                       f"got {self.attention!r}")
     for field in ("dtype", "param_dtype"):
       if getattr(self, field) not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"ModelConfig.{field} must be float32, bfloat16 or float16, "
@@ -60,6 +74,8 @@ class ModelConfig:
   def from_json(cls, text: str) -> "ModelConfig":
     fields = json.loads(text)
     known = {f.name for f in dataclasses.fields(cls)}
+    if isinstance(fields.get("remat"), bool):  # written before remat took a policy name
+      fields["remat"] = "full" if fields["remat"] else "none"
     unknown = sorted(set(fields) - known)
     if unknown:
       raise ValueError(f"unknown ModelConfig fields {unknown}")

@@ -18,6 +18,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jax.ad_checkpoint import checkpoint_name
+
+from synthjax.models import attention, remat
 from synthjax.models.config import ModelConfig
 
 constrain = nn.with_logical_constraint
@@ -75,20 +78,23 @@ def _kernel(module: nn.Module, name: str, shape, axes, fan_in: int):
 
 
 class Attention(nn.Module):
+  """Self-attention. Without a cache it attends within the row's segments (positions and
+  segment ids); with one it writes this step's keys/values at each row's offset and attends
+  over the cache under `mask_BxTxS`."""
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT, mask_BxTxS, cache=None, cache_index_B=None):
+  def __call__(self, x_BxTxD, positions_BxT, segment_ids_BxT, mask_BxTxS=None, cache=None,
+               cache_index_B=None):
     cfg = self.cfg
-    G = cfg.H // cfg.K
     q_DxHxDh = _kernel(self, "q", (cfg.D, cfg.H, cfg.Dh), ("embed", "heads", "head_dim"), cfg.D)
     k_DxKxDh = _kernel(self, "k", (cfg.D, cfg.K, cfg.Dh), ("embed", "kv_heads", "head_dim"), cfg.D)
     v_DxKxDh = _kernel(self, "v", (cfg.D, cfg.K, cfg.Dh), ("embed", "kv_heads", "head_dim"), cfg.D)
     o_HxDhxD = _kernel(self, "o", (cfg.H, cfg.Dh, cfg.D), ("heads", "head_dim", "embed"),
                        cfg.H * cfg.Dh)
-    q = jnp.einsum("btd,dhk->bthk", x_BxTxD, q_DxHxDh)
-    k = jnp.einsum("btd,dhk->bthk", x_BxTxD, k_DxKxDh)
-    v = jnp.einsum("btd,dhk->bthk", x_BxTxD, v_DxKxDh)
+    q = checkpoint_name(jnp.einsum("btd,dhk->bthk", x_BxTxD, q_DxHxDh), "query_proj")
+    k = checkpoint_name(jnp.einsum("btd,dhk->bthk", x_BxTxD, k_DxKxDh), "key_proj")
+    v = checkpoint_name(jnp.einsum("btd,dhk->bthk", x_BxTxD, v_DxKxDh), "value_proj")
     if cfg.qkv_bias:
       zeros = nn.initializers.zeros
       dt = _dtype(cfg.param_dtype)
@@ -105,10 +111,8 @@ class Attention(nn.Module):
                            ("batch", "length", "kv_heads", "head_dim"))
     v_BxTxKxDh = constrain(v, ("batch", "length", "kv_heads", "head_dim"))
 
-    B, T = x_BxTxD.shape[:2]
     new_cache = None
     if cache is not None:
-      # Write this step's keys/values at each row's own offset, then attend over the cache.
       def write(c_KxSxDh, new_TxKxDh, start):
         return jax.lax.dynamic_update_slice_in_dim(
             c_KxSxDh, new_TxKxDh.swapaxes(0, 1).astype(c_KxSxDh.dtype), start, axis=1)
@@ -116,12 +120,10 @@ class Attention(nn.Module):
                    "v": jax.vmap(write)(cache["v"], v_BxTxKxDh, cache_index_B)}
       out = _attend_cache(q_BxTxHxDh, new_cache["k"], new_cache["v"], mask_BxTxS)
     else:
-      q_BxTxKxGxDh = q_BxTxHxDh.reshape(B, T, cfg.K, G, cfg.Dh)
-      scores = jnp.einsum("btkgd,bskd->bkgts", q_BxTxKxGxDh, k_BxTxKxDh.astype(q.dtype))
-      scores = scores.astype(jnp.float32) / math.sqrt(cfg.Dh)
-      scores = jnp.where(mask_BxTxS[:, None, None], scores, jnp.finfo(jnp.float32).min)
-      probs = jax.nn.softmax(scores, axis=-1).astype(v_BxTxKxDh.dtype)
-      out = jnp.einsum("bkgts,bskd->btkgd", probs, v_BxTxKxDh).reshape(B, T, cfg.H, cfg.Dh)
+      out = attention.self_attention(q_BxTxHxDh, k_BxTxKxDh.astype(q_BxTxHxDh.dtype),
+                                     v_BxTxKxDh, positions_BxT, segment_ids_BxT,
+                                     cfg.attention, cfg.attention_block)
+    out = checkpoint_name(out, "attention_out")
     out_BxTxD = jnp.einsum("bthk,hkd->btd", out.astype(o_HxDhxD.dtype), o_HxDhxD)
     return constrain(out_BxTxD, ("batch", "length", "embed")), new_cache
 
@@ -166,10 +168,11 @@ class Block(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT, mask_BxTxS, cache=None, cache_index_B=None):
+  def __call__(self, x_BxTxD, positions_BxT, segment_ids_BxT, mask_BxTxS=None, cache=None,
+               cache_index_B=None):
     h, new_cache = Attention(self.cfg, name="attn")(
-        RMSNorm(self.cfg, name="attn_norm")(x_BxTxD), positions_BxT, mask_BxTxS,
-        cache, cache_index_B)
+        RMSNorm(self.cfg, name="attn_norm")(x_BxTxD), positions_BxT, segment_ids_BxT,
+        mask_BxTxS, cache, cache_index_B)
     x_BxTxD = x_BxTxD + h
     x_BxTxD = x_BxTxD + Mlp(self.cfg, name="mlp")(RMSNorm(self.cfg, name="mlp_norm")(x_BxTxD))
     return constrain(x_BxTxD, ("batch", "length", "embed")), new_cache
@@ -180,12 +183,18 @@ class ScannedBlock(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT, mask_BxTxS):
-    block = Block
-    if self.cfg.remat:
-      block = nn.remat(Block, prevent_cse=False)
-    x_BxTxD, _ = block(self.cfg, name="block")(x_BxTxD, positions_BxT, mask_BxTxS)
+  def __call__(self, x_BxTxD, positions_BxT, segment_ids_BxT):
+    x_BxTxD, _ = _remat(Block, self.cfg, scanned=True)(self.cfg, name="block")(
+        x_BxTxD, positions_BxT, segment_ids_BxT)
     return x_BxTxD, None
+
+
+def _remat(block, cfg: ModelConfig, scanned: bool):
+  """The block under the configured remat policy (the block itself for 'none')."""
+  if cfg.remat == "none":
+    return block
+  # Inside a scan XLA cannot merge the recompute into the forward pass, so CSE may stay off.
+  return nn.remat(block, policy=remat.policy(cfg.remat), prevent_cse=not scanned)
 
 
 def attention_mask(positions_BxT, segment_ids_BxT, kv_positions_BxS=None,
@@ -193,9 +202,7 @@ def attention_mask(positions_BxT, segment_ids_BxT, kv_positions_BxS=None,
   """Causal mask within segments; segment id 0 marks padding and is never attended to."""
   if kv_positions_BxS is None:
     kv_positions_BxS, kv_segment_ids_BxS = positions_BxT, segment_ids_BxT
-  causal = positions_BxT[:, :, None] >= kv_positions_BxS[:, None, :]
-  same_segment = segment_ids_BxT[:, :, None] == kv_segment_ids_BxS[:, None, :]
-  return causal & same_segment & (kv_segment_ids_BxS[:, None, :] != 0)
+  return attention.mask(positions_BxT, segment_ids_BxT, kv_positions_BxS, kv_segment_ids_BxS)
 
 
 class Transformer(nn.Module):
@@ -211,8 +218,10 @@ class Transformer(nn.Module):
       positions_BxT = jnp.broadcast_to(jnp.arange(T), (B, T))
     if segment_ids_BxT is None:
       segment_ids_BxT = jnp.ones((B, T), jnp.int32)
-    mask_BxTxS = attention_mask(positions_BxT, segment_ids_BxT, kv_positions_BxS,
-                                kv_segment_ids_BxS)
+    mask_BxTxS = None  # without a cache, each attention form builds its own
+    if cache is not None:
+      mask_BxTxS = attention_mask(positions_BxT, segment_ids_BxT, kv_positions_BxS,
+                                  kv_segment_ids_BxS)
 
     embed = self.param("embed", nn.with_logical_partitioning(
         nn.initializers.normal(stddev=0.02), ("vocab", "embed")), (cfg.V, cfg.D),
@@ -229,17 +238,17 @@ class Transformer(nn.Module):
           ScannedBlock, variable_axes={"params": 0}, split_rngs={"params": True},
           in_axes=(nn.broadcast, nn.broadcast), length=cfg.L,
           metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="layers")(
-              x_BxTxD, positions_BxT, mask_BxTxS)
+              x_BxTxD, positions_BxT, segment_ids_BxT)
     elif cfg.scan_layers:
       raise ValueError("decoding with a KV cache needs scan_layers=False "
                        "(convert the checkpoint with unstacked layers)")
     else:
-      block = nn.remat(Block) if cfg.remat and cache is None else Block
+      block = _remat(Block, cfg, scanned=False) if cache is None else Block
       new_cache = [] if cache is not None else None
       for i in range(cfg.L):
         layer_cache = cache[i] if cache is not None else None
-        x_BxTxD, c = block(cfg, name=f"layers_{i}")(x_BxTxD, positions_BxT, mask_BxTxS,
-                                                    layer_cache, cache_index_B)
+        x_BxTxD, c = block(cfg, name=f"layers_{i}")(x_BxTxD, positions_BxT, segment_ids_BxT,
+                                                    mask_BxTxS, layer_cache, cache_index_B)
         if cache is not None:
           new_cache.append(c)
 
