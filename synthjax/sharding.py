@@ -14,6 +14,7 @@ import flax.linen as nn
 import gin
 import jax
 import numpy as np
+from jax.experimental import mesh_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from synthjax.errors import UserError
@@ -42,8 +43,14 @@ def logical_axis_rules(rules: Rules = DEFAULT_RULES) -> Rules:
 
 @gin.configurable
 def make_mesh(axes: Mapping[str, int] = (("data", -1), ("fsdp", 1), ("tensor", 1)),
-              devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
-  """A Mesh with the named axes; one size may be -1 and takes the remaining devices."""
+              devices: Optional[Sequence[jax.Device]] = None,
+              dcn_axes: Optional[Mapping[str, int]] = None) -> Mesh:
+  """A Mesh with the named axes laid out along the interconnect (jax's mesh_utils: devices
+  that talk most are neighbours); one size may be -1 and takes the remaining devices.
+
+  `dcn_axes` (e.g. {'data': 2} for two TPU slices) says how much of an axis spans the slower
+  data-center network: that axis is split slice-major, so only its gradient all-reduce crosses
+  slices. Devices without a slice (GPU hosts, CPU) count each process as one granule."""
   axes = dict(axes)
   devices = list(devices if devices is not None else jax.devices())
   unknown = [a for a, s in axes.items() if s == -1]
@@ -58,8 +65,27 @@ def make_mesh(axes: Mapping[str, int] = (("data", -1), ("fsdp", 1), ("tensor", 1
   if math.prod(axes.values()) != len(devices):
     raise UserError(f"make_mesh.axes {axes} needs {math.prod(axes.values())} devices, "
                     f"but {len(devices)} are available")
-  device_grid = np.asarray(devices).reshape(tuple(axes.values()))
-  return Mesh(device_grid, tuple(axes.keys()))
+  shape = tuple(axes.values())
+  dcn = dict(dcn_axes or {})
+  if not any(n > 1 for n in dcn.values()):
+    grid = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
+    return Mesh(grid, tuple(axes))
+  bad = [a for a in dcn if a not in axes or axes[a] % dcn[a]]
+  if bad:
+    raise UserError(f"make_mesh.dcn_axes {dcn}: {bad[0]!r} is not an axis of {axes} that its "
+                    f"size divides")
+  dcn_shape = tuple(dcn.get(a, 1) for a in axes)
+  ici_shape = tuple(n // d for n, d in zip(shape, dcn_shape))
+  by_process = devices[0].platform != "tpu"
+  granules = {d.process_index if by_process else d.slice_index for d in devices}
+  if len(granules) != math.prod(dcn_shape):
+    kind = "processes" if by_process else "slices"
+    raise UserError(f"make_mesh.dcn_axes {dcn} needs {math.prod(dcn_shape)} slices, but the "
+                    f"devices are in {len(granules)} {kind}")
+  grid = mesh_utils.create_hybrid_device_mesh(ici_shape, dcn_shape, devices,
+                                              process_is_granule=by_process,
+                                              allow_split_physical_axes=True)
+  return Mesh(grid, tuple(axes))
 
 
 def _fit(spec: P, shape, mesh: Mesh) -> P:

@@ -148,6 +148,10 @@ def _mesh(cfg: TrainConfig):
     raise UserError(f"TrainConfig.batch_size={cfg.batch_size} does not split over the {dp} "
                     f"data-parallel devices of the mesh {dict(mesh.shape)}; use a multiple of "
                     f"{dp}")
+  if (cfg.batch_size // dp) % cfg.grad_accum:
+    raise UserError(f"TrainConfig.grad_accum={cfg.grad_accum} does not split the "
+                    f"{cfg.batch_size // dp} rows each of the {dp} data-parallel devices holds "
+                    f"(batch_size={cfg.batch_size}); each device's rows feed every microbatch")
   if cfg.eval_sources and cfg.eval_batch_size % dp:
     raise UserError(f"TrainConfig.eval_batch_size={cfg.eval_batch_size} does not split over "
                     f"the {dp} data-parallel devices of the mesh {dict(mesh.shape)}; use a "

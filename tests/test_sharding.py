@@ -53,3 +53,25 @@ def test_global_batch_from_process_local_rows():
   assert batch["tokens"].shape == (8, 3)
   np.testing.assert_array_equal(np.asarray(batch["tokens"]), local["tokens"])
   assert len(batch["tokens"].addressable_shards) == 8
+
+
+def test_every_microbatch_takes_rows_from_every_device():
+  import jax.numpy as jnp
+  from synthjax.training.step import microbatches
+  mesh = sharding.make_mesh({"data": 4, "fsdp": 2, "tensor": 1})
+  rows = jnp.arange(32)  # 4 rows on each of the 8 data-parallel devices
+  batch = jax.device_put(rows, sharding.batch_sharding(mesh))
+  own = {s.device: set(np.asarray(s.data)) for s in batch.addressable_shards}
+  micro = jax.jit(lambda x: microbatches(x, 2, mesh))(batch)
+  assert micro.shape == (2, 16)
+  for shard in micro.addressable_shards:  # each device keeps its own 4 rows, 2 per microbatch
+    assert set(np.asarray(shard.data).ravel()) == own[shard.device]
+    assert shard.data.shape == (2, 2)
+  assert sorted(np.asarray(micro).ravel()) == list(range(32))
+
+
+def test_a_mesh_across_slices_needs_that_many_slices():
+  with pytest.raises(Exception, match=r"dcn_axes .* needs 2 slices, but the devices are in 1"):
+    sharding.make_mesh({"data": -1, "fsdp": 2}, dcn_axes={"data": 2})
+  with pytest.raises(Exception, match=r"dcn_axes .* 'tensor' is not an axis"):
+    sharding.make_mesh({"data": -1, "fsdp": 2}, dcn_axes={"tensor": 2})

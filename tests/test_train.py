@@ -113,7 +113,9 @@ def test_two_processes_on_loopback_match_one_process(tmp_path):
       _train_cmd(two, tokens, "--gin.TrainConfig.log_every=1",
                  f"--gin.init_distributed.coordinator_address=127.0.0.1:{port}",
                  "--gin.init_distributed.num_processes=2",
-                 f"--gin.init_distributed.process_id={i}"),
+                 f"--gin.init_distributed.process_id={i}",
+                 # the data axis across the two processes as across two slices (hybrid mesh)
+                 "--gin.make_mesh.dcn_axes={'data': 2}"),
       env=_env(4), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
   outs = [p.communicate(timeout=400) for p in procs]
   for p, (_, err) in zip(procs, outs):
@@ -142,10 +144,11 @@ def test_meshes_give_the_same_loss_curve(tmp_path):
 
 
 def test_gradient_accumulation_matches_full_batch(tmp_path):
-  tokens = 8 * 32 * 4
+  tokens = 16 * 32 * 4  # 2 rows on each of the 8 devices: one in each microbatch
   a, b = str(tmp_path / "a"), str(tmp_path / "b")
-  _in_process(a, tokens, ["TrainConfig.log_every = 1"])
-  _in_process(b, tokens, ["TrainConfig.log_every = 1", "TrainConfig.grad_accum = 2"])
+  common = ["TrainConfig.log_every = 1", "TrainConfig.batch_size = 16"]
+  _in_process(a, tokens, common)
+  _in_process(b, tokens, common + ["TrainConfig.grad_accum = 2"])
   np.testing.assert_allclose([m["train/loss"] for m in _metrics(b)],
                              [m["train/loss"] for m in _metrics(a)], rtol=0, atol=1e-5)
 

@@ -6,6 +6,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from synthjax.models.llama import Transformer
+from synthjax.sharding import BATCH_AXES
 
 
 def token_losses(model: Transformer, params, batch, z_loss: float = 0.0):
@@ -17,6 +18,14 @@ def token_losses(model: Transformer, params, batch, z_loss: float = 0.0):
   ce_BxT = log_z_BxT - target_logit
   weights_BxT = batch["weights"].astype(jnp.float32)
   return ce_BxT, z_loss * jnp.square(log_z_BxT), weights_BxT
+
+
+def microbatches(x, n: int, mesh):
+  """[B, ...] -> [n, B / n, ...] where microbatch m takes rows m, m + n, m + 2n, ...: every
+  device's own rows feed every microbatch, so all devices work on each one (a contiguous split
+  would put microbatch 0 on the first devices only), and no row moves between devices."""
+  split = x.reshape(-1, n, *x.shape[1:]).swapaxes(0, 1)
+  return jax.lax.with_sharding_constraint(split, NamedSharding(mesh, P(None, BATCH_AXES)))
 
 
 def make_train_step(model: Transformer, tx: optax.GradientTransformation, state_shardings,
@@ -34,7 +43,7 @@ def make_train_step(model: Transformer, tx: optax.GradientTransformation, state_
     if grad_accum == 1:
       grads, (ce_sum, n) = grad_fn(state["params"], batch)
     else:
-      micro = jax.tree.map(lambda x: x.reshape(grad_accum, -1, *x.shape[1:]), batch)
+      micro = jax.tree.map(lambda x: microbatches(x, grad_accum, mesh), batch)
 
       def body(carry, mb):
         g, c, k = carry
