@@ -20,6 +20,7 @@ from typing import List, Sequence
 
 from synthjax import launchers, study, sweep
 from synthjax.errors import ArgumentParser, UserError
+from synthjax.training import memory
 
 
 def parser() -> argparse.ArgumentParser:
@@ -67,6 +68,11 @@ def run(cfg, args, gin_files: Sequence[str], bindings: Sequence[str]) -> None:
   cfg.validate(dry_run=args.dry_run)
   print(launchers.cost_line(launchers.grid_cost(cfg, cfg.train_gin), args.chip_tflops,
                             args.mfu), flush=True)
+  plans = launchers.grid_memory(cfg, cfg.train_gin)
+  for size, plan in plans.items():
+    print(launchers.memory_line(size, plan), flush=True)
+  for plan in plans.values():
+    memory.require_fit(plan)  # before any job is started
   sweep.Sweep(args.status_dir, args.parallel, args.retries)  # checks the counts
   # The corpus stage builds the embedded corpus; any other natural source needs nothing.
   for stage in [s for s in cfg.stages if s != "corpus" or cfg.natural == study.EMBEDDED]:

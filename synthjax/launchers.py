@@ -9,7 +9,9 @@ sweeps (sweep.py).
 """
 import dataclasses
 import shlex
-from typing import List, Sequence
+from typing import Dict, List, Sequence
+
+import gin
 
 from synthjax import gin_cli
 from synthjax.errors import UserError
@@ -167,6 +169,34 @@ def grid_cost(cfg, train_gin: Sequence[str] = ()) -> dict:
           "flops": sum(per_token[j["size"]] * j["budget"] for j in jobs),
           "runs_branched": sum(j["budget"] == top for j in jobs), "flops_branched": branched,
           "decay_fraction": decay}
+
+
+def grid_memory(cfg, train_gin: Sequence[str] = ()) -> Dict[str, dict]:
+  """Each size preset's training job against the memory of the slice the train gin files name
+  (memory.Slice): the per-device estimate and its verdict, by size."""
+  from synthjax import sharding, train  # noqa: F401  (registers what train gin files bind)
+  from synthjax.data import loader  # noqa: F401
+  from synthjax.models.config import ModelConfig
+  from synthjax.training import memory
+  from synthjax.training.optimizer import OptimizerConfig
+  plans = {}
+  for size in cfg.model_sizes:
+    gin_cli.parse([f"models/{size}.gin", *train_gin],
+                  [f"ModelConfig.V = {cfg.vocab_size}", *cfg.train_bindings])
+    try:
+      grad_accum = gin.query_parameter("TrainConfig.grad_accum")
+    except ValueError:  # not bound: TrainConfig's default
+      grad_accum = 1
+    plans[size] = memory.check(ModelConfig(), OptimizerConfig(), cfg.batch_size, cfg.seq_len,
+                               grad_accum, sharding.configured_axes(), memory.Slice())
+  return plans
+
+
+def memory_line(size: str, plan: dict) -> str:
+  parts = ", ".join(f"{k} {v / 2 ** 30:.1f}" for k, v in plan["parts"].items())
+  return (f"memory: {size} on {plan['slice']} (mesh {plan['mesh']}, {plan['remat']} remat, "
+          f"{plan['attention']} attention): {plan['total_gib']:.1f} GiB per device ({parts}); "
+          f"{plan['verdict']}")
 
 
 def cost_line(cost: dict, chip_tflops: float, mfu: float) -> str:

@@ -51,20 +51,8 @@ def make_mesh(axes: Mapping[str, int] = (("data", -1), ("fsdp", 1), ("tensor", 1
   `dcn_axes` (e.g. {'data': 2} for two TPU slices) says how much of an axis spans the slower
   data-center network: that axis is split slice-major, so only its gradient all-reduce crosses
   slices. Devices without a slice (GPU hosts, CPU) count each process as one granule."""
-  axes = dict(axes)
   devices = list(devices if devices is not None else jax.devices())
-  unknown = [a for a, s in axes.items() if s == -1]
-  if len(unknown) > 1:
-    raise UserError(f"make_mesh.axes {axes}: at most one axis may be -1")
-  known = math.prod(s for s in axes.values() if s != -1)
-  if unknown:
-    if len(devices) % known:
-      raise UserError(f"make_mesh.axes {axes}: {len(devices)} devices are not divisible by "
-                      f"{known}")
-    axes[unknown[0]] = len(devices) // known
-  if math.prod(axes.values()) != len(devices):
-    raise UserError(f"make_mesh.axes {axes} needs {math.prod(axes.values())} devices, "
-                    f"but {len(devices)} are available")
+  axes = mesh_shape(axes, len(devices))
   shape = tuple(axes.values())
   dcn = dict(dcn_axes or {})
   if not any(n > 1 for n in dcn.values()):
@@ -88,17 +76,46 @@ def make_mesh(axes: Mapping[str, int] = (("data", -1), ("fsdp", 1), ("tensor", 1
   return Mesh(grid, tuple(axes))
 
 
-def _fit(spec: P, shape, mesh: Mesh) -> P:
+def mesh_shape(axes: Mapping[str, int], n_devices: int) -> dict:
+  """The axes' sizes on n devices, the -1 axis (at most one) filled in."""
+  axes = dict(axes)
+  unknown = [a for a, s in axes.items() if s == -1]
+  if len(unknown) > 1:
+    raise UserError(f"make_mesh.axes {axes}: at most one axis may be -1")
+  known = math.prod(s for s in axes.values() if s != -1)
+  if unknown:
+    if n_devices % known:
+      raise UserError(f"make_mesh.axes {axes}: {n_devices} devices are not divisible by "
+                      f"{known}")
+    axes[unknown[0]] = n_devices // known
+  if math.prod(axes.values()) != n_devices:
+    raise UserError(f"make_mesh.axes {axes} needs {math.prod(axes.values())} devices, "
+                    f"but {n_devices} are available")
+  return axes
+
+
+def configured_axes() -> dict:
+  """make_mesh's axes as gin binds them (its default otherwise)."""
+  import inspect
+  default = inspect.signature(make_mesh).parameters["axes"].default
+  return dict(gin.get_bindings(make_mesh).get("axes", default))
+
+
+def fit_spec(spec: P, shape, mesh_shape: Mapping[str, int]) -> P:
   """Drop mesh axes from dimensions they do not divide (e.g. 3 kv heads on 4 tensor shards):
   that dimension is replicated instead of failing."""
   out = []
   for dim, axes in zip(shape, tuple(spec) + (None,) * (len(shape) - len(spec))):
     names = (axes,) if isinstance(axes, str) else tuple(axes or ())
-    kept = tuple(a for a in names if dim % mesh.shape[a] == 0)
-    while kept and dim % math.prod(mesh.shape[a] for a in kept):
+    kept = tuple(a for a in names if dim % mesh_shape[a] == 0)
+    while kept and dim % math.prod(mesh_shape[a] for a in kept):
       kept = kept[:-1]
     out.append(kept[0] if len(kept) == 1 else (kept or None))
   return P(*out)
+
+
+def _fit(spec: P, shape, mesh: Mesh) -> P:
+  return fit_spec(spec, shape, mesh.shape)
 
 
 def logical_shardings(boxed_tree, mesh: Mesh, rules: Rules):

@@ -28,6 +28,7 @@ from synthjax.errors import UserError
 from synthjax.models.config import ModelConfig
 from synthjax.models.flops import param_count, train_flops_per_token
 from synthjax.models.llama import Transformer
+from synthjax.training import memory
 from synthjax.training import optimizer as optimizer_lib
 from synthjax.training.checkpointing import TrainCheckpointer
 from synthjax.training.config import TrainConfig
@@ -159,6 +160,16 @@ def _mesh(cfg: TrainConfig):
   return mesh
 
 
+def _memory_check(cfg: TrainConfig, model_cfg: ModelConfig,
+                  opt_cfg: optimizer_lib.OptimizerConfig) -> dict:
+  """Per-device memory of this job on the slice gin names (memory.Slice), or on this
+  process's devices; a job that would not fit stops before anything is written."""
+  fit = memory.check(model_cfg, opt_cfg, cfg.batch_size, cfg.seq_len, cfg.grad_accum,
+                     sharding.configured_axes(), memory.Slice())
+  memory.require_fit(fit)
+  return fit
+
+
 def dry_run(cfg: TrainConfig, model_cfg: ModelConfig,
             opt_cfg: optimizer_lib.OptimizerConfig) -> dict:
   """Everything a run checks before its first write (mesh, data, budgets against the
@@ -169,7 +180,10 @@ def dry_run(cfg: TrainConfig, model_cfg: ModelConfig,
   n = param_count(model_cfg)
   tokens = cfg.steps * cfg.batch_size * cfg.seq_len
   flops = train_flops_per_token(model_cfg, cfg.seq_len) * tokens
-  return {"model_dir": storage.abspath(cfg.model_dir), "N": n, "D": tokens,
+  fit = _memory_check(cfg, model_cfg, opt_cfg)
+  return {"memory": {k: fit[k] for k in ("verdict", "total_gib", "parts", "slice", "mesh",
+                                         "remat", "attention")},
+          "model_dir": storage.abspath(cfg.model_dir), "N": n, "D": tokens,
           "steps": cfg.steps, "mesh": dict(mesh.shape), "flops": flops,
           "mixture": getattr(source, "mixture", None),
           "repeats": getattr(source, "repeats", {}), "eval_domains": sorted(eval_sets),
@@ -193,6 +207,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
   record_path = storage.join(cfg.model_dir, "run.json")
   if storage.exists(record_path):  # finished already, with these settings
     return storage.read_json(record_path)
+  _memory_check(cfg, model_cfg, opt_cfg)
   storage.check_writable(cfg.model_dir)
   storage.makedirs(cfg.model_dir)
   _check_model_dir(cfg.model_dir, model_cfg)
