@@ -1,11 +1,14 @@
 """Training throughput: synthjax vs a PyTorch transformers Llama step of the same shape.
 
     python benchmarks/train_throughput.py [--steps 5] [--batch 8] [--seq 256]
+    python benchmarks/train_throughput.py --model paper_1b --dtype bfloat16 --batch 8 \
+        --seq 2048 --attention auto --remat save_dots --peak_tflops 989 --skip_torch  # a GPU
 
-Prints, from one run: the measured f32 matmul peak, synthjax tokens/s and MFU
-(6 N tokens/s over that peak), torch tokens/s at 1 and 2 threads, and the ratios.
-The model is gin_configs/models/bench_30m.gin (d 512, 8 layers, vocab 8192).
-Nothing here is asserted: the machine is shared, so compare the ratios within one run.
+Prints, from one run: the matmul peak measured in the run (or the datasheet's, --peak_tflops),
+synthjax tokens/s and MFU (model FLOPs: 6 per matmul parameter plus attention, per token, over
+that peak), torch tokens/s at 1 and 2 threads, and the ratios. The default model is
+gin_configs/models/bench_30m.gin (d 512, 8 layers, vocab 8192). Nothing here is asserted: the
+machine is shared, so compare the ratios within one run.
 """
 import argparse
 import os
@@ -29,11 +32,11 @@ def matmul_peak_flops(n=2048, repeats=7) -> float:
   return 2 * n ** 3 / statistics.median(times)
 
 
-def bench_config():
+def bench_config(args):
   from synthjax import gin_cli
   from synthjax.models.config import ModelConfig
-  gin_cli.parse(["models/bench_30m.gin"])
-  return ModelConfig()
+  gin_cli.parse([f"models/{args.model}.gin"])
+  return ModelConfig().replace(dtype=args.dtype, remat=args.remat)
 
 
 def synthjax_tokens_per_s(cfg, batch, seq, steps) -> float:
@@ -105,25 +108,44 @@ def main():
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--seq", type=int, default=256)
   p.add_argument("--skip_torch", action="store_true")
+  p.add_argument("--model", default="bench_30m", help="a preset in gin_configs/models")
+  p.add_argument("--dtype", default="float32", help="compute dtype (weights stay f32)")
+  p.add_argument("--attention", default="auto,xla,blocked",
+                 help="ModelConfig.attention forms to time, comma-separated")
+  p.add_argument("--remat", default="none", help="ModelConfig.remat")
+  p.add_argument("--peak_tflops", type=float, default=0.0,
+                 help="the device's datasheet peak for --dtype; 0: measure an f32 matmul")
   args = p.parse_args()
-  from synthjax.models.flops import matmul_param_count, param_count, train_flops_per_token
-  cfg = bench_config()
-  peak = matmul_peak_flops()
+  from synthjax.models.flops import param_count, train_flops_per_token
+  cfg = bench_config(args)
   n = param_count(cfg)
   flops_6n = 6 * n
   flops_full = train_flops_per_token(cfg, args.seq)
   print(f"device: {jax.devices()[0].device_kind} x{jax.device_count()} ({jax.default_backend()})")
-  print(f"model: bench_30m, N = {n / 1e6:.1f}M params, batch {args.batch}x{args.seq}")
-  print(f"f32 matmul peak (2048^3, median): {peak / 1e9:.1f} GFLOP/s")
-  ours = synthjax_tokens_per_s(cfg, args.batch, args.seq, args.steps)
-  print(f"synthjax: {ours:.0f} tokens/s, MFU {ours * flops_6n / peak:.1%} (6N), "
-        f"{ours * flops_full / peak:.1%} (6N_matmul + attention)")
+  print(f"model: {args.model}, N = {n / 1e6:.1f}M params, batch {args.batch}x{args.seq}, "
+        f"{args.dtype}, {cfg.remat} remat")
+  if args.peak_tflops:
+    peak = args.peak_tflops * 1e12
+    print(f"peak (datasheet, {args.dtype}): {args.peak_tflops:g} TFLOP/s")
+  else:
+    peak = matmul_peak_flops()
+    print(f"f32 matmul peak (2048^3, median): {peak / 1e9:.1f} GFLOP/s")
+  from synthjax.models import attention
+  speeds = {}
+  for form in dict.fromkeys(args.attention.split(",")):
+    ours = synthjax_tokens_per_s(cfg.replace(attention=form), args.batch, args.seq, args.steps)
+    speeds[form] = ours
+    print(f"synthjax, {form} attention ({attention.resolve(form, dtype=cfg.dtype)}): "
+          f"{ours:.0f} tokens/s, MFU "
+          f"{ours * flops_full / peak:.1%} (6N_matmul + attention), "
+          f"{ours * flops_6n / peak:.1%} (6N)")
   if args.skip_torch:
     return
+  ours = speeds[args.attention.split(",")[0]]
   for threads in (1, 2):
     theirs = torch_tokens_per_s(cfg, args.batch, args.seq, args.steps, threads)
     print(f"torch {threads} thread(s): {theirs:.0f} tokens/s, MFU {theirs * flops_6n / peak:.1%}"
-          f" (6N); synthjax / torch = {ours / theirs:.2f}")
+          f" (6N); synthjax ({args.attention.split(',')[0]}) / torch = {ours / theirs:.2f}")
 
 
 if __name__ == "__main__":

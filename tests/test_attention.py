@@ -131,6 +131,7 @@ def test_model_forms_and_remat_give_the_same_logits_and_gradients(changes):
 
 def test_auto_picks_the_fused_kernel_per_platform():
   assert attention.resolve("auto", "gpu") == "cudnn"
+  assert attention.resolve("auto", "gpu", "float32") == "blocked"  # cuDNN takes no f32
   assert attention.resolve("auto", "tpu") == "splash"
   assert attention.resolve("auto", "cpu") == "xla"
   assert attention.resolve("blocked", "tpu") == "blocked"

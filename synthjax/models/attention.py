@@ -6,7 +6,8 @@
            the output and the log-sum-exp for the backward pass; runs anywhere
   cudnn    jax.nn.dot_product_attention's fused cuDNN kernel (GPU)
   splash   the Pallas splash-attention kernel (TPU; elsewhere interpreted, for tests only)
-  auto     cudnn on GPU, splash on TPU, xla on CPU
+  auto     cudnn on GPU (bf16/f16; blocked for f32, which cuDNN does not take), splash on TPU,
+           xla on CPU
 
 Every form takes the layer's queries [B, T, H, Dh] and keys/values [B, T, K, Dh] (grouped
 query attention when K < H) with the tokens' positions and segment ids [B, T]: a token sees the
@@ -24,17 +25,20 @@ IMPLEMENTATIONS = ("auto", "xla", "blocked", "cudnn", "splash")
 _MASKED = -1e30  # not -inf: a row with nothing to see must not make NaNs
 
 
-def resolve(implementation: str, platform: str = None) -> str:
-  """The form `auto` stands for on a platform (the default backend's when not given)."""
+def resolve(implementation: str, platform: str = None, dtype: str = "bfloat16") -> str:
+  """The form `auto` stands for on a platform (the default backend's when not given) for
+  activations of `dtype`."""
   if implementation != "auto":
     return implementation
   platform = platform or jax.default_backend()
-  return {"gpu": "cudnn", "cuda": "cudnn", "tpu": "splash"}.get(platform, "xla")
+  if platform in ("gpu", "cuda"):
+    return "cudnn" if dtype in ("bfloat16", "float16") else "blocked"
+  return {"tpu": "splash"}.get(platform, "xla")
 
 
 def self_attention(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, positions_BxT, segment_ids_BxT,
                    implementation: str = "xla", block: int = 512):
-  implementation = resolve(implementation)
+  implementation = resolve(implementation, dtype=jnp.dtype(q_BxTxHxDh.dtype).name)
   if implementation == "xla":
     return _xla(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, positions_BxT, segment_ids_BxT)
   if implementation == "blocked":

@@ -91,7 +91,8 @@ def estimate(model_cfg: ModelConfig, opt_cfg: optimizer_lib.OptimizerConfig, bat
   tensor = mesh_shape.get("tensor", 1)
   rows = batch_size / data_parallel / grad_accum  # per device, per microbatch
   tokens = rows * seq_len
-  form = attention.resolve(model_cfg.attention, platform or jax.default_backend())
+  form = attention.resolve(model_cfg.attention, platform or jax.default_backend(),
+                           model_cfg.dtype)
   kept, recompute = _per_token_layer_bytes(model_cfg, model_cfg.remat, form, seq_len, tensor)
   f32_params = param_bytes * 4 // _dtype_bytes(model_cfg.param_dtype)
   parts = {
