@@ -35,7 +35,9 @@ def _output_and_grads(form, batch, block):
   def loss(q, k, v):
     out = attention.self_attention(q, k, v, positions, segments, form, block)
     return jnp.sum(out * d_out), out * weight
-  (_, out), grads = jax.jit(jax.value_and_grad(loss, (0, 1, 2), has_aux=True))(q, k, v)
+  # f32 products in full (a GPU would otherwise round them through TF32)
+  with jax.default_matmul_precision("highest"):
+    (_, out), grads = jax.jit(jax.value_and_grad(loss, (0, 1, 2), has_aux=True))(q, k, v)
   return out, grads
 
 
