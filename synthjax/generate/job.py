@@ -35,6 +35,7 @@ from synthjax.data import sources
 from synthjax.errors import UserError, check_field_types
 from synthjax.generate import filters, prompts
 from synthjax.generate.engine import Engine, Request, Sampling
+from synthjax.models import quantize
 
 
 @gin.configurable
@@ -55,6 +56,12 @@ class GenerateConfig:
   max_documents: int = 0              # 0: all
   shard_size: int = 8                 # documents per output shard
   slots: int = 16                     # concurrent sequences (performance only)
+  # '' (as stored), 'float32', 'bfloat16' or 'int8' (layer weights int8 with per-channel scales,
+  # the rest and the compute bf16); the KV cache takes the compute dtype.
+  weights: str = ""
+  # Devices each copy of the generator is split over (heads, mlp and vocab over "tensor"), for
+  # generators that do not fit one device; the host's other devices share out the slots.
+  tensor_parallel: int = 1
   max_len: int = 1024                 # KV cache length: prompt + output
   apply_filter: bool = True           # False keeps every output (its reason goes in "flag")
   # Hosts work independently (no collectives): host i of n takes shards i, i+n, ...
@@ -64,9 +71,12 @@ class GenerateConfig:
   def __post_init__(self):
     check_field_types(self)
     for field in ("chunk_tokens", "max_new_tokens", "shard_size", "slots", "max_len",
-                  "host_count"):
+                  "host_count", "tensor_parallel"):
       if getattr(self, field) <= 0:
         raise UserError(f"GenerateConfig.{field} must be positive, got {getattr(self, field)}")
+    if self.weights not in ("", *quantize.PRECISIONS):
+      raise UserError(f"GenerateConfig.weights must be '' or one of {quantize.PRECISIONS}, "
+                      f"got {self.weights!r}")
     if not 0 <= self.host_index < self.host_count:
       raise UserError(f"GenerateConfig.host_index {self.host_index} is outside "
                       f"0..{self.host_count - 1}")
@@ -94,7 +104,8 @@ def resolve_generator(name: str) -> str:
 
 def _signature(cfg: GenerateConfig, template: dict, generator_dir: str) -> dict:
   sig = {k: v for k, v in dataclasses.asdict(cfg).items()
-         if k not in ("output_dir", "slots", "max_len", "host_index", "host_count")}
+         if k not in ("output_dir", "slots", "max_len", "host_index", "host_count",
+                      "tensor_parallel")}
   sig.update(prompt_version=template["version"], generator_dir=os.path.abspath(generator_dir))
   return sig
 
@@ -177,8 +188,11 @@ def run(cfg: GenerateConfig) -> dict:
   _check_manifest(cfg.output_dir, _signature(cfg, template, generator_dir))
   if first is not None:
     params = store.load_params(generator_dir, model_cfg)
+    if cfg.weights:
+      model_cfg, params = quantize.convert(model_cfg, params, cfg.weights)
     engine = Engine(model_cfg, params, eos_ids=[meta.get("eos_id", -1)], slots=cfg.slots,
-                    max_len=cfg.max_len, mesh=_mesh(cfg.slots), decode_text=tokenizer.decode)
+                    max_len=cfg.max_len, mesh=_mesh(cfg.slots, cfg.tensor_parallel),
+                    decode_text=tokenizer.decode)
     _generate_shards(cfg, engine, tokenizer, template, itertools.chain([first], todo),
                      generator_dir)
   storage.write_json(_host_path(cfg.output_dir, cfg.host_count, cfg.host_index),
@@ -186,11 +200,17 @@ def run(cfg: GenerateConfig) -> dict:
   return finalize(cfg.output_dir, cfg.host_count)
 
 
-def _mesh(slots: int):
-  """Slots data-parallel over as many of this host's devices as divide them evenly."""
+def _mesh(slots: int, tensor_parallel: int = 1):
+  """Each copy of the generator over `tensor_parallel` devices; slots data-parallel over as
+  many copies as this host's devices hold and the slots divide evenly."""
   from synthjax import sharding
-  n = math.gcd(slots, len(jax.local_devices()))
-  return sharding.make_mesh({"data": n, "fsdp": 1, "tensor": 1}, jax.local_devices()[:n])
+  devices = jax.local_devices()
+  if tensor_parallel > len(devices):
+    raise UserError(f"GenerateConfig.tensor_parallel={tensor_parallel}: this host has only "
+                    f"{len(devices)} devices")
+  n = math.gcd(slots, len(devices) // tensor_parallel)
+  return sharding.make_mesh({"data": n, "fsdp": 1, "tensor": tensor_parallel},
+                            devices[:n * tensor_parallel])
 
 
 def _shard_path(out_dir: str, name: str, rejected: bool = False) -> str:

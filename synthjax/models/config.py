@@ -43,6 +43,9 @@ class ModelConfig:
   # TPU, xla on CPU), 'xla', 'blocked', 'cudnn' or 'splash'; tiles of attention_block tokens.
   attention: str = "xla"
   attention_block: int = 512
+  # 'float' (param_dtype) or 'int8': layer matmul weights stored as int8 with a scale per output
+  # channel (synthjax.models.quantize makes them from float weights; for generation).
+  weights: str = "float"
   scan_layers: bool = False  # one scanned layer body: faster compiles, stacked params
 
   def __post_init__(self):
@@ -59,6 +62,8 @@ class ModelConfig:
     if self.attention not in attention.IMPLEMENTATIONS:
       raise ValueError(f"ModelConfig.attention must be one of {attention.IMPLEMENTATIONS}, "
                        f"got {self.attention!r}")
+    if self.weights not in ("float", "int8"):
+      raise ValueError(f"ModelConfig.weights must be 'float' or 'int8', got {self.weights!r}")
     for field in ("dtype", "param_dtype"):
       if getattr(self, field) not in ("float32", "bfloat16", "float16"):
         raise ValueError(f"ModelConfig.{field} must be float32, bfloat16 or float16, "

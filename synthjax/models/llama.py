@@ -71,10 +71,21 @@ class RMSNorm(nn.Module):
 
 
 def _kernel(module: nn.Module, name: str, shape, axes, fan_in: int):
+  """A weight in the compute dtype. With int8 weights (generation) it is stored as int8 with one
+  f32 scale per output channel (`<name>_scale`, over the dims after the fan-in ones) and
+  dequantized here, one layer at a time."""
+  cfg = module.cfg
+  if cfg.weights == "int8":
+    n_in = next(n for n in range(1, len(shape) + 1) if math.prod(shape[:n]) == fan_in)
+    w = module.param(name, nn.with_logical_partitioning(nn.initializers.zeros, axes), shape,
+                     jnp.int8)
+    scale = module.param(f"{name}_scale", nn.with_logical_partitioning(
+        nn.initializers.ones, axes[n_in:]), shape[n_in:], jnp.float32)
+    return w.astype(_dtype(cfg.dtype)) * scale.astype(_dtype(cfg.dtype))
   init = nn.initializers.normal(stddev=1.0 / math.sqrt(fan_in))
   w = module.param(name, nn.with_logical_partitioning(init, axes), shape,
-                   _dtype(module.cfg.param_dtype))
-  return w.astype(_dtype(module.cfg.dtype))
+                   _dtype(cfg.param_dtype))
+  return w.astype(_dtype(cfg.dtype))
 
 
 class Attention(nn.Module):

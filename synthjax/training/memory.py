@@ -135,6 +135,22 @@ def check(model_cfg: ModelConfig, opt_cfg: optimizer_lib.OptimizerConfig, batch_
   return dict(plan, verdict="too large", reason=reason)
 
 
+def generator_bytes(cfg: ModelConfig, slots: int, max_len: int,
+                    mesh_shape: Dict[str, int]) -> dict:
+  """Per-device bytes of a generator (from abstract shapes, split by the sharding rules) and its
+  KV cache (slots over the data axes, kv heads over "tensor")."""
+  rules = sharding.logical_axis_rules()
+  params = jax.eval_shape(lambda: Transformer(cfg).init(
+      jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))["params"]
+  kv_spec = nn.logical_to_mesh_axes(("batch", "kv_heads", "length", "head_dim"), rules)
+  kv_shape = (slots, cfg.K, max_len, cfg.Dh)
+  split = math.prod(math.prod(mesh_shape[a] for a in ((ax,) if isinstance(ax, str) else ax))
+                    for ax in sharding.fit_spec(kv_spec, kv_shape, mesh_shape) if ax)
+  cache = 2 * cfg.L * math.prod(kv_shape) * _dtype_bytes(cfg.dtype) // split
+  weights = _shard_bytes(params, mesh_shape, rules)
+  return {"weights": weights, "kv cache": cache, "total": weights + cache}
+
+
 def require_fit(plan: dict) -> None:
   if plan["verdict"] == "too large":
     raise UserError(plan["reason"])
