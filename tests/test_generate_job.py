@@ -120,6 +120,22 @@ def test_bad_input_is_one_clear_line(tmp_path, inputs, tiny_generator):
   empty.write_text("")
   assert "empty file" in _error_line(
       _cmd(str(empty), str(tmp_path / "o2"), tiny_generator)[3:])
+  # a template without the place for the text
+  template = json.loads(open(os.path.join(prompts.TEMPLATES, "hq.json")).read())
+  template["user"] = template["user"].replace("{text}", "")
+  (tmp_path / "notext.json").write_text(json.dumps(template))
+  assert "field 'user' has no {text} placeholder" in _error_line(
+      [a if a != "--gin.STYLE=hq" else f"--gin.STYLE={tmp_path / 'notext.json'}" for a in base])
+  # a generator whose weights lack a tensor its model.json needs: refused before any output
+  from synthjax.checkpoints import store
+  cfg = store.load_config(tiny_generator)
+  params = store.load_params(tiny_generator, cfg)
+  del params["layers_1"]["mlp"]["up"]
+  broken = str(tmp_path / "broken")
+  store.save_model(broken, cfg, params)
+  assert "missing tensor 'layers_1/mlp/up'" in _error_line(
+      _cmd(inputs, str(tmp_path / "o4"), broken)[3:])
+  assert not (tmp_path / "o4").exists()
   other = str(tmp_path / "o3")
   subprocess.run(_cmd(inputs, other, tiny_generator, "--gin.GenerateConfig.max_documents=1"),
                  env=_env(), check=True, capture_output=True)

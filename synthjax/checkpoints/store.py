@@ -47,19 +47,50 @@ def load_config(model_dir: str) -> ModelConfig:
 def load_params(model_dir: str, cfg: Optional[ModelConfig] = None, shardings=None):
   """Restore params, each leaf straight onto its shards when `shardings` is given."""
   cfg = cfg or load_config(model_dir)
+  tree = check_params(model_dir, cfg)
   checkpointer = ocp.StandardCheckpointer()
+  path = os.path.join(os.path.abspath(model_dir), "params")
+  if shardings is None:
+    return checkpointer.restore(path)
+  target = jax.tree.map(lambda m, s: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=s),
+                        tree, shardings)
+  return checkpointer.restore(path, target)
+
+
+def check_params(model_dir: str, cfg: ModelConfig):
+  """The stored tensors (read from the checkpoint's metadata, no weights loaded) are the ones
+  the config's model has, with its shapes: one line naming the first that is missing, extra or
+  of another shape. Returns the metadata tree."""
+  import flax.linen as nn
+  import jax.numpy as jnp
+  from synthjax.models.llama import Transformer
+
   path = os.path.join(os.path.abspath(model_dir), "params")
   if not os.path.isdir(path):
     what = ("a training run's MODEL_DIR (its weights are in checkpoints/)"
             if os.path.isdir(os.path.join(model_dir, "checkpoints")) else "incomplete")
     raise UserError(f"{model_dir}: no params/ folder: {what}, not a synthjax model directory")
-  if shardings is None:
-    return checkpointer.restore(path)
-  meta = checkpointer.metadata(path)
-  tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
-  target = jax.tree.map(lambda m, s: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=s),
-                        tree, shardings)
-  return checkpointer.restore(path, target)
+  meta = ocp.StandardCheckpointer().metadata(path)
+  stored = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
+
+  def by_name(tree):
+    return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+  expected = by_name(nn.unbox(jax.eval_shape(lambda: Transformer(cfg).init(
+      jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))["params"]))
+  found = by_name(stored)
+  for name, shape in expected.items():
+    if name not in found:
+      raise UserError(f"{model_dir}: missing tensor {name!r} (shape {shape}) that its "
+                      f"model.json needs")
+    if found[name] != shape:
+      raise UserError(f"{model_dir}: tensor {name!r} has shape {found[name]}, its model.json "
+                      f"needs {shape}")
+  extra = sorted(set(found) - set(expected))
+  if extra:
+    raise UserError(f"{model_dir}: tensor {extra[0]!r} is not part of the model its "
+                    f"model.json describes")
+  return stored
 
 
 def load_tokenizer(model_dir: str):

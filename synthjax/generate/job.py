@@ -158,6 +158,7 @@ def run(cfg: GenerateConfig) -> dict:
   template = prompts.load_template(cfg.style)
   generator_dir = resolve_generator(cfg.generator)
   model_cfg = store.load_config(generator_dir)
+  store.check_params(generator_dir, model_cfg)  # before anything is written
   tokenizer, meta = store.load_tokenizer(generator_dir)
   fmt = prompts.chat_format(meta.get("chat_template", ""))
   count = lambda s: len(tokenizer.encode(s, add_special_tokens=False).ids)
