@@ -9,6 +9,13 @@ refilled from the queue at once, so one long output never holds the others back.
 Sampling runs on device per slot: greedy (temperature 0), temperature, top-k, top-p and a
 repetition penalty, with a key derived from the request's own seed and its token index, so a
 request's output does not depend on which slot or batch it ran in.
+
+With `draft_tokens` > 0, greedy requests decode speculatively by prompt lookup: the tokens that
+followed the latest earlier occurrence of the sequence's last n-gram (rephrasing copies much of
+its input) are proposed as a draft, and one forward pass over the slot's newest token and the
+draft checks them all; the draft's longest prefix that greedy decoding would have produced is
+kept, plus the pass's own next token. The output is plain greedy decoding's, token for token.
+Sampled requests take one token per pass as before (their draft is empty).
 """
 import dataclasses
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -66,12 +73,17 @@ def _draw_truncated(keys, scaled, top_k_B, top_p_B):
   return jnp.take_along_axis(indices, choice[:, None], axis=-1)[:, 0]
 
 
+def _penalised(logits_BxV, penalty_B, seen_BxV):
+  """Logits with the repetition penalty applied to the tokens a row has seen."""
+  logits = logits_BxV.astype(jnp.float32)
+  penalty = penalty_B[:, None]
+  return jnp.where(seen_BxV, jnp.where(logits > 0, logits / penalty, logits * penalty), logits)
+
+
 def sample_tokens(logits_BxV, keys, temperature_B, top_k_B, top_p_B, penalty_B, seen_BxV):
   """One token per row under that row's own sampling settings (greedy when temperature is 0);
   an all-greedy batch skips sampling altogether."""
-  logits = logits_BxV.astype(jnp.float32)
-  penalised = jnp.where(logits > 0, logits / penalty_B[:, None], logits * penalty_B[:, None])
-  logits = jnp.where(seen_BxV, penalised, logits)
+  logits = _penalised(logits_BxV, penalty_B, seen_BxV)
   greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
   sampling = temperature_B > 0
   truncating = sampling & ((top_k_B > 0) | (top_p_B < 1.0))
@@ -91,7 +103,7 @@ class Engine:
 
   def __init__(self, cfg: ModelConfig, params, eos_ids: Sequence[int], slots: int = 8,
                max_len: int = 512, buckets: Optional[Sequence[int]] = None,
-               mesh=None, rules=None, decode_text=None):
+               mesh=None, rules=None, decode_text=None, draft_tokens: int = 0, ngram: int = 3):
     if cfg.scan_layers:
       raise UserError("generation needs unstacked layers (convert without --scan_layers)")
     self.cfg, self.slots, self.max_len = cfg, slots, max_len
@@ -113,6 +125,10 @@ class Engine:
     self.seen = jnp.zeros((slots, cfg.V), bool)
     self._prefill = jax.jit(self._prefill_fn, donate_argnums=(1, 2))
     self._decode = jax.jit(self._decode_fn, donate_argnums=(1, 2))
+    self.draft_tokens, self.ngram = draft_tokens, ngram
+    # decode passes, the tokens they added to outputs, draft tokens proposed and kept
+    self.stats = {"passes": 0, "tokens": 0, "drafted": 0, "accepted": 0}
+    self._verify = jax.jit(self._verify_fn, donate_argnums=(1, 2))
 
   # --- device functions -------------------------------------------------------------------
 
@@ -155,7 +171,48 @@ class Engine:
     seen = seen.at[jnp.arange(self.slots), next_B].max(busy_B)
     return cache, seen, next_B
 
+  def _verify_fn(self, params, cache, seen, tokens_BxT, lengths_B, busy_B, draft_len_B,
+                 sampling, seeds_B, counts_B):
+    """One pass over each slot's newest token and its draft (tokens_BxT[:, 1:], of which the
+    first draft_len_B count). Returns the pass's token after each position (the first one
+    sampled exactly as a plain decode step would) and how many draft tokens were kept."""
+    B, T = tokens_BxT.shape
+    keys = jax.vmap(lambda s, c: jax.random.fold_in(jax.random.key(s), c))(seeds_B, counts_B)
+    positions = lengths_B[:, None] + jnp.arange(T)
+    kv_positions = jnp.broadcast_to(jnp.arange(self.max_len), (B, self.max_len))
+    kv_valid = ((kv_positions <= lengths_B[:, None] + T - 1) & busy_B[:, None]).astype(jnp.int32)
+    rows = jnp.broadcast_to(busy_B[:, None], (B, T)).astype(jnp.int32)
+    logits, cache = self._apply(params, tokens_BxT, positions, rows, cache, lengths_B,
+                                kv_positions, kv_valid)
+    first_B = sample_tokens(logits[:, 0], keys, *sampling, seen)
+    # Position t's greedy choice sees the draft's first t tokens as seen (repetition penalty).
+    in_draft = jnp.arange(T - 1)[None] < draft_len_B[:, None]
+    drafted = jax.nn.one_hot(tokens_BxT[:, 1:], self.cfg.V, dtype=jnp.int32)
+    drafted = drafted * in_draft[..., None]
+    seen_BxTxV = seen[:, None] | jnp.concatenate(
+        [jnp.zeros_like(drafted[:, :1]), jnp.cumsum(drafted, axis=1)], axis=1).astype(bool)
+    penalty = jnp.repeat(sampling[3], T)
+    greedy = jnp.argmax(_penalised(logits.reshape(B * T, -1), penalty,
+                                   seen_BxTxV.reshape(B * T, -1)), axis=-1).reshape(B, T)
+    next_BxT = greedy.astype(jnp.int32).at[:, 0].set(first_B)
+    match = (tokens_BxT[:, 1:] == next_BxT[:, :-1]) & in_draft
+    kept_B = jnp.sum(jnp.cumprod(match.astype(jnp.int32), axis=1), axis=1)
+    emitted = (jnp.arange(T)[None] <= kept_B[:, None]) & busy_B[:, None]
+    seen = seen | jnp.any(jax.nn.one_hot(next_BxT, self.cfg.V, dtype=bool) & emitted[..., None],
+                          axis=1)
+    return cache, seen, next_BxT, kept_B
+
   # --- host loop --------------------------------------------------------------------------
+
+  def _draft(self, sequence: List[int], limit: int) -> List[int]:
+    """Up to `limit` tokens that followed the latest earlier occurrence of the sequence's last
+    n-gram (n = self.ngram down to 1); none when it never occurred."""
+    for n in range(min(self.ngram, len(sequence) - 1), 0, -1):
+      tail = sequence[-n:]
+      for start in range(len(sequence) - n - 1, -1, -1):
+        if sequence[start:start + n] == tail:
+          return sequence[start + n:start + n + limit]
+    return []
 
   def _bucket(self, n: int) -> int:
     for b in self.buckets:
@@ -240,19 +297,50 @@ class Engine:
         last[slot] = int(token)
         out[slot] = [int(token)]
 
+    def drafts(busy):
+      """[slots, draft_tokens] proposals and their lengths, or None when a pass over them would
+      run past a busy slot's cache (then this step decodes plainly)."""
+      k = self.draft_tokens
+      if not k or any(lengths[s] + k + 1 > self.max_len for s in np.flatnonzero(busy)):
+        return None
+      tokens, counts = np.zeros((self.slots, k), np.int32), np.zeros(self.slots, np.int32)
+      for s in np.flatnonzero(busy):
+        if live[owner[s]].sampling.temperature == 0:
+          d = self._draft(list(live[owner[s]].prompt) + out[s], k)
+          tokens[s, :len(d)], counts[s] = d, len(d)
+      return (tokens, counts) if counts.any() else None
+
     for slot in range(self.slots):
       retire_and_refill(slot)
     while any(o >= 0 for o in owner):
       busy = np.asarray([o >= 0 for o in owner])
       seeds = np.asarray([live[o].sampling.seed if o >= 0 else 0 for o in owner], np.uint32)
       counts = np.asarray([len(x) for x in out], np.int32)  # token index the key is for
-      self.cache, self.seen, next_tokens = self._on_mesh(
-          self._decode, self.params, self.cache, self.seen, jnp.asarray(last), jnp.asarray(lengths),
-          jnp.asarray(busy), sampling_arrays(owner), jnp.asarray(seeds), jnp.asarray(counts))
-      next_tokens = np.asarray(next_tokens)
+      proposal = drafts(busy)
+      if proposal is None:
+        self.cache, self.seen, next_tokens = self._on_mesh(
+            self._decode, self.params, self.cache, self.seen, jnp.asarray(last),
+            jnp.asarray(lengths), jnp.asarray(busy), sampling_arrays(owner), jnp.asarray(seeds),
+            jnp.asarray(counts))
+        new = [[int(t)] for t in np.asarray(next_tokens)]
+      else:
+        tokens = np.concatenate([last[:, None], proposal[0]], axis=1)
+        self.cache, self.seen, next_BxT, kept = self._on_mesh(
+            self._verify, self.params, self.cache, self.seen, jnp.asarray(tokens),
+            jnp.asarray(lengths), jnp.asarray(busy), jnp.asarray(proposal[1]),
+            sampling_arrays(owner), jnp.asarray(seeds), jnp.asarray(counts))
+        next_BxT, kept = np.asarray(next_BxT), np.asarray(kept)
+        new = [[int(t) for t in next_BxT[s, :kept[s] + 1]] for s in range(self.slots)]
+        self.stats["drafted"] += int(proposal[1].sum())
+        self.stats["accepted"] += int(kept[busy].sum())
+      self.stats["passes"] += 1
       for slot in np.flatnonzero(busy):
-        lengths[slot] += 1
-        last[slot] = next_tokens[slot]
-        out[slot].append(int(next_tokens[slot]))
+        for token in new[slot]:  # one token at a time, so every stop rule sees each
+          self.stats["tokens"] += 1
+          lengths[slot] += 1
+          last[slot] = token
+          out[slot].append(token)
+          if finish_reason(slot):
+            break
         retire_and_refill(slot)
     return None if on_result else [results[i] for i in range(len(results))]

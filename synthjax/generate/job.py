@@ -62,6 +62,9 @@ class GenerateConfig:
   # Devices each copy of the generator is split over (heads, mlp and vocab over "tensor"), for
   # generators that do not fit one device; the host's other devices share out the slots.
   tensor_parallel: int = 1
+  # Greedy requests (temperature 0) draft this many tokens by prompt lookup and check them in
+  # one pass (engine.py); the output is plain greedy decoding's. 0: off.
+  draft_tokens: int = 0
   max_len: int = 1024                 # KV cache length: prompt + output
   apply_filter: bool = True           # False keeps every output (its reason goes in "flag")
   # Hosts work independently (no collectives): host i of n takes shards i, i+n, ...
@@ -74,6 +77,9 @@ class GenerateConfig:
                   "host_count", "tensor_parallel"):
       if getattr(self, field) <= 0:
         raise UserError(f"GenerateConfig.{field} must be positive, got {getattr(self, field)}")
+    if self.draft_tokens < 0:
+      raise UserError(f"GenerateConfig.draft_tokens must be 0 (off) or more, got "
+                      f"{self.draft_tokens}")
     if self.weights not in ("", *quantize.PRECISIONS):
       raise UserError(f"GenerateConfig.weights must be '' or one of {quantize.PRECISIONS}, "
                       f"got {self.weights!r}")
@@ -105,7 +111,7 @@ def resolve_generator(name: str) -> str:
 def _signature(cfg: GenerateConfig, template: dict, generator_dir: str) -> dict:
   sig = {k: v for k, v in dataclasses.asdict(cfg).items()
          if k not in ("output_dir", "slots", "max_len", "host_index", "host_count",
-                      "tensor_parallel")}
+                      "tensor_parallel", "draft_tokens")}
   sig.update(prompt_version=template["version"], generator_dir=os.path.abspath(generator_dir))
   return sig
 
@@ -193,7 +199,7 @@ def run(cfg: GenerateConfig) -> dict:
       model_cfg, params = quantize.convert(model_cfg, params, cfg.weights)
     engine = Engine(model_cfg, params, eos_ids=[meta.get("eos_id", -1)], slots=cfg.slots,
                     max_len=cfg.max_len, mesh=_mesh(cfg.slots, cfg.tensor_parallel),
-                    decode_text=tokenizer.decode)
+                    decode_text=tokenizer.decode, draft_tokens=cfg.draft_tokens)
     _generate_shards(cfg, engine, tokenizer, template, itertools.chain([first], todo),
                      generator_dir)
   storage.write_json(_host_path(cfg.output_dir, cfg.host_count, cfg.host_index),
