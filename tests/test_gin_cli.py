@@ -61,6 +61,7 @@ def test_every_model_preset_builds_a_valid_config():
   assert 0.9e9 < sizes["paper_1b"] < 1.5e9
   assert 2.5e9 < sizes["paper_3b"] < 3.5e9
   assert sizes["smollm2_135m"] == 134_515_008  # SmolLM2-135M's published parameter count
+  assert sizes["llama3_3b"] == 3_212_749_824  # Llama-3.2-3B's count (tied embeddings)
   assert 7.9e9 < sizes["llama3_8b"] < 8.1e9
   assert 70e9 < sizes["llama3_70b"] < 71e9
 
