@@ -52,7 +52,7 @@ def test_a_failed_job_is_retried_then_reported(tmp_path):
 def test_an_interrupted_sweep_lets_every_job_clean_up_and_leaves_nothing_running(tmp_path):
   cleaned = tmp_path / "cleaned"
   job = (f"trap 'echo $JOB >> {cleaned}' EXIT\ntrap 'exit 143' TERM\n"
-         f"touch {tmp_path}/started-$JOB\nsleep 300 & wait\n")
+         f"touch {tmp_path}/started-$JOB\nsleep 287 & wait\n")
   code = (f"import sys; sys.path.insert(0, {REPO!r}); from synthjax import sweep; "
           f"r = sweep.Sweep({str(tmp_path / 'status')!r}, parallel=2).run("
           f"{{'a': 'JOB=a; ' + {job!r}, 'b': 'JOB=b; ' + {job!r}}}); print(r)")
@@ -64,7 +64,7 @@ def test_an_interrupted_sweep_lets_every_job_clean_up_and_leaves_nothing_running
   out, _ = proc.communicate(timeout=60)
   assert sorted(cleaned.read_text().split()) == ["a", "b"]  # both EXIT traps ran
   assert eval(out.strip()) == {"a": "failed", "b": "failed"}
-  left = subprocess.run(["pgrep", "-f", "sleep 300"], capture_output=True, text=True).stdout
+  left = subprocess.run(["pgrep", "-f", "sleep 287"], capture_output=True, text=True).stdout
   assert left.strip() == ""
   state = sweep.read_status(str(tmp_path / "status"))
   assert {s["state"] for s in state.values()} == {"failed"}
