@@ -94,10 +94,10 @@ def estimate(model_cfg: ModelConfig, opt_cfg: optimizer_lib.OptimizerConfig, bat
   form = attention.resolve(model_cfg.attention, platform or jax.default_backend(),
                            model_cfg.dtype)
   kept, recompute = _per_token_layer_bytes(model_cfg, model_cfg.remat, form, seq_len, tensor)
-  f32_params = param_bytes * 4 // _dtype_bytes(model_cfg.param_dtype)
   parts = {
       "parameters": param_bytes,
-      "gradients": f32_params * (2 if grad_accum > 1 else 1),  # + the accumulator
+      # in the parameters' dtype; with microbatches, the accumulator too
+      "gradients": param_bytes * (2 if grad_accum > 1 else 1),
       "optimizer state": _shard_bytes(opt_state, mesh_shape, rules),
       "activations": tokens * (model_cfg.L * kept + recompute),
       # f32 logits, their softmax and their gradient
