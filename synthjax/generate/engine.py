@@ -89,11 +89,17 @@ def sample_tokens(logits_BxV, keys, temperature_B, top_k_B, top_p_B, penalty_B, 
   truncating = sampling & ((top_k_B > 0) | (top_p_B < 1.0))
 
   def draw(_):
+    # Each draw runs only when some row needs it: a full-vocabulary draw costs about a fifth
+    # of a 32-slot decode step on a CPU, and top-k / top-p rows never use it.
     scaled = logits / jnp.maximum(temperature_B, 1e-6)[:, None]
-    full = jax.vmap(jax.random.categorical)(keys, scaled)
-    cut = jax.lax.cond(truncating.any(), _draw_truncated, lambda k, x, *_: full, keys, scaled,
-                       top_k_B, top_p_B)
-    return jnp.where(truncating, cut, full).astype(jnp.int32)
+    none = jnp.zeros_like(greedy)
+    full = jax.lax.cond((sampling & ~truncating).any(),
+                        lambda: jax.vmap(jax.random.categorical)(keys, scaled).astype(jnp.int32),
+                        lambda: none)
+    cut = jax.lax.cond(truncating.any(),
+                       lambda: _draw_truncated(keys, scaled, top_k_B, top_p_B).astype(jnp.int32),
+                       lambda: none)
+    return jnp.where(truncating, cut, full)
 
   sampled = jax.lax.cond(sampling.any(), draw, lambda _: greedy, None)
   return jnp.where(sampling, sampled, greedy)
@@ -122,7 +128,11 @@ class Engine:
     kv_sharding = sharding.named(self.mesh, self.rules, ("batch", "kv_heads", "length",
                                                          "head_dim"), (slots, cfg.K, max_len, cfg.Dh))
     self.cache = jax.device_put(init_cache(cfg, slots, max_len), kv_sharding)
-    self.seen = jnp.zeros((slots, cfg.V), bool)
+    seen_sharding = sharding.named(self.mesh, self.rules, ("batch", "vocab"), (slots, cfg.V))
+    self.seen = jax.device_put(jnp.zeros((slots, cfg.V), bool), seen_sharding)
+    # Every step returns the cache and `seen` as they came in: left to the compiler, the first
+    # step replicated the cache over the mesh and the next one compiled again for that.
+    self._state_shardings = (kv_sharding, seen_sharding)
     self._prefill = jax.jit(self._prefill_fn, donate_argnums=(1, 2))
     self._decode = jax.jit(self._decode_fn, donate_argnums=(1, 2))
     self.draft_tokens, self.ngram = draft_tokens, ngram
@@ -139,6 +149,11 @@ class Engine:
     """Call a jitted step with the mesh and logical rules in force (set outside of jit)."""
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       return fn(*args)
+
+  def _pinned(self, cache, seen):
+    kv, rows = self._state_shardings
+    return (jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, kv), cache),
+            jax.lax.with_sharding_constraint(seen, rows))
 
   def _prefill_fn(self, params, cache, seen, slot, tokens_1xP, length, sampling, key):
     # The prompt fills the slot's first P_len positions: prefill into a cache of just that
@@ -157,7 +172,7 @@ class Engine:
     token = sample_tokens(last, key[None], *(s[None] for s in sampling),
                           jax.lax.dynamic_slice_in_dim(seen, slot, 1, axis=0))[0]
     seen = seen.at[slot, token].set(True)
-    return cache, seen, token
+    return (*self._pinned(cache, seen), token)
 
   def _decode_fn(self, params, cache, seen, tokens_B, lengths_B, busy_B, sampling, seeds_B,
                  counts_B):
@@ -169,7 +184,7 @@ class Engine:
                                 kv_positions, kv_valid)
     next_B = sample_tokens(logits[:, 0], keys, *sampling, seen)
     seen = seen.at[jnp.arange(self.slots), next_B].max(busy_B)
-    return cache, seen, next_B
+    return (*self._pinned(cache, seen), next_B)
 
   def _verify_fn(self, params, cache, seen, tokens_BxT, lengths_B, busy_B, draft_len_B,
                  sampling, seeds_B, counts_B):
@@ -200,7 +215,7 @@ class Engine:
     emitted = (jnp.arange(T)[None] <= kept_B[:, None]) & busy_B[:, None]
     seen = seen | jnp.any(jax.nn.one_hot(next_BxT, self.cfg.V, dtype=bool) & emitted[..., None],
                           axis=1)
-    return cache, seen, next_BxT, kept_B
+    return (*self._pinned(cache, seen), next_BxT, kept_B)
 
   # --- host loop --------------------------------------------------------------------------
 
