@@ -1,23 +1,36 @@
 """Generation throughput: synthjax's engine vs transformers generate, same SmolLM2-135M weights.
 
-    python benchmarks/generate_throughput.py [--batches 1 8 32 64] [--new_tokens 128]
+    python benchmarks/generate_throughput.py [--workload both] [--batches 1 8 32 64]
     python benchmarks/generate_throughput.py --random_preset llama3_8b --skip_torch  # a GPU
 
-For each batch size: synthjax tokens/s (greedy, 64-token prompts, new tokens generated per
-second, compile excluded), transformers `generate` tokens/s at 1 and 2 torch threads, and
-synthjax's fraction of the compute roofline, 2 N tokens/s over the f32 matmul peak measured in
-the same run (or over --peak_tflops). --random_preset times a model preset's shape with random
-weights (no download; speed does not depend on the weights' values). Nothing is asserted;
-compare ratios within one run.
+Two workloads, side by side with transformers `generate` (2 torch threads) in one run:
+- real (the job's): --real_prompts chunks of the embedded corpus rendered by the hq, qa and
+  textbook templates in turn, the job's sampling (temperature 0.3, top-p 0.9, repetition
+  penalty 1.1), --real_new_tokens each (EOS ignored in both, so both do the same work), run
+  through --real_batches slots (transformers: batches of that size, left-padded). Tokens/s,
+  chunks/s, and the fraction of the compute bound: 2 N FLOPs per prompt and new token over the
+  peak.
+- synthetic: random --prompt_len-token prompts, greedy, --new_tokens each; tokens/s and the
+  fraction of the decode roofline, 2 N FLOPs per new token over the peak (transformers at 1
+  and 2 threads).
+The peak is the better of XLA's and torch's f32 matmul measured in the run (or --peak_tflops).
+Compile time is excluded. --random_preset times a model preset's shape with random weights
+(no download; speed does not depend on the weights' values). Nothing is asserted; compare
+ratios within one run.
 """
 import argparse
+import dataclasses
 import os
 import statistics
 import time
 
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # train_throughput's peak
 
 
 def matmul_peak(n=2048, repeats=5):
@@ -35,6 +48,28 @@ def matmul_peak(n=2048, repeats=5):
 def prompts(batch, length, vocab, seed=0):
   rng = np.random.default_rng(seed)
   return rng.integers(100, vocab - 100, (batch, length)).tolist()
+
+
+def workload_prompts(count, tokenizer, chat_template, chunk_tokens=300):
+  """The generation job's real prompts: embedded-corpus documents cut into chunks of at most
+  `chunk_tokens` and rendered by the hq, qa and textbook templates in turn."""
+  import tempfile
+  from synthjax.data import demo_corpus, sources
+  from synthjax.generate import prompts as P
+  fmt = P.chat_format(chat_template)
+  templates = [P.load_template(s) for s in ("hq", "qa", "textbook")]
+  n_tokens = lambda s: len(tokenizer.encode(s, add_special_tokens=False).ids)
+  with tempfile.TemporaryDirectory() as tmp:
+    demo_corpus.build(tmp)
+    docs = sources.read_documents(os.path.join(tmp, "natural_train.jsonl"))
+    out = []
+    for doc in docs:
+      for piece in P.chunk(doc["text"], chunk_tokens, n_tokens):
+        text = P.render(templates[len(out) % 3], piece, fmt)
+        out.append(tokenizer.encode(text, add_special_tokens=False).ids)
+        if len(out) == count:
+          return out
+  return out
 
 
 def random_model(preset):
@@ -63,6 +98,50 @@ def synthjax_tps(model, batch, prompt_len, new_tokens):
   return batch * new_tokens / (time.perf_counter() - t), cfg
 
 
+# The job's sampling (GenerateConfig's defaults); every request makes exactly `new_tokens`
+# tokens in both libraries (EOS ignored), so both do the same work.
+REAL_SAMPLING = dict(temperature=0.3, top_p=0.9, repetition_penalty=1.1)
+
+
+def synthjax_real(model, batch, prompt_ids, new_tokens):
+  """Seconds to run every prompt through `batch` slots (compile excluded)."""
+  from synthjax.generate.engine import Engine, Request, Sampling
+  cfg, params = model
+  engine = Engine(cfg, params, eos_ids=[], slots=batch,
+                  max_len=max(map(len, prompt_ids)) + new_tokens + 8)
+  reqs = [Request(p, Sampling(max_new_tokens=new_tokens, seed=i, **REAL_SAMPLING))
+          for i, p in enumerate(prompt_ids)]
+  one_per_bucket = {engine._bucket(len(r.prompt)): r for r in reqs}.values()
+  engine.generate([Request(r.prompt, dataclasses.replace(r.sampling, max_new_tokens=2))
+                   for r in one_per_bucket])  # compiles each prefill bucket and the decode step
+  t = time.perf_counter()
+  engine.generate(reqs)
+  return time.perf_counter() - t
+
+
+def transformers_real(gguf, batch, prompt_ids, new_tokens, threads):
+  """Seconds for transformers `generate` over the prompts in batches of `batch`, left-padded."""
+  import torch
+  import transformers
+  torch.set_num_threads(threads)
+  torch.manual_seed(0)
+  model = transformers.AutoModelForCausalLM.from_pretrained(
+      os.path.dirname(gguf), gguf_file=os.path.basename(gguf), dtype=torch.float32)
+  kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=True, top_k=0,
+            pad_token_id=0, **REAL_SAMPLING)
+  with torch.no_grad():
+    model.generate(torch.tensor([prompt_ids[0][:8]]), max_new_tokens=2, do_sample=False,
+                   pad_token_id=0)
+    t = time.perf_counter()
+    for start in range(0, len(prompt_ids), batch):
+      group = prompt_ids[start:start + batch]
+      width = max(map(len, group))
+      ids = torch.tensor([[0] * (width - len(p)) + list(p) for p in group])
+      mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in group])
+      model.generate(input_ids=ids, attention_mask=mask, **kw)
+  return time.perf_counter() - t
+
+
 def transformers_tps(gguf, batch, prompt_len, new_tokens, threads, vocab):
   import torch
   import transformers
@@ -79,6 +158,33 @@ def transformers_tps(gguf, batch, prompt_len, new_tokens, threads, vocab):
   return batch * new_tokens / (time.perf_counter() - t)
 
 
+def real_workload(args, model, name, peak):
+  """The job's prompts (hq, qa and textbook in turn), the job's sampling, a fixed number of new
+  tokens; the compute bound counts 2 N FLOPs for every prompt and new token."""
+  from synthjax import assets
+  from synthjax.checkpoints import store
+  from synthjax.generate.job import resolve_generator
+  from synthjax.models.flops import decode_flops_per_token
+  tokenizer, meta = store.load_tokenizer(resolve_generator(assets.EMBEDDED_GENERATOR))
+  prompt_ids = workload_prompts(args.real_prompts, tokenizer, meta.get("chat_template", ""))
+  count, new = len(prompt_ids), args.real_new_tokens
+  prompt_tokens = sum(map(len, prompt_ids))
+  bound = (prompt_tokens + count * new) * decode_flops_per_token(model[0]) / peak
+  print(f"{name}, real workload: {count} prompts (hq, qa, textbook; {prompt_tokens} prompt "
+        f"tokens, {min(map(len, prompt_ids))}-{max(map(len, prompt_ids))} each), {new} new "
+        f"tokens each, temperature {REAL_SAMPLING['temperature']}, top-p "
+        f"{REAL_SAMPLING['top_p']}; compute bound {bound:.1f} s")
+  for batch in args.real_batches:
+    ours = synthjax_real(model, batch, prompt_ids, new)
+    line = (f"batch {batch:3d}: synthjax {count * new / ours:7.1f} tok/s, "
+            f"{count / ours:.2f} chunks/s, {bound / ours:.1%} of the compute bound")
+    if not args.skip_torch:
+      theirs = transformers_real(assets.smollm2_gguf(), batch, prompt_ids, new, 2)
+      line += (f" | transformers 2t {count * new / theirs:7.1f} tok/s, {count / theirs:.2f} "
+               f"chunks/s (synthjax x{theirs / ours:.2f})")
+    print(line, flush=True)
+
+
 def main():
   p = argparse.ArgumentParser(description=__doc__)
   p.add_argument("--batches", type=int, nargs="+", default=[1, 8, 32, 64])
@@ -89,6 +195,11 @@ def main():
                  help="time this gin_configs/models preset with random weights instead")
   p.add_argument("--peak_tflops", type=float, default=0.0,
                  help="the device's datasheet peak; 0: measure an f32 matmul")
+  p.add_argument("--workload", choices=("synthetic", "real", "both"), default="both",
+                 help="synthetic: random prompts of --prompt_len; real: the job's prompts")
+  p.add_argument("--real_prompts", type=int, default=64)
+  p.add_argument("--real_new_tokens", type=int, default=200)
+  p.add_argument("--real_batches", type=int, nargs="+", default=[32, 64])
   args = p.parse_args()
   from synthjax import assets
   from synthjax.models.flops import decode_flops_per_token
@@ -102,9 +213,23 @@ def main():
     cfg = store.load_config(model_dir)
     model = (cfg, store.load_params(model_dir, cfg))
     name = "SmolLM2-135M-Instruct (f32)"
-  peak = args.peak_tflops * 1e12 or matmul_peak()
-  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); peak "
-        f"{peak / 1e9:.1f} GFLOP/s ({'datasheet' if args.peak_tflops else 'f32 matmul'})")
+  if args.peak_tflops:
+    peak = args.peak_tflops * 1e12
+    print(f"peak (datasheet): {peak / 1e9:.1f} GFLOP/s")
+  else:  # the better of the two libraries' f32 matrix products, as in train_throughput.py
+    peak = matmul_peak()
+    print(f"f32 matmul peak (2048^3, median), XLA: {peak / 1e9:.1f} GFLOP/s")
+    if not args.skip_torch:
+      from train_throughput import torch_matmul_peak_flops
+      theirs = torch_matmul_peak_flops()
+      print(f"f32 matmul peak (2048^3, median), torch 2 threads: {theirs / 1e9:.1f} GFLOP/s")
+      peak = max(peak, theirs)
+  print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); fractions below "
+        f"are of {peak / 1e9:.1f} GFLOP/s")
+  if args.workload in ("real", "both"):
+    real_workload(args, model, name, peak)
+  if args.workload == "real":
+    return
   print(f"{name}, {args.prompt_len}-token prompts, {args.new_tokens} new tokens, greedy")
   for batch in args.batches:
     ours, cfg = synthjax_tps(model, batch, args.prompt_len, args.new_tokens)
