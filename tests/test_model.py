@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from synthjax.models import flops, llama
+from synthjax.models import flops
 from synthjax.models.config import ModelConfig
 from synthjax.models.llama import Transformer, init_cache, rope_frequencies
 
@@ -65,9 +65,7 @@ def test_scan_and_remat_match_unrolled_layers():
   assert np.isfinite(jax.tree.leaves(grad)[0]).all()
 
 
-@pytest.mark.parametrize("decode_block", [128, 3])  # one block; many, the last overlapping
-def test_kv_cache_decoding_equals_full_forward(decode_block, monkeypatch):
-  monkeypatch.setattr(llama, "DECODE_BLOCK", decode_block)
+def test_kv_cache_decoding_equals_full_forward():
   tokens = np.random.default_rng(3).integers(0, CFG.V, (2, 9))
   params = _init(CFG, tokens)
   model = Transformer(CFG)
@@ -83,21 +81,6 @@ def test_kv_cache_decoding_equals_full_forward(decode_block, monkeypatch):
                                 kv_pos, kv_seg)
     steps.append(logits[:, 0])
   np.testing.assert_allclose(np.stack(steps, 1), full, atol=1e-5)
-
-
-def test_decode_attention_reads_live_blocks_like_a_full_softmax():
-  """Rows of different lengths (one empty), a cache length no block size divides."""
-  rng = np.random.default_rng(0)
-  B, K, G, S, Dh = 4, 2, 3, 300, 8
-  k, v = (jnp.asarray(rng.normal(size=(B, K, S, Dh)), jnp.float32) for _ in range(2))
-  q = jnp.asarray(rng.normal(size=(B, K, G, Dh)), jnp.float32)
-  lengths = np.array([5, 130, 299, 200])
-  mask = np.arange(S)[None] <= lengths[:, None]
-  scores = jnp.einsum("bksd,bkgd->bkgs", k, q) / np.sqrt(Dh)
-  scores = jnp.where(jnp.asarray(mask)[:, None, None], scores, -jnp.inf)
-  expected = jnp.einsum("bkgs,bksd->bkgd", jax.nn.softmax(scores, axis=-1), v)
-  got = jax.jit(llama._attend_live_blocks)(q, k, v, jnp.asarray(mask))
-  np.testing.assert_allclose(got, expected, atol=1e-5)
 
 
 def test_llama3_rope_scaling_keeps_high_frequencies():

@@ -148,7 +148,10 @@ def _attend_cache(q_BxTxHxDh, k_BxKxSxDh, v_BxKxSxDh, mask_BxTxS):
   k, v = k_BxKxSxDh.astype(q_BxTxHxDh.dtype), v_BxKxSxDh
   if T == 1:
     q_BxKxGxDh = q_BxTxHxDh.reshape(B, K, H // K, Dh)
-    return _attend_live_blocks(q_BxKxGxDh, k, v, mask_BxTxS[:, 0]).reshape(B, 1, H, Dh)
+    bias_Bx1x1xS = jnp.where(mask_BxTxS[:, 0], 0.0, -1e30).astype(jnp.float32)[:, None, None]
+    scores = jnp.einsum("bksd,bkgd->bkgs", k, q_BxKxGxDh).astype(jnp.float32)
+    probs = jax.nn.softmax(scores / math.sqrt(Dh) + bias_Bx1x1xS, axis=-1).astype(v.dtype)
+    return jnp.einsum("bkgs,bksd->bkgd", probs, v).reshape(B, 1, H, Dh)
   q_BxKxGxTxDh = q_BxTxHxDh.reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
   scores = jnp.einsum("bkgtd,bksd->bkgts", q_BxKxGxTxDh, k).astype(jnp.float32)
   scores = jnp.where(mask_BxTxS[:, None, None], scores / math.sqrt(Dh),
@@ -156,42 +159,6 @@ def _attend_cache(q_BxTxHxDh, k_BxKxSxDh, v_BxKxSxDh, mask_BxTxS):
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   out = jnp.einsum("bkgts,bksd->bkgtd", probs, v)
   return out.transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
-
-
-DECODE_BLOCK = 128  # cache positions a decode step reads at a time
-
-
-def _attend_live_blocks(q_BxKxGxDh, k_BxKxSxDh, v_BxKxSxDh, mask_BxS):
-  """One query per row over the cache, reading only the blocks of DECODE_BLOCK positions up to
-  the last one any row may see (online softmax across blocks): a decode step's attention is
-  bound by reading the cache, and most of a long cache is still empty."""
-  B, K, S, Dh = k_BxKxSxDh.shape
-  block = min(DECODE_BLOCK, S)
-  live = jnp.max(jnp.where(mask_BxS, jnp.arange(S), -1)) + 1
-  q = q_BxKxGxDh.astype(jnp.float32) / math.sqrt(Dh)
-
-  def body(carry):
-    i, max_BxKxG, sum_BxKxG, acc_BxKxGxDh = carry
-    start = i * block
-    at = jnp.minimum(start, S - block)  # the last block may overlap the one before it
-    k = jax.lax.dynamic_slice_in_dim(k_BxKxSxDh, at, block, axis=2).astype(jnp.float32)
-    v = jax.lax.dynamic_slice_in_dim(v_BxKxSxDh, at, block, axis=2).astype(jnp.float32)
-    seen_BxS = jax.lax.dynamic_slice_in_dim(mask_BxS, at, block, axis=1)
-    seen_BxS &= (at + jnp.arange(block) >= start)[None]  # positions not counted yet
-    scores = jnp.einsum("bksd,bkgd->bkgs", k, q) + jnp.where(
-        seen_BxS, 0.0, -1e30)[:, None, None]
-    new_max = jnp.maximum(max_BxKxG, scores.max(-1))
-    probs = jnp.exp(scores - new_max[..., None])
-    rescale = jnp.exp(max_BxKxG - new_max)
-    return (i + 1, new_max, sum_BxKxG * rescale + probs.sum(-1),
-            acc_BxKxGxDh * rescale[..., None] + jnp.einsum("bkgs,bksd->bkgd", probs, v))
-
-  G = q.shape[2]
-  start = (jnp.zeros((), jnp.int32), jnp.full((B, K, G), -1e30), jnp.zeros((B, K, G)),
-           jnp.zeros((B, K, G, Dh)))
-  _, _, total, acc = jax.lax.while_loop(lambda c: c[0] * block < jnp.maximum(live, 1), body,
-                                        start)
-  return (acc / total[..., None]).astype(v_BxKxSxDh.dtype)
 
 
 class Mlp(nn.Module):
