@@ -95,6 +95,22 @@ def test_sample_tokens_controls():
   assert penalised.tolist() == [3, 3, 3]  # 5/10 < 2: the seen token loses
 
 
+def test_each_row_samples_as_it_would_in_a_batch_of_its_own_kind():
+  """Greedy, full-vocabulary and top-k/top-p rows in one batch: each draw runs only when some
+  row needs it, and no row's token depends on the others'."""
+  logits = jax.random.normal(jax.random.key(1), (3, 50)) * 2
+  keys = jax.random.split(jax.random.key(2), 3)
+  settings = (jnp.asarray([0.0, 1.0, 1.0]), jnp.asarray([0, 0, 5], jnp.int32),
+              jnp.asarray([1.0, 1.0, 0.9]), jnp.ones(3))
+  seen = jnp.zeros((3, 50), bool)
+  mixed = sample_tokens(logits, keys, *settings, seen).tolist()
+  for row in range(3):
+    same = jnp.asarray([row] * 3)
+    alone = sample_tokens(logits[same], keys[same], *(s[same] for s in settings), seen)
+    assert alone.tolist() == [mixed[row]] * 3
+  assert mixed[0] == int(jnp.argmax(logits[0]))
+
+
 def test_prompt_longer_than_context_is_a_clear_error(tiny):
   _, cfg, params = tiny
   engine = Engine(cfg, params, eos_ids=[], slots=1, max_len=16, buckets=(8, 16))
