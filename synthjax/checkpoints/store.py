@@ -62,8 +62,7 @@ def check_params(model_dir: str, cfg: ModelConfig):
   the config's model has, with its shapes: one line naming the first that is missing, extra or
   of another shape. Returns the metadata tree."""
   import flax.linen as nn
-  import jax.numpy as jnp
-  from synthjax.models.llama import Transformer
+  from synthjax.models.llama import abstract_params
 
   path = os.path.join(os.path.abspath(model_dir), "params")
   if not os.path.isdir(path):
@@ -76,8 +75,7 @@ def check_params(model_dir: str, cfg: ModelConfig):
   def by_name(tree):
     return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(leaf.shape)
             for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
-  expected = by_name(nn.unbox(jax.eval_shape(lambda: Transformer(cfg).init(
-      jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))["params"]))
+  expected = by_name(nn.unbox(abstract_params(cfg)))
   found = by_name(stored)
   for name, shape in expected.items():
     if name not in found:

@@ -28,7 +28,7 @@ import numpy as np
 from synthjax import sharding
 from synthjax.errors import UserError
 from synthjax.models.config import ModelConfig
-from synthjax.models.llama import Transformer, init_cache
+from synthjax.models.llama import Transformer, abstract_params, init_cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,9 +121,8 @@ class Engine:
                                            jax.devices()[:1])
     self.rules = rules or sharding.logical_axis_rules()
     self.model = Transformer(cfg)
-    abstract = jax.eval_shape(lambda: self.model.init(
-        jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))["params"]
-    self.param_shardings = sharding.logical_shardings(abstract, self.mesh, self.rules)
+    self.param_shardings = sharding.logical_shardings(abstract_params(cfg), self.mesh,
+                                                      self.rules)
     self.params = jax.device_put(nn.unbox(params), self.param_shardings)
     kv_sharding = sharding.named(self.mesh, self.rules, ("batch", "kv_heads", "length",
                                                          "head_dim"), (slots, cfg.K, max_len, cfg.Dh))

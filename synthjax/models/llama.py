@@ -277,6 +277,12 @@ class Transformer(nn.Module):
     return logits_BxTxV
 
 
+def abstract_params(cfg: ModelConfig):
+  """The parameters' shapes, dtypes and logical axes (boxed), computed without allocating them."""
+  return jax.eval_shape(lambda: Transformer(cfg).init(
+      jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))["params"]
+
+
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None):
   """An empty KV cache: one {"k", "v"} dict of BxKxSxDh arrays per layer."""
   dtype = dtype or _dtype(cfg.dtype)

@@ -21,7 +21,7 @@ from synthjax import sharding
 from synthjax.errors import UserError
 from synthjax.models import attention
 from synthjax.models.config import ModelConfig
-from synthjax.models.llama import Transformer
+from synthjax.models.llama import Transformer, abstract_params
 from synthjax.training import optimizer as optimizer_lib
 
 GIB = 2 ** 30
@@ -140,8 +140,7 @@ def generator_bytes(cfg: ModelConfig, slots: int, max_len: int,
   """Per-device bytes of a generator (from abstract shapes, split by the sharding rules) and its
   KV cache (slots over the data axes, kv heads over "tensor")."""
   rules = sharding.logical_axis_rules()
-  params = jax.eval_shape(lambda: Transformer(cfg).init(
-      jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))["params"]
+  params = abstract_params(cfg)
   kv_spec = nn.logical_to_mesh_axes(("batch", "kv_heads", "length", "head_dim"), rules)
   kv_shape = (slots, cfg.K, max_len, cfg.Dh)
   split = math.prod(math.prod(mesh_shape[a] for a in ((ax,) if isinstance(ax, str) else ax))
