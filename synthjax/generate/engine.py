@@ -129,8 +129,8 @@ class Engine:
     self.cache = jax.device_put(init_cache(cfg, slots, max_len), kv_sharding)
     seen_sharding = sharding.named(self.mesh, self.rules, ("batch", "vocab"), (slots, cfg.V))
     self.seen = jax.device_put(jnp.zeros((slots, cfg.V), bool), seen_sharding)
-    # Every step returns the cache and `seen` as they came in: left to the compiler, the first
-    # step replicated the cache over the mesh and the next one compiled again for that.
+    # Every step returns the cache and `seen` sharded as they came in: left to the compiler,
+    # the first step returned the cache unsplit (P()), and the next call compiled again.
     self._state_shardings = (kv_sharding, seen_sharding)
     self._prefill = jax.jit(self._prefill_fn, donate_argnums=(1, 2))
     self._decode = jax.jit(self._decode_fn, donate_argnums=(1, 2))
