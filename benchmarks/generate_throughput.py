@@ -21,28 +21,15 @@ ratios within one run.
 import argparse
 import dataclasses
 import os
-import statistics
-import time
-
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # train_throughput's peak
-
-
-def matmul_peak(n=2048, repeats=5):
-  a = jnp.ones((n, n), jnp.float32)
-  f = jax.jit(lambda x: x @ x)
-  f(a).block_until_ready()
-  times = []
-  for _ in range(repeats):
-    t = time.perf_counter()
-    f(a).block_until_ready()
-    times.append(time.perf_counter() - t)
-  return 2 * n ** 3 / statistics.median(times)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from train_throughput import matmul_peak_flops, torch_matmul_peak_flops  # noqa: E402
 
 
 def prompts(batch, length, vocab, seed=0):
@@ -98,9 +85,11 @@ def synthjax_tps(model, batch, prompt_len, new_tokens):
   return batch * new_tokens / (time.perf_counter() - t), cfg
 
 
-# The job's sampling (GenerateConfig's defaults); every request makes exactly `new_tokens`
-# tokens in both libraries (EOS ignored), so both do the same work.
-REAL_SAMPLING = dict(temperature=0.3, top_p=0.9, repetition_penalty=1.1)
+def job_sampling() -> dict:
+  """The generation job's default sampling (GenerateConfig's defaults)."""
+  from synthjax.generate.job import GenerateConfig
+  defaults = {f.name: f.default for f in dataclasses.fields(GenerateConfig)}
+  return {k: defaults[k] for k in ("temperature", "top_p", "repetition_penalty")}
 
 
 def synthjax_real(model, batch, prompt_ids, new_tokens):
@@ -109,7 +98,7 @@ def synthjax_real(model, batch, prompt_ids, new_tokens):
   cfg, params = model
   engine = Engine(cfg, params, eos_ids=[], slots=batch,
                   max_len=max(map(len, prompt_ids)) + new_tokens + 8)
-  reqs = [Request(p, Sampling(max_new_tokens=new_tokens, seed=i, **REAL_SAMPLING))
+  reqs = [Request(p, Sampling(max_new_tokens=new_tokens, seed=i, **job_sampling()))
           for i, p in enumerate(prompt_ids)]
   one_per_bucket = {engine._bucket(len(r.prompt)): r for r in reqs}.values()
   engine.generate([Request(r.prompt, dataclasses.replace(r.sampling, max_new_tokens=2))
@@ -128,7 +117,7 @@ def transformers_real(gguf, batch, prompt_ids, new_tokens, threads):
   model = transformers.AutoModelForCausalLM.from_pretrained(
       os.path.dirname(gguf), gguf_file=os.path.basename(gguf), dtype=torch.float32)
   kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=True, top_k=0,
-            pad_token_id=0, **REAL_SAMPLING)
+            pad_token_id=0, **job_sampling())
   with torch.no_grad():
     model.generate(torch.tensor([prompt_ids[0][:8]]), max_new_tokens=2, do_sample=False,
                    pad_token_id=0)
@@ -172,8 +161,7 @@ def real_workload(args, model, name, peak):
   bound = (prompt_tokens + count * new) * decode_flops_per_token(model[0]) / peak
   print(f"{name}, real workload: {count} prompts (hq, qa, textbook; {prompt_tokens} prompt "
         f"tokens, {min(map(len, prompt_ids))}-{max(map(len, prompt_ids))} each), {new} new "
-        f"tokens each, temperature {REAL_SAMPLING['temperature']}, top-p "
-        f"{REAL_SAMPLING['top_p']}; compute bound {bound:.1f} s")
+        f"tokens each (EOS ignored), sampling {job_sampling()}; compute bound {bound:.1f} s")
   for batch in args.real_batches:
     ours = synthjax_real(model, batch, prompt_ids, new)
     line = (f"batch {batch:3d}: synthjax {count * new / ours:7.1f} tok/s, "
@@ -217,10 +205,9 @@ def main():
     peak = args.peak_tflops * 1e12
     print(f"peak (datasheet): {peak / 1e9:.1f} GFLOP/s")
   else:  # the better of the two libraries' f32 matrix products, as in train_throughput.py
-    peak = matmul_peak()
+    peak = matmul_peak_flops()
     print(f"f32 matmul peak (2048^3, median), XLA: {peak / 1e9:.1f} GFLOP/s")
     if not args.skip_torch:
-      from train_throughput import torch_matmul_peak_flops
       theirs = torch_matmul_peak_flops()
       print(f"f32 matmul peak (2048^3, median), torch 2 threads: {theirs / 1e9:.1f} GFLOP/s")
       peak = max(peak, theirs)

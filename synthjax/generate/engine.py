@@ -304,7 +304,8 @@ class Engine:
         padded[0, :n] = req.prompt
         s = req.sampling
         self.cache, self.seen, token = self._on_mesh(
-            self._prefill, self.params, self.cache, self.seen, slot, jnp.asarray(padded), n,
+            self._prefill, self.params, self.cache, self.seen, np.int32(slot), jnp.asarray(padded),
+            np.int32(n),  # typed: a Python int and a numpy one would each compile a prefill
             (jnp.float32(s.temperature), jnp.int32(s.top_k), jnp.float32(s.top_p),
              jnp.float32(s.repetition_penalty)), self._key(s.seed, 0))
         owner[slot], lengths[slot] = i, n
