@@ -47,6 +47,21 @@ def test_greedy_matches_transformers_token_for_token(tiny, torch_module, slots):
     assert res.finish == ("eos" if expected[-1] == 210 else "length")
 
 
+def test_cache_that_grows_and_shrinks_keeps_greedy_output(tiny, torch_module):
+  # A cache step of 8 positions: the long requests grow the cache, and when they end the
+  # short one still running lets it shrink.
+  hf_dir, cfg, params = tiny
+  prompts, new_tokens = [[5, 17, 42, 8, 99, 3, 12] * 3, [7, 7, 1], [9, 200]], [20, 3, 30]
+  engine = Engine(cfg, params, eos_ids=[], slots=2, max_len=64, buckets=(8, 16, 32),
+                  cache_step=8)
+  results = engine.generate([Request(p, Sampling(max_new_tokens=n))
+                             for p, n in zip(prompts, new_tokens)])
+  for prompt, n, res in zip(prompts, new_tokens, results):
+    assert res.tokens == _transformers_greedy(torch_module, hf_dir, prompt, n, None)
+  assert engine.stats["grown"] > 0 and engine.stats["shrunk"] > 0
+  assert engine.cache[0]["k"].shape[2] < 64
+
+
 def test_sharded_engine_matches_one_device(tiny):
   _, cfg, params = tiny
   requests = [Request(p, Sampling(max_new_tokens=n)) for p, n in zip(PROMPTS, NEW_TOKENS)]

@@ -1,9 +1,11 @@
 """Batched decoding with a KV cache, static shapes and refilled slots.
 
-A fixed number of batch slots share one KV cache [slots, K, max_len, Dh] per layer. A request
+A fixed number of batch slots share one KV cache [slots, K, S, Dh] per layer. A request
 is prefilled into a free slot (prompt padded to a length bucket, so prefill compiles once per
 bucket and attends over that bucket only), then every decode step advances all busy slots by
-one token. A slot whose request ends (EOS, a stop string, max new tokens, or a full cache) is
+one token. The cache holds S <= max_len positions, grown and shrunk in steps of CACHE_STEP to
+what the busy slots need: a decode step reads the whole cache, and on a CPU that read is up to
+half the step. A slot whose request ends (EOS, a stop string, max new tokens, or a full cache) is
 refilled from the queue at once, so one long output never holds the others back.
 
 Sampling runs on device per slot: greedy (temperature 0), temperature, top-k, top-p and a
@@ -56,6 +58,7 @@ class Result:
 
 MAX_CANDIDATES = 64  # top-k / top-p choose among at most this many highest logits
 PREFILL_STEP = 64    # prompts are padded to 16, 32 or a multiple of this
+CACHE_STEP = 128     # the KV cache's length changes in steps of this (one copy each time)
 
 
 def _draw_truncated(keys, scaled, top_k_B, top_p_B):
@@ -109,10 +112,11 @@ class Engine:
 
   def __init__(self, cfg: ModelConfig, params, eos_ids: Sequence[int], slots: int = 8,
                max_len: int = 512, buckets: Optional[Sequence[int]] = None,
-               mesh=None, rules=None, decode_text=None, draft_tokens: int = 0, ngram: int = 3):
+               mesh=None, rules=None, decode_text=None, draft_tokens: int = 0, ngram: int = 3,
+               cache_step: int = CACHE_STEP):
     if cfg.scan_layers:
       raise UserError("generation needs unstacked layers (convert without --scan_layers)")
-    self.cfg, self.slots, self.max_len = cfg, slots, max_len
+    self.cfg, self.slots, self.max_len, self.cache_step = cfg, slots, max_len, cache_step
     buckets = buckets or [16, 32, *range(PREFILL_STEP, max_len + PREFILL_STEP, PREFILL_STEP)]
     self.buckets = sorted(set(min(b, max_len) for b in buckets))
     self.eos_ids = set(int(e) for e in eos_ids)
@@ -124,19 +128,23 @@ class Engine:
     self.param_shardings = sharding.logical_shardings(abstract_params(cfg), self.mesh,
                                                       self.rules)
     self.params = jax.device_put(nn.unbox(params), self.param_shardings)
+    # "length" is never split, so one sharding serves every cache length
     kv_sharding = sharding.named(self.mesh, self.rules, ("batch", "kv_heads", "length",
                                                          "head_dim"), (slots, cfg.K, max_len, cfg.Dh))
-    self.cache = jax.device_put(init_cache(cfg, slots, max_len), kv_sharding)
+    self.cache = jax.device_put(init_cache(cfg, slots, self._size(1)), kv_sharding)
     seen_sharding = sharding.named(self.mesh, self.rules, ("batch", "vocab"), (slots, cfg.V))
     self.seen = jax.device_put(jnp.zeros((slots, cfg.V), bool), seen_sharding)
     # Every step returns the cache and `seen` sharded as they came in: left to the compiler,
     # the first step returned the cache unsplit (P()), and the next call compiled again.
     self._state_shardings = (kv_sharding, seen_sharding)
-    self._prefill = jax.jit(self._prefill_fn, donate_argnums=(1, 2))
+    self._prefill = jax.jit(self._prefill_fn)
+    self._insert = jax.jit(self._insert_fn, donate_argnums=(0, 1))
+    self._resize = jax.jit(self._resize_fn, static_argnums=(1,))
     self._decode = jax.jit(self._decode_fn, donate_argnums=(1, 2))
     self.draft_tokens, self.ngram = draft_tokens, ngram
     # decode passes, the tokens they added to outputs, draft tokens proposed and kept
-    self.stats = {"passes": 0, "tokens": 0, "drafted": 0, "accepted": 0}
+    self.stats = {"passes": 0, "tokens": 0, "drafted": 0, "accepted": 0, "grown": 0,
+                  "shrunk": 0}
     self._verify = jax.jit(self._verify_fn, donate_argnums=(1, 2))
 
   # --- device functions -------------------------------------------------------------------
@@ -149,34 +157,47 @@ class Engine:
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       return fn(*args)
 
-  def _pinned(self, cache, seen):
+  def _pinned(self, cache, seen=None):
     kv, rows = self._state_shardings
-    return (jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, kv), cache),
-            jax.lax.with_sharding_constraint(seen, rows))
+    cache = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, kv), cache)
+    return cache if seen is None else (cache, jax.lax.with_sharding_constraint(seen, rows))
 
-  def _prefill_fn(self, params, cache, seen, slot, tokens_1xP, length, sampling, key):
-    # The prompt fills the slot's first P_len positions: prefill into a cache of just that
-    # length, then write it over the slot (later positions are masked until written).
+  def _prefill_fn(self, params, tokens_1xP, length, sampling, key):
+    """A prompt's keys and values (a cache of its padded length P), the tokens it has seen and
+    its first new token. Compiled once per prompt bucket, whatever the cache's length."""
     P_len = tokens_1xP.shape[1]
     positions = jnp.arange(P_len)[None]
     valid = (jnp.arange(P_len) < length).astype(jnp.int32)[None]
-    slot_cache = init_cache(self.cfg, 1, P_len, cache[0]["k"].dtype)
+    slot_cache = init_cache(self.cfg, 1, P_len, self.cache[0]["k"].dtype)
     logits, slot_cache = self._apply(params, tokens_1xP, positions, valid, slot_cache,
-                                     jnp.zeros((1,), jnp.int32), positions, valid)
+                                     jnp.zeros((1,), jnp.int32), positions, valid,
+                                     (length - 1)[None])
+    row_seen = jnp.zeros((self.cfg.V,), bool).at[tokens_1xP[0]].max(valid[0].astype(bool))
+    token = sample_tokens(logits[:, 0], key[None], *(s[None] for s in sampling),
+                          row_seen[None])[0]
+    return slot_cache, row_seen.at[token].set(True), token
+
+  def _insert_fn(self, cache, seen, slot, slot_cache, row_seen):
+    """Write a prefilled prompt over the slot's first positions (later ones stay masked until
+    decoding writes them)."""
     cache = [{k: jax.lax.dynamic_update_slice(cache[i][k], slot_cache[i][k], (slot, 0, 0, 0))
               for k in ("k", "v")} for i in range(len(cache))]
-    row_seen = jnp.zeros((self.cfg.V,), bool).at[tokens_1xP[0]].max(valid[0].astype(bool))
     seen = jax.lax.dynamic_update_slice_in_dim(seen, row_seen[None], slot, axis=0)
-    last = jnp.take(logits[0], length - 1, axis=0)[None]
-    token = sample_tokens(last, key[None], *(s[None] for s in sampling),
-                          jax.lax.dynamic_slice_in_dim(seen, slot, 1, axis=0))[0]
-    seen = seen.at[slot, token].set(True)
-    return (*self._pinned(cache, seen), token)
+    return self._pinned(cache, seen)
+
+  def _resize_fn(self, cache, size):
+    """The cache cut or zero-padded to `size` positions."""
+    def fit(x):
+      if size <= x.shape[2]:
+        return x[:, :, :size]
+      return jnp.pad(x, ((0, 0), (0, 0), (0, size - x.shape[2]), (0, 0)))
+    return self._pinned(jax.tree.map(fit, cache))
 
   def _decode_fn(self, params, cache, seen, tokens_B, lengths_B, busy_B, sampling, seeds_B,
                  counts_B):
     keys = jax.vmap(lambda s, c: jax.random.fold_in(jax.random.key(s), c))(seeds_B, counts_B)
-    kv_positions = jnp.broadcast_to(jnp.arange(self.max_len), (self.slots, self.max_len))
+    S = cache[0]["k"].shape[2]
+    kv_positions = jnp.broadcast_to(jnp.arange(S), (self.slots, S))
     kv_valid = ((kv_positions <= lengths_B[:, None]) & busy_B[:, None]).astype(jnp.int32)
     logits, cache = self._apply(params, tokens_B[:, None], lengths_B[:, None],
                                 busy_B[:, None].astype(jnp.int32), cache, lengths_B,
@@ -193,7 +214,8 @@ class Engine:
     B, T = tokens_BxT.shape
     keys = jax.vmap(lambda s, c: jax.random.fold_in(jax.random.key(s), c))(seeds_B, counts_B)
     positions = lengths_B[:, None] + jnp.arange(T)
-    kv_positions = jnp.broadcast_to(jnp.arange(self.max_len), (B, self.max_len))
+    S = cache[0]["k"].shape[2]
+    kv_positions = jnp.broadcast_to(jnp.arange(S), (B, S))
     kv_valid = ((kv_positions <= lengths_B[:, None] + T - 1) & busy_B[:, None]).astype(jnp.int32)
     rows = jnp.broadcast_to(busy_B[:, None], (B, T)).astype(jnp.int32)
     logits, cache = self._apply(params, tokens_BxT, positions, rows, cache, lengths_B,
@@ -227,6 +249,19 @@ class Engine:
         if sequence[start:start + n] == tail:
           return sequence[start + n:start + n + limit]
     return []
+
+  def _size(self, need: int) -> int:
+    """The cache length that holds `need` positions: a multiple of the step, or max_len."""
+    return min(self.max_len, -(-max(need, 1) // self.cache_step) * self.cache_step)
+
+  def _fit_cache(self, need: int, shrink: bool) -> None:
+    """Grow the cache to hold `need` positions; with `shrink`, also cut it when it is at least
+    two steps too long (one step of slack, so a prompt's padding does not make it shrink
+    and grow again around every refill)."""
+    size, now = self._size(need), self.cache[0]["k"].shape[2]
+    if size > now or (shrink and size < now - self.cache_step):
+      self.cache = self._on_mesh(self._resize, self.cache, size)
+      self.stats["grown" if size > now else "shrunk"] += 1
 
   def _bucket(self, n: int) -> int:
     for b in self.buckets:
@@ -264,6 +299,10 @@ class Engine:
     lengths = np.zeros(self.slots, np.int32)   # tokens in each slot's cache
     last = np.zeros(self.slots, np.int32)      # each slot's newest token (not yet cached)
     out = [[] for _ in range(self.slots)]
+
+    def need(extra):
+      """Cache positions the busy slots need for a pass adding `extra` tokens to each."""
+      return max([int(lengths[s]) + extra for s in range(self.slots) if owner[s] >= 0] + [0])
 
     def sampling_arrays(slot_requests):
       fields = ("temperature", "top_k", "top_p", "repetition_penalty")
@@ -303,11 +342,14 @@ class Engine:
         padded = np.zeros((1, self._bucket(n)), np.int32)
         padded[0, :n] = req.prompt
         s = req.sampling
-        self.cache, self.seen, token = self._on_mesh(
-            self._prefill, self.params, self.cache, self.seen, np.int32(slot), jnp.asarray(padded),
+        slot_cache, row_seen, token = self._on_mesh(
+            self._prefill, self.params, jnp.asarray(padded),
             np.int32(n),  # typed: a Python int and a numpy one would each compile a prefill
             (jnp.float32(s.temperature), jnp.int32(s.top_k), jnp.float32(s.top_p),
              jnp.float32(s.repetition_penalty)), self._key(s.seed, 0))
+        self._fit_cache(max(need(1), padded.shape[1]), shrink=False)
+        self.cache, self.seen = self._on_mesh(self._insert, self.cache, self.seen,
+                                              np.int32(slot), slot_cache, row_seen)
         owner[slot], lengths[slot] = i, n
         last[slot] = int(token)
         out[slot] = [int(token)]
@@ -332,6 +374,7 @@ class Engine:
       seeds = np.asarray([live[o].sampling.seed if o >= 0 else 0 for o in owner], np.uint32)
       counts = np.asarray([len(x) for x in out], np.int32)  # token index the key is for
       proposal = drafts(busy)
+      self._fit_cache(need(1 if proposal is None else self.draft_tokens + 1), shrink=True)
       if proposal is None:
         self.cache, self.seen, next_tokens = self._on_mesh(
             self._decode, self.params, self.cache, self.seen, jnp.asarray(last),

@@ -222,7 +222,10 @@ class Transformer(nn.Module):
 
   @nn.compact
   def __call__(self, tokens_BxT, positions_BxT=None, segment_ids_BxT=None, cache=None,
-               cache_index_B=None, kv_positions_BxS=None, kv_segment_ids_BxS=None):
+               cache_index_B=None, kv_positions_BxS=None, kv_segment_ids_BxS=None,
+               logits_at_B=None):
+    """`logits_at_B`: logits at one position per row only (a prefill needs just the last
+    prompt token's; the head over every position is a fifth of a small model's prefill)."""
     cfg = self.cfg
     B, T = tokens_BxT.shape
     if positions_BxT is None:
@@ -263,6 +266,8 @@ class Transformer(nn.Module):
         if cache is not None:
           new_cache.append(c)
 
+    if logits_at_B is not None:
+      x_BxTxD = jnp.take_along_axis(x_BxTxD, logits_at_B[:, None, None], axis=1)
     x_BxTxD = RMSNorm(cfg, name="final_norm")(x_BxTxD)
     if cfg.tie_embeddings:
       head_DxV = embed.T
