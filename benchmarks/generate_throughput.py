@@ -9,7 +9,7 @@ Two workloads, side by side with transformers `generate` (2 torch threads) in on
   penalty 1.1), --real_new_tokens each (EOS ignored in both, so both do the same work), run
   through --real_batches slots (transformers: batches of that size, left-padded). Tokens/s,
   chunks/s, and the fraction of the compute bound: 2 N FLOPs per prompt and new token over the
-  peak.
+  peak. --draft_tokens K also times prompt-lookup speculation (exact speculative sampling).
 - synthetic: random --prompt_len-token prompts, greedy, --new_tokens each; tokens/s and the
   fraction of the decode roofline, 2 N FLOPs per new token over the peak (transformers at 1
   and 2 threads).
@@ -92,20 +92,22 @@ def job_sampling() -> dict:
   return {k: defaults[k] for k in ("temperature", "top_p", "repetition_penalty")}
 
 
-def synthjax_real(model, batch, prompt_ids, new_tokens):
-  """Seconds to run every prompt through `batch` slots (compile excluded)."""
+def synthjax_real(model, batch, prompt_ids, new_tokens, draft_tokens=0):
+  """Seconds to run every prompt through `batch` slots (compile excluded), and the engine's
+  counts (passes, draft tokens proposed and kept)."""
   from synthjax.generate.engine import Engine, Request, Sampling
   cfg, params = model
-  engine = Engine(cfg, params, eos_ids=[], slots=batch,
-                  max_len=max(map(len, prompt_ids)) + new_tokens + 8)
+  engine = Engine(cfg, params, eos_ids=[], slots=batch, draft_tokens=draft_tokens,
+                  max_len=max(map(len, prompt_ids)) + new_tokens + draft_tokens + 8)
   reqs = [Request(p, Sampling(max_new_tokens=new_tokens, seed=i, **job_sampling()))
           for i, p in enumerate(prompt_ids)]
   one_per_bucket = {engine._bucket(len(r.prompt)): r for r in reqs}.values()
   engine.generate([Request(r.prompt, dataclasses.replace(r.sampling, max_new_tokens=2))
                    for r in one_per_bucket])  # compiles each prefill bucket and the decode step
+  engine.stats = dict.fromkeys(engine.stats, 0)
   t = time.perf_counter()
   engine.generate(reqs)
-  return time.perf_counter() - t
+  return time.perf_counter() - t, engine.stats
 
 
 def transformers_real(gguf, batch, prompt_ids, new_tokens, threads):
@@ -163,9 +165,14 @@ def real_workload(args, model, name, peak):
         f"tokens, {min(map(len, prompt_ids))}-{max(map(len, prompt_ids))} each), {new} new "
         f"tokens each (EOS ignored), sampling {job_sampling()}; compute bound {bound:.1f} s")
   for batch in args.real_batches:
-    ours = synthjax_real(model, batch, prompt_ids, new)
+    ours, _ = synthjax_real(model, batch, prompt_ids, new)
     line = (f"batch {batch:3d}: synthjax {count * new / ours:7.1f} tok/s, "
             f"{count / ours:.2f} chunks/s, {bound / ours:.1%} of the compute bound")
+    if args.draft_tokens:
+      spec, stats = synthjax_real(model, batch, prompt_ids, new, args.draft_tokens)
+      line += (f" | with {args.draft_tokens} draft tokens {count * new / spec:7.1f} tok/s "
+               f"(x{ours / spec:.2f}; {stats['accepted']} of {stats['drafted']} drafted kept, "
+               f"{stats['passes']} passes)")
     if not args.skip_torch:
       theirs = transformers_real(assets.smollm2_gguf(), batch, prompt_ids, new, 2)
       line += (f" | transformers 2t {count * new / theirs:7.1f} tok/s, {count / theirs:.2f} "
@@ -188,6 +195,8 @@ def main():
   p.add_argument("--real_prompts", type=int, default=64)
   p.add_argument("--real_new_tokens", type=int, default=200)
   p.add_argument("--real_batches", type=int, nargs="+", default=[32, 64])
+  p.add_argument("--draft_tokens", type=int, default=0,
+                 help="real workload: also time prompt-lookup speculation with this many")
   args = p.parse_args()
   from synthjax import assets
   from synthjax.models.flops import decode_flops_per_token

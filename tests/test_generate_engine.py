@@ -153,3 +153,64 @@ def test_prompt_lookup_speculation_gives_plain_greedy_output(tiny):
   stats = speculative.stats
   assert stats["drafted"] > 0 and stats["accepted"] > 0
   assert stats["tokens"] == plain.stats["tokens"] == sum(len(r.tokens) - 1 for r in expected)
+
+
+def _nucleus_probabilities(logits, temperature, top_p, penalty, seen):
+  """The sampling distribution written out directly in numpy: penalty, temperature, then the
+  smallest set of most likely tokens holding top_p of the mass, renormalised."""
+  x = np.where(seen, np.where(logits > 0, logits / penalty, logits * penalty), logits)
+  p = np.exp(x / temperature - np.max(x / temperature))
+  p /= p.sum()
+  order = np.argsort(-p)
+  before = np.cumsum(p[order]) - p[order]
+  keep = np.zeros_like(p, bool)
+  keep[order[before < top_p]] = True
+  q = np.where(keep, p, 0.0)
+  return q / q.sum()
+
+
+@pytest.mark.parametrize("top_p,draft,penalty", [(1.0, 1, 1.0), (0.8, 1, 1.0), (0.8, 6, 1.0),
+                                                 (0.9, 0, 1.5)])
+def test_a_sampled_row_with_a_draft_gets_its_token_from_the_plain_distribution(top_p, draft,
+                                                                               penalty):
+  """Speculative sampling with a draft token d: keep d with probability p(d), else draw from p
+  without d. Over many keys the tokens must follow p itself, whether d is likely, outside the
+  nucleus (never kept), or penalised as seen."""
+  n = 20000
+  logits = np.asarray([3.0, 2.6, 2.0, 1.0, 0.0, -1.0, -2.0, -3.0], np.float32)
+  seen = np.zeros(8, bool)
+  seen[0] = True
+  expected = _nucleus_probabilities(logits, 0.7, top_p, penalty, seen)
+  rows = lambda x: jnp.asarray(np.repeat(np.asarray(x)[None], n, axis=0))
+  tokens = sample_tokens(rows(logits), jax.random.split(jax.random.key(3), n),
+                         jnp.full(n, 0.7), jnp.zeros(n, jnp.int32), jnp.full(n, top_p),
+                         jnp.full(n, penalty), rows(seen), jnp.full(n, draft, jnp.int32))
+  freq = np.bincount(np.asarray(tokens), minlength=8) / n
+  sigma = np.sqrt(expected * (1 - expected) / n) + 1e-9
+  assert np.all(np.abs(freq - expected) < 5 * sigma + 1e-4), (freq, expected)
+  assert (expected[draft] == 0) == (freq[draft] == 0)  # a draft outside the nucleus never kept
+
+
+def test_prompt_lookup_speculation_samples_from_the_plain_distribution(tiny):
+  """Sampled requests with drafts against the same requests decoded plainly, 600 seeds each:
+  the first three new tokens' joint distribution must agree (chi-square two-sample test)."""
+  from scipy.stats import chi2_contingency
+  _, cfg, params = tiny
+  # Every token from 5 up occurs once in the prompt, so most new tokens find a draft: the
+  # tokens that followed it there.
+  prompt = [int(t) for t in np.random.default_rng(0).permutation(np.arange(5, cfg.V))]
+  def run(draft_tokens):
+    engine = Engine(cfg, params, eos_ids=[], slots=16, max_len=len(prompt) + 8,
+                    draft_tokens=draft_tokens)
+    results = engine.generate([Request(prompt, Sampling(temperature=1.0, top_p=0.95,
+                                                        max_new_tokens=3, seed=s))
+                               for s in range(600)])
+    return [tuple(r.tokens) for r in results], engine.stats
+  plain, _ = run(0)
+  speculative, stats = run(3)
+  assert stats["drafted"] > 0 and stats["accepted"] > 0  # some draft tokens were kept
+  common = [k for k in set(plain) | set(speculative)
+            if plain.count(k) + speculative.count(k) >= 10]
+  table = [[seq.count(k) for k in common] + [sum(1 for x in seq if x not in common)]
+           for seq in (plain, speculative)]
+  assert chi2_contingency(np.asarray(table)).pvalue > 1e-3, table

@@ -12,12 +12,15 @@ Sampling runs on device per slot: greedy (temperature 0), temperature, top-k, to
 repetition penalty, with a key derived from the request's own seed and its token index, so a
 request's output does not depend on which slot or batch it ran in.
 
-With `draft_tokens` > 0, greedy requests decode speculatively by prompt lookup: the tokens that
+With `draft_tokens` > 0, requests decode speculatively by prompt lookup: the tokens that
 followed the latest earlier occurrence of the sequence's last n-gram (rephrasing copies much of
 its input) are proposed as a draft, and one forward pass over the slot's newest token and the
-draft checks them all; the draft's longest prefix that greedy decoding would have produced is
-kept, plus the pass's own next token. The output is plain greedy decoding's, token for token.
-Sampled requests take one token per pass as before (their draft is empty).
+draft checks them all. The draft's accepted prefix is kept, plus one token the pass draws
+itself. A greedy row accepts a draft token when it is the argmax: the output is plain greedy
+decoding's, token for token. A sampled row accepts draft token d with probability p(d) under
+its own sampling distribution p, and on rejection draws from p without d, renormalised; the
+token is then distributed as p exactly (speculative sampling with a draft that proposes d with
+certainty), so the output has plain sampling's distribution (not its exact tokens).
 """
 import dataclasses
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -61,10 +64,10 @@ PREFILL_STEP = 64    # prompts are padded to 16, 32 or a multiple of this
 CACHE_STEP = 128     # the KV cache's length changes in steps of this (one copy each time)
 
 
-def _draw_truncated(keys, scaled, top_k_B, top_p_B):
-  """Sample within each row's top-k and top-p nucleus, among the MAX_CANDIDATES best tokens
-  (a full sort of a 50k vocabulary costs more than a decode step on a CPU; a nucleus of
-  p <= 0.95 from a trained model rarely spans more candidates)."""
+def _candidates(scaled, top_k_B, top_p_B):
+  """Each row's top-k and top-p nucleus among its MAX_CANDIDATES best tokens: their logits
+  (-inf outside) and token ids. A full sort of a 50k vocabulary costs more than a decode step
+  on a CPU; a nucleus of p <= 0.95 from a trained model rarely spans more candidates."""
   n = min(MAX_CANDIDATES, scaled.shape[-1])
   values, indices = jax.lax.top_k(scaled, n)                       # sorted, descending
   rank = jnp.arange(n)[None]
@@ -72,8 +75,22 @@ def _draw_truncated(keys, scaled, top_k_B, top_p_B):
   mass_before = jnp.cumsum(jax.nn.softmax(values, axis=-1), axis=-1) - jax.nn.softmax(
       values, axis=-1)
   values = jnp.where(mass_before >= top_p_B[:, None], -jnp.inf, values)  # keeps rank 0 always
-  choice = jax.vmap(jax.random.categorical)(keys, values)
-  return jnp.take_along_axis(indices, choice[:, None], axis=-1)[:, 0]
+  return values, indices
+
+
+def _draw(keys, values, ids, draft_B=None):
+  """One token per row from p = softmax(values) over token `ids`. With a draft token d per row
+  (-1: none): d with probability p(d), else a draw from p without d, renormalised; either way
+  the token is distributed as p. The draw uses the row's key itself, so a row without a draft
+  gets the token a plain draw gives."""
+  if draft_B is None:
+    choice = jax.vmap(jax.random.categorical)(keys, values)
+    return jnp.take_along_axis(ids, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
+  is_draft = ids == draft_B[:, None]
+  p_draft = jnp.sum(jnp.where(is_draft, jax.nn.softmax(values, axis=-1), 0.0), axis=-1)
+  u = jax.vmap(lambda k: jax.random.uniform(jax.random.fold_in(k, 1)))(keys)
+  drawn = _draw(keys, jnp.where(is_draft, -jnp.inf, values), ids)
+  return jnp.where(u < p_draft, draft_B.astype(jnp.int32), drawn)
 
 
 def _penalised(logits_BxV, penalty_B, seen_BxV):
@@ -83,9 +100,13 @@ def _penalised(logits_BxV, penalty_B, seen_BxV):
   return jnp.where(seen_BxV, jnp.where(logits > 0, logits / penalty, logits * penalty), logits)
 
 
-def sample_tokens(logits_BxV, keys, temperature_B, top_k_B, top_p_B, penalty_B, seen_BxV):
+def sample_tokens(logits_BxV, keys, temperature_B, top_k_B, top_p_B, penalty_B, seen_BxV,
+                  draft_B=None):
   """One token per row under that row's own sampling settings (greedy when temperature is 0);
-  an all-greedy batch skips sampling altogether."""
+  an all-greedy batch skips sampling altogether. With `draft_B` (a proposed token per row, -1
+  for none), a sampled row keeps the draft token with probability p(draft) and otherwise draws
+  from p without it (see `_draw`); a greedy row's token is the argmax either way. A row
+  accepted its draft when the token returned equals it."""
   logits = _penalised(logits_BxV, penalty_B, seen_BxV)
   greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
   sampling = temperature_B > 0
@@ -96,11 +117,11 @@ def sample_tokens(logits_BxV, keys, temperature_B, top_k_B, top_p_B, penalty_B, 
     # of a 32-slot decode step on a CPU, and top-k / top-p rows never use it.
     scaled = logits / jnp.maximum(temperature_B, 1e-6)[:, None]
     none = jnp.zeros_like(greedy)
+    vocab = jnp.broadcast_to(jnp.arange(scaled.shape[-1]), scaled.shape)
     full = jax.lax.cond((sampling & ~truncating).any(),
-                        lambda: jax.vmap(jax.random.categorical)(keys, scaled).astype(jnp.int32),
-                        lambda: none)
+                        lambda: _draw(keys, scaled, vocab, draft_B), lambda: none)
     cut = jax.lax.cond(truncating.any(),
-                       lambda: _draw_truncated(keys, scaled, top_k_B, top_p_B).astype(jnp.int32),
+                       lambda: _draw(keys, *_candidates(scaled, top_k_B, top_p_B), draft_B),
                        lambda: none)
     return jnp.where(truncating, cut, full)
 
@@ -209,10 +230,12 @@ class Engine:
   def _verify_fn(self, params, cache, seen, tokens_BxT, lengths_B, busy_B, draft_len_B,
                  sampling, seeds_B, counts_B):
     """One pass over each slot's newest token and its draft (tokens_BxT[:, 1:], of which the
-    first draft_len_B count). Returns the pass's token after each position (the first one
-    sampled exactly as a plain decode step would) and how many draft tokens were kept."""
+    first draft_len_B count). Returns the token each position gives (the draft's own where it
+    is accepted) and how many draft tokens were kept."""
     B, T = tokens_BxT.shape
-    keys = jax.vmap(lambda s, c: jax.random.fold_in(jax.random.key(s), c))(seeds_B, counts_B)
+    # position t gives the row's token number counts_B + t, keyed as a plain step would be
+    keys = jax.vmap(jax.vmap(lambda s, c: jax.random.fold_in(jax.random.key(s), c), (None, 0)))(
+        seeds_B, counts_B[:, None] + jnp.arange(T))
     positions = lengths_B[:, None] + jnp.arange(T)
     S = cache[0]["k"].shape[2]
     kv_positions = jnp.broadcast_to(jnp.arange(S), (B, S))
@@ -220,17 +243,18 @@ class Engine:
     rows = jnp.broadcast_to(busy_B[:, None], (B, T)).astype(jnp.int32)
     logits, cache = self._apply(params, tokens_BxT, positions, rows, cache, lengths_B,
                                 kv_positions, kv_valid)
-    first_B = sample_tokens(logits[:, 0], keys, *sampling, seen)
-    # Position t's greedy choice sees the draft's first t tokens as seen (repetition penalty).
+    # Position t sees the draft's first t tokens as seen (repetition penalty).
     in_draft = jnp.arange(T - 1)[None] < draft_len_B[:, None]
     drafted = jax.nn.one_hot(tokens_BxT[:, 1:], self.cfg.V, dtype=jnp.int32)
     drafted = drafted * in_draft[..., None]
     seen_BxTxV = seen[:, None] | jnp.concatenate(
         [jnp.zeros_like(drafted[:, :1]), jnp.cumsum(drafted, axis=1)], axis=1).astype(bool)
-    penalty = jnp.repeat(sampling[3], T)
-    greedy = jnp.argmax(_penalised(logits.reshape(B * T, -1), penalty,
-                                   seen_BxTxV.reshape(B * T, -1)), axis=-1).reshape(B, T)
-    next_BxT = greedy.astype(jnp.int32).at[:, 0].set(first_B)
+    draft_BxT = jnp.concatenate([jnp.where(in_draft, tokens_BxT[:, 1:], -1),
+                                 jnp.full((B, 1), -1, tokens_BxT.dtype)], axis=1)
+    flat = lambda x: jnp.repeat(x, T, axis=0)  # a row's setting for each of its positions
+    next_BxT = sample_tokens(logits.reshape(B * T, -1), keys.reshape(B * T),
+                             *(flat(x) for x in sampling), seen_BxTxV.reshape(B * T, -1),
+                             draft_BxT.reshape(B * T)).reshape(B, T)
     match = (tokens_BxT[:, 1:] == next_BxT[:, :-1]) & in_draft
     kept_B = jnp.sum(jnp.cumprod(match.astype(jnp.int32), axis=1), axis=1)
     emitted = (jnp.arange(T)[None] <= kept_B[:, None]) & busy_B[:, None]
@@ -362,9 +386,8 @@ class Engine:
         return None
       tokens, counts = np.zeros((self.slots, k), np.int32), np.zeros(self.slots, np.int32)
       for s in np.flatnonzero(busy):
-        if live[owner[s]].sampling.temperature == 0:
-          d = self._draft(list(live[owner[s]].prompt) + out[s], k)
-          tokens[s, :len(d)], counts[s] = d, len(d)
+        d = self._draft(list(live[owner[s]].prompt) + out[s], k)
+        tokens[s, :len(d)], counts[s] = d, len(d)
       return (tokens, counts) if counts.any() else None
 
     for slot in range(self.slots):

@@ -62,8 +62,9 @@ class GenerateConfig:
   # Devices each copy of the generator is split over (heads, mlp and vocab over "tensor"), for
   # generators that do not fit one device; the host's other devices share out the slots.
   tensor_parallel: int = 1
-  # Greedy requests (temperature 0) draft this many tokens by prompt lookup and check them in
-  # one pass (engine.py); the output is plain greedy decoding's. 0: off.
+  # Requests draft this many tokens by prompt lookup and check them in one pass (engine.py):
+  # greedy output is plain greedy decoding's; sampled output has plain sampling's distribution
+  # but other tokens, so a nonzero value is part of the output's key. 0: off.
   draft_tokens: int = 0
   max_len: int = 1024                 # KV cache length: prompt + output
   apply_filter: bool = True           # False keeps every output (its reason goes in "flag")
@@ -112,6 +113,8 @@ def _signature(cfg: GenerateConfig, template: dict, generator_dir: str) -> dict:
   sig = {k: v for k, v in dataclasses.asdict(cfg).items()
          if k not in ("output_dir", "slots", "max_len", "host_index", "host_count",
                       "tensor_parallel", "draft_tokens")}
+  if cfg.draft_tokens and cfg.temperature > 0:  # same distribution, other samples
+    sig["draft_tokens"] = cfg.draft_tokens
   sig.update(prompt_version=template["version"], generator_dir=os.path.abspath(generator_dir))
   return sig
 
