@@ -80,3 +80,23 @@ def test_sharded_safetensors_with_index(torch_module, tmp_path):
   theirs = _torch_logits(torch_module, hf_dir, tokens, mask)
   valid = mask.astype(bool)
   np.testing.assert_allclose(ours[valid], theirs[valid], atol=1e-4, rtol=0)
+
+
+def test_bf16_checkpoint_stays_bf16(torch_module, tmp_path):
+  """A bf16 source is stored in bf16 (lossless, half the memory), computes in f32, and gives
+  transformers' logits for those bf16 weights."""
+  import transformers
+  hf_dir = save_tiny_hf(torch_module, "llama", str(tmp_path))
+  bf16_dir = str(tmp_path / "bf16")
+  transformers.AutoModelForCausalLM.from_pretrained(
+      hf_dir, dtype=torch_module.bfloat16).save_pretrained(bf16_dir)
+  out = str(tmp_path / "converted")
+  convert.main(["--hf_dir", bf16_dir, "--out", out])
+  tokens, mask = _padded_batch(211)
+  cfg, ours = _jax_logits(out, tokens, mask)
+  assert cfg.param_dtype == "bfloat16" and cfg.dtype == "float32"
+  params = store.load_params(out, cfg)
+  assert {str(x.dtype) for x in jax.tree.leaves(params)} == {"bfloat16"}
+  theirs = _torch_logits(torch_module, bf16_dir, tokens, mask)  # bf16 weights, f32 compute
+  valid = mask.astype(bool)
+  np.testing.assert_allclose(ours[valid], theirs[valid], atol=1e-4, rtol=0)
