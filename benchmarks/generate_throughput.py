@@ -102,8 +102,10 @@ def synthjax_real(model, batch, prompt_ids, new_tokens, draft_tokens=0):
   reqs = [Request(p, Sampling(max_new_tokens=new_tokens, seed=i, **job_sampling()))
           for i, p in enumerate(prompt_ids)]
   one_per_bucket = {engine._bucket(len(r.prompt)): r for r in reqs}.values()
+  longest = max(reqs, key=lambda r: len(r.prompt))
+  # compiles each prefill bucket, and the decode step at each cache length the run reaches
   engine.generate([Request(r.prompt, dataclasses.replace(r.sampling, max_new_tokens=2))
-                   for r in one_per_bucket])  # compiles each prefill bucket and the decode step
+                   for r in one_per_bucket] + [longest])
   engine.stats = dict.fromkeys(engine.stats, 0)
   t = time.perf_counter()
   engine.generate(reqs)
