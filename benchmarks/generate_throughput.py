@@ -72,10 +72,10 @@ def random_model(preset):
   return cfg, params
 
 
-def synthjax_tps(model, batch, prompt_len, new_tokens):
+def synthjax_tps(model, batch, prompt_len, new_tokens, decode_steps=1):
   from synthjax.generate.engine import Engine, Request, Sampling
   cfg, params = model
-  engine = Engine(cfg, params, eos_ids=[], slots=batch,
+  engine = Engine(cfg, params, eos_ids=[], slots=batch, decode_steps=decode_steps,
                   max_len=prompt_len + new_tokens + 8, buckets=(prompt_len,))
   reqs = [Request(p, Sampling(max_new_tokens=new_tokens)) for p in prompts(batch, prompt_len,
                                                                            cfg.V)]
@@ -92,12 +92,13 @@ def job_sampling() -> dict:
   return {k: defaults[k] for k in ("temperature", "top_p", "repetition_penalty")}
 
 
-def synthjax_real(model, batch, prompt_ids, new_tokens, draft_tokens=0):
+def synthjax_real(model, batch, prompt_ids, new_tokens, draft_tokens=0, decode_steps=1):
   """Seconds to run every prompt through `batch` slots (compile excluded), and the engine's
   counts (passes, draft tokens proposed and kept)."""
   from synthjax.generate.engine import Engine, Request, Sampling
   cfg, params = model
   engine = Engine(cfg, params, eos_ids=[], slots=batch, draft_tokens=draft_tokens,
+                  decode_steps=decode_steps,
                   max_len=max(map(len, prompt_ids)) + new_tokens + draft_tokens + 8)
   reqs = [Request(p, Sampling(max_new_tokens=new_tokens, seed=i, **job_sampling()))
           for i, p in enumerate(prompt_ids)]
@@ -167,11 +168,12 @@ def real_workload(args, model, name, peak):
         f"tokens, {min(map(len, prompt_ids))}-{max(map(len, prompt_ids))} each), {new} new "
         f"tokens each (EOS ignored), sampling {job_sampling()}; compute bound {bound:.1f} s")
   for batch in args.real_batches:
-    ours, _ = synthjax_real(model, batch, prompt_ids, new)
+    ours, _ = synthjax_real(model, batch, prompt_ids, new, 0, args.decode_steps)
     line = (f"batch {batch:3d}: synthjax {count * new / ours:7.1f} tok/s, "
             f"{count / ours:.2f} chunks/s, {bound / ours:.1%} of the compute bound")
     if args.draft_tokens:
-      spec, stats = synthjax_real(model, batch, prompt_ids, new, args.draft_tokens)
+      spec, stats = synthjax_real(model, batch, prompt_ids, new, args.draft_tokens,
+                                  args.decode_steps)
       line += (f" | with {args.draft_tokens} draft tokens {count * new / spec:7.1f} tok/s "
                f"(x{ours / spec:.2f}; {stats['accepted']} of {stats['drafted']} drafted kept, "
                f"{stats['passes']} passes)")
@@ -199,7 +201,11 @@ def main():
   p.add_argument("--real_batches", type=int, nargs="+", default=[32, 64])
   p.add_argument("--draft_tokens", type=int, default=0,
                  help="real workload: also time prompt-lookup speculation with this many")
+  p.add_argument("--decode_steps", type=int, default=0,
+                 help="decode steps per device call (0: the job's default for the device)")
   args = p.parse_args()
+  from synthjax.generate.engine import default_decode_steps
+  args.decode_steps = args.decode_steps or default_decode_steps()
   from synthjax import assets
   from synthjax.models.flops import decode_flops_per_token
   if args.random_preset:
@@ -230,7 +236,7 @@ def main():
     return
   print(f"{name}, {args.prompt_len}-token prompts, {args.new_tokens} new tokens, greedy")
   for batch in args.batches:
-    ours, cfg = synthjax_tps(model, batch, args.prompt_len, args.new_tokens)
+    ours, cfg = synthjax_tps(model, batch, args.prompt_len, args.new_tokens, args.decode_steps)
     roof = ours * decode_flops_per_token(cfg) / peak
     line = f"batch {batch:3d}: synthjax {ours:7.1f} tok/s ({roof:.1%} of roofline)"
     if not args.skip_torch:

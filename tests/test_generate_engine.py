@@ -65,13 +65,41 @@ def test_cache_that_grows_and_shrinks_keeps_greedy_output(tiny, torch_module):
 def test_sharded_engine_matches_one_device(tiny):
   _, cfg, params = tiny
   requests = [Request(p, Sampling(max_new_tokens=n)) for p, n in zip(PROMPTS, NEW_TOKENS)]
-  single = Engine(cfg, params, eos_ids=[210], slots=4, max_len=64)
+  # a cache step of 8 positions, so the cache also grows on the mesh
+  single = Engine(cfg, params, eos_ids=[210], slots=4, max_len=64, cache_step=8)
   mesh = sharding.make_mesh({"data": 2, "fsdp": 1, "tensor": 4})
-  sharded = Engine(cfg, params, eos_ids=[210], slots=4, max_len=64, mesh=mesh)
+  sharded = Engine(cfg, params, eos_ids=[210], slots=4, max_len=64, mesh=mesh, cache_step=8)
   q = sharded.params["layers_0"]["attn"]["q"]
   assert q.sharding.spec[1] == "tensor" and {s.data.shape for s in q.addressable_shards} == {(64, 1, 16)}
   assert [r.tokens for r in sharded.generate(requests)] == [
       r.tokens for r in single.generate(requests)]
+  assert sharded.stats["grown"] > 0
+
+
+def test_several_decode_steps_per_call_give_the_same_tokens(tiny):
+  """Four steps per device call against one: greedy and sampled requests, ending by EOS, by
+  max new tokens, by a full cache and by a stop string found on the host mid-call."""
+  _, cfg, params = tiny
+  text = lambda ids: "," + ",".join(map(str, ids)) + ","
+  def run(steps, stop=()):
+    engine = Engine(cfg, params, eos_ids=[210], slots=3, max_len=40, decode_text=text,
+                    decode_steps=steps)
+    sampled = Sampling(temperature=1.0, top_p=0.9, repetition_penalty=1.2, max_new_tokens=13,
+                       seed=4)
+    requests = [Request(p, Sampling(max_new_tokens=n)) for p, n in zip(PROMPTS, NEW_TOKENS)]
+    requests += [Request(PROMPTS[0], sampled, stop), Request(PROMPTS[2] * 3, sampled)]
+    return engine.generate(requests), engine.stats
+  one, _ = run(1)
+  stop = (text(one[4].tokens[5:7]),)  # a stop string that ends inside a 4-step call
+  one_stopped, _ = run(1, stop)
+  four, stats = run(4)
+  four_stopped, _ = run(4, stop)
+  assert [(r.tokens, r.finish) for r in four] == [(r.tokens, r.finish) for r in one]
+  assert [(r.tokens, r.finish) for r in four_stopped] == [
+      (r.tokens, r.finish) for r in one_stopped]
+  assert {r.finish for r in one} >= {"length", "context"}  # not vacuous
+  assert one_stopped[4].finish == "stop" and len(one_stopped[4].tokens) == 7
+  assert stats["passes"] < stats["tokens"] / 2  # several tokens per call
 
 
 def test_sampling_is_per_request_reproducible(tiny):

@@ -34,7 +34,7 @@ from synthjax import assets, storage
 from synthjax.data import sources
 from synthjax.errors import UserError, check_field_types
 from synthjax.generate import filters, prompts
-from synthjax.generate.engine import Engine, Request, Sampling
+from synthjax.generate.engine import Engine, Request, Sampling, default_decode_steps
 from synthjax.models import quantize
 
 
@@ -66,6 +66,9 @@ class GenerateConfig:
   # greedy output is plain greedy decoding's; sampled output has plain sampling's distribution
   # but other tokens, so a nonzero value is part of the output's key. 0: off.
   draft_tokens: int = 0
+  # Decode steps per call to the device (the host waits once per call); the tokens do not
+  # depend on it. 0: engine.default_decode_steps() (1 on a CPU, 8 on an accelerator).
+  decode_steps: int = 0
   max_len: int = 1024                 # KV cache length: prompt + output
   apply_filter: bool = True           # False keeps every output (its reason goes in "flag")
   # Hosts work independently (no collectives): host i of n takes shards i, i+n, ...
@@ -78,6 +81,9 @@ class GenerateConfig:
                   "host_count", "tensor_parallel"):
       if getattr(self, field) <= 0:
         raise UserError(f"GenerateConfig.{field} must be positive, got {getattr(self, field)}")
+    if self.decode_steps < 0:
+      raise UserError(f"GenerateConfig.decode_steps must be 0 (automatic) or more, got "
+                      f"{self.decode_steps}")
     if self.draft_tokens < 0:
       raise UserError(f"GenerateConfig.draft_tokens must be 0 (off) or more, got "
                       f"{self.draft_tokens}")
@@ -112,7 +118,7 @@ def resolve_generator(name: str) -> str:
 def _signature(cfg: GenerateConfig, template: dict, generator_dir: str) -> dict:
   sig = {k: v for k, v in dataclasses.asdict(cfg).items()
          if k not in ("output_dir", "slots", "max_len", "host_index", "host_count",
-                      "tensor_parallel", "draft_tokens")}
+                      "tensor_parallel", "draft_tokens", "decode_steps")}
   if cfg.draft_tokens and cfg.temperature > 0:  # same distribution, other samples
     sig["draft_tokens"] = cfg.draft_tokens
   sig.update(prompt_version=template["version"], generator_dir=os.path.abspath(generator_dir))
@@ -202,7 +208,8 @@ def run(cfg: GenerateConfig) -> dict:
       model_cfg, params = quantize.convert(model_cfg, params, cfg.weights)
     engine = Engine(model_cfg, params, eos_ids=[meta.get("eos_id", -1)], slots=cfg.slots,
                     max_len=cfg.max_len, mesh=_mesh(cfg.slots, cfg.tensor_parallel),
-                    decode_text=tokenizer.decode, draft_tokens=cfg.draft_tokens)
+                    decode_text=tokenizer.decode, draft_tokens=cfg.draft_tokens,
+                    decode_steps=cfg.decode_steps or default_decode_steps())
     _generate_shards(cfg, engine, tokenizer, template, itertools.chain([first], todo),
                      generator_dir)
   storage.write_json(_host_path(cfg.output_dir, cfg.host_count, cfg.host_index),
