@@ -72,7 +72,7 @@ def random_model(preset):
   return cfg, params
 
 
-def synthjax_tps(model, batch, prompt_len, new_tokens, decode_steps=1):
+def synthjax_tps(model, batch, prompt_len, new_tokens, decode_steps=0):
   from synthjax.generate.engine import Engine, Request, Sampling
   cfg, params = model
   engine = Engine(cfg, params, eos_ids=[], slots=batch, decode_steps=decode_steps,
@@ -92,7 +92,7 @@ def job_sampling() -> dict:
   return {k: defaults[k] for k in ("temperature", "top_p", "repetition_penalty")}
 
 
-def synthjax_real(model, batch, prompt_ids, new_tokens, draft_tokens=0, decode_steps=1):
+def synthjax_real(model, batch, prompt_ids, new_tokens, draft_tokens=0, decode_steps=0):
   """Seconds to run every prompt through `batch` slots (compile excluded), and the engine's
   counts (passes, draft tokens proposed and kept)."""
   from synthjax.generate.engine import Engine, Request, Sampling
@@ -204,8 +204,6 @@ def main():
   p.add_argument("--decode_steps", type=int, default=0,
                  help="decode steps per device call (0: the job's default for the device)")
   args = p.parse_args()
-  from synthjax.generate.engine import default_decode_steps
-  args.decode_steps = args.decode_steps or default_decode_steps()
   from synthjax import assets
   from synthjax.models.flops import decode_flops_per_token
   if args.random_preset:

@@ -8,7 +8,7 @@ what the busy slots need: a decode step reads the whole cache, and on a CPU that
 half the step. A slot whose request ends (EOS, a stop string, max new tokens, or a full cache) is
 refilled from the queue at once, so one long output never holds the others back.
 
-With `decode_steps` > 1, one call runs that many decode steps (a loop on the device): a row stops
+With `decode_steps` > 1 (0: `default_decode_steps()`), one call runs that many decode steps (a loop on the device): a row stops
 within the call at EOS, at its max new tokens or at the end of the cache, so the host waits
 once per call instead of once per token, and checks stop strings on the tokens it gets back.
 The tokens are the same as with one step per call.
@@ -145,11 +145,11 @@ class Engine:
   def __init__(self, cfg: ModelConfig, params, eos_ids: Sequence[int], slots: int = 8,
                max_len: int = 512, buckets: Optional[Sequence[int]] = None,
                mesh=None, rules=None, decode_text=None, draft_tokens: int = 0, ngram: int = 3,
-               cache_step: int = CACHE_STEP, decode_steps: int = 1):
+               cache_step: int = CACHE_STEP, decode_steps: int = 0):
     if cfg.scan_layers:
       raise UserError("generation needs unstacked layers (convert without --scan_layers)")
     self.cfg, self.slots, self.max_len, self.cache_step = cfg, slots, max_len, cache_step
-    self.decode_steps = decode_steps
+    self.decode_steps = decode_steps or default_decode_steps()
     buckets = buckets or [16, 32, *range(PREFILL_STEP, max_len + PREFILL_STEP, PREFILL_STEP)]
     self.buckets = sorted(set(min(b, max_len) for b in buckets))
     self.eos_ids = set(int(e) for e in eos_ids)

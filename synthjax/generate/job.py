@@ -34,7 +34,7 @@ from synthjax import assets, storage
 from synthjax.data import sources
 from synthjax.errors import UserError, check_field_types
 from synthjax.generate import filters, prompts
-from synthjax.generate.engine import Engine, Request, Sampling, default_decode_steps
+from synthjax.generate.engine import Engine, Request, Sampling
 from synthjax.models import quantize
 
 
@@ -81,12 +81,9 @@ class GenerateConfig:
                   "host_count", "tensor_parallel"):
       if getattr(self, field) <= 0:
         raise UserError(f"GenerateConfig.{field} must be positive, got {getattr(self, field)}")
-    if self.decode_steps < 0:
-      raise UserError(f"GenerateConfig.decode_steps must be 0 (automatic) or more, got "
-                      f"{self.decode_steps}")
-    if self.draft_tokens < 0:
-      raise UserError(f"GenerateConfig.draft_tokens must be 0 (off) or more, got "
-                      f"{self.draft_tokens}")
+    for field in ("draft_tokens", "decode_steps"):  # 0: off / automatic
+      if getattr(self, field) < 0:
+        raise UserError(f"GenerateConfig.{field} must be 0 or more, got {getattr(self, field)}")
     if self.weights not in ("", *quantize.PRECISIONS):
       raise UserError(f"GenerateConfig.weights must be '' or one of {quantize.PRECISIONS}, "
                       f"got {self.weights!r}")
@@ -209,7 +206,7 @@ def run(cfg: GenerateConfig) -> dict:
     engine = Engine(model_cfg, params, eos_ids=[meta.get("eos_id", -1)], slots=cfg.slots,
                     max_len=cfg.max_len, mesh=_mesh(cfg.slots, cfg.tensor_parallel),
                     decode_text=tokenizer.decode, draft_tokens=cfg.draft_tokens,
-                    decode_steps=cfg.decode_steps or default_decode_steps())
+                    decode_steps=cfg.decode_steps)
     _generate_shards(cfg, engine, tokenizer, template, itertools.chain([first], todo),
                      generator_dir)
   storage.write_json(_host_path(cfg.output_dir, cfg.host_count, cfg.host_index),
