@@ -13,7 +13,9 @@ Two workloads, side by side with transformers `generate` (2 torch threads) in on
 - synthetic: random --prompt_len-token prompts, greedy, --new_tokens each; tokens/s and the
   fraction of the decode roofline, 2 N FLOPs per new token over the peak (transformers at 1
   and 2 threads).
-The peak is the better of XLA's and torch's f32 matmul measured in the run (or --peak_tflops).
+--weights bfloat16 or int8 converts the generator (GenerateConfig.weights) and runs transformers in
+bf16. The peak is the better of XLA's and torch's matmul measured in the run in the compute
+dtype (f32, or bf16 accumulating in f32), or --peak_tflops.
 Compile time is excluded. --random_preset times a model preset's shape with random weights
 (no download; speed does not depend on the weights' values). Nothing is asserted; compare
 ratios within one run.
@@ -113,14 +115,20 @@ def synthjax_real(model, batch, prompt_ids, new_tokens, draft_tokens=0, decode_s
   return time.perf_counter() - t, engine.stats
 
 
-def transformers_real(gguf, batch, prompt_ids, new_tokens, threads):
+def transformers_model(gguf, dtype):
+  import torch
+  import transformers
+  return transformers.AutoModelForCausalLM.from_pretrained(
+      os.path.dirname(gguf), gguf_file=os.path.basename(gguf), dtype=getattr(torch, dtype))
+
+
+def transformers_real(gguf, batch, prompt_ids, new_tokens, threads, dtype):
   """Seconds for transformers `generate` over the prompts in batches of `batch`, left-padded."""
   import torch
   import transformers
   torch.set_num_threads(threads)
   torch.manual_seed(0)
-  model = transformers.AutoModelForCausalLM.from_pretrained(
-      os.path.dirname(gguf), gguf_file=os.path.basename(gguf), dtype=torch.float32)
+  model = transformers_model(gguf, dtype)
   kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=True, top_k=0,
             pad_token_id=0, **job_sampling())
   with torch.no_grad():
@@ -136,12 +144,10 @@ def transformers_real(gguf, batch, prompt_ids, new_tokens, threads):
   return time.perf_counter() - t
 
 
-def transformers_tps(gguf, batch, prompt_len, new_tokens, threads, vocab):
+def transformers_tps(gguf, batch, prompt_len, new_tokens, threads, vocab, dtype):
   import torch
-  import transformers
   torch.set_num_threads(threads)
-  model = transformers.AutoModelForCausalLM.from_pretrained(
-      os.path.dirname(gguf), gguf_file=os.path.basename(gguf), dtype=torch.float32)
+  model = transformers_model(gguf, dtype)
   x = torch.tensor(prompts(batch, prompt_len, vocab))
   kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
             pad_token_id=0)
@@ -178,7 +184,8 @@ def real_workload(args, model, name, peak):
                f"(x{ours / spec:.2f}; {stats['accepted']} of {stats['drafted']} drafted kept, "
                f"{stats['passes']} passes)")
     if not args.skip_torch:
-      theirs = transformers_real(assets.smollm2_gguf(), batch, prompt_ids, new, 2)
+      theirs = transformers_real(assets.smollm2_gguf(), batch, prompt_ids, new, 2,
+                                 args.torch_dtype)
       line += (f" | transformers 2t {count * new / theirs:7.1f} tok/s, {count / theirs:.2f} "
                f"chunks/s (synthjax x{theirs / ours:.2f})")
     print(line, flush=True)
@@ -203,7 +210,10 @@ def main():
                  help="real workload: also time prompt-lookup speculation with this many")
   p.add_argument("--decode_steps", type=int, default=0,
                  help="decode steps per device call (0: the job's default for the device)")
+  p.add_argument("--weights", choices=("float32", "bfloat16", "int8"), default="float32",
+                 help="the generator's precision (GenerateConfig.weights)")
   args = p.parse_args()
+  args.torch_dtype = "float32" if args.weights == "float32" else "bfloat16"
   from synthjax import assets
   from synthjax.models.flops import decode_flops_per_token
   if args.random_preset:
@@ -215,16 +225,20 @@ def main():
     model_dir = resolve_generator(assets.EMBEDDED_GENERATOR)
     cfg = store.load_config(model_dir)
     model = (cfg, store.load_params(model_dir, cfg))
-    name = "SmolLM2-135M-Instruct (f32)"
+    name = f"SmolLM2-135M-Instruct ({args.weights})"
+  if args.weights != "float32":
+    from synthjax.models import quantize
+    model = quantize.convert(*model, args.weights)
   if args.peak_tflops:
     peak = args.peak_tflops * 1e12
     print(f"peak (datasheet): {peak / 1e9:.1f} GFLOP/s")
-  else:  # the better of the two libraries' f32 matrix products, as in train_throughput.py
-    peak = matmul_peak_flops()
-    print(f"f32 matmul peak (2048^3, median), XLA: {peak / 1e9:.1f} GFLOP/s")
+  else:  # the better of the two libraries' matrix products, as in train_throughput.py
+    peak = matmul_peak_flops(dtype=model[0].dtype)
+    print(f"{model[0].dtype} matmul peak (2048^3, median), XLA: {peak / 1e9:.1f} GFLOP/s")
     if not args.skip_torch:
-      theirs = torch_matmul_peak_flops()
-      print(f"f32 matmul peak (2048^3, median), torch 2 threads: {theirs / 1e9:.1f} GFLOP/s")
+      theirs = torch_matmul_peak_flops(dtype=model[0].dtype)
+      print(f"{model[0].dtype} matmul peak (2048^3, median), torch 2 threads: "
+            f"{theirs / 1e9:.1f} GFLOP/s")
       peak = max(peak, theirs)
   print(f"device: {jax.devices()[0].device_kind} ({jax.default_backend()}); fractions below "
         f"are of {peak / 1e9:.1f} GFLOP/s")
@@ -240,7 +254,7 @@ def main():
     if not args.skip_torch:
       for threads in (1, 2):
         theirs = transformers_tps(assets.smollm2_gguf(), batch, args.prompt_len,
-                                  args.new_tokens, threads, cfg.V)
+                                  args.new_tokens, threads, cfg.V, args.torch_dtype)
         line += f" | transformers {threads}t {theirs:7.1f} tok/s (x{ours / theirs:.2f})"
     print(line, flush=True)
 

@@ -4,7 +4,7 @@
     python benchmarks/train_throughput.py --model paper_1b --dtype bfloat16 --batch 8 \
         --seq 2048 --attention auto --remat save_dots --peak_tflops 989 --skip_torch  # a GPU
 
-Prints, from one run: the f32 matmul peak measured in the run, the better of XLA's and torch's
+Prints, from one run: the matmul peak in --dtype measured in the run, the better of XLA's and torch's
 (or the datasheet's, --peak_tflops), synthjax tokens/s and MFU (model FLOPs: 6 per matmul parameter plus attention, per token, over
 that peak), torch tokens/s at 1 and 2 threads, and the ratios. The default model is
 gin_configs/models/bench_30m.gin (d 512, 8 layers, vocab 8192). Nothing here is asserted: the
@@ -20,9 +20,10 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def matmul_peak_flops(n=2048, repeats=7) -> float:
-  a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), jnp.float32)
-  f = jax.jit(lambda x, y: x @ y)
+def matmul_peak_flops(n=2048, repeats=7, dtype="float32") -> float:
+  """XLA's n^3 matrix product rate; bf16 products accumulate in f32, as the model's do."""
+  a = jnp.asarray(np.random.default_rng(0).normal(size=(n, n)), dtype)
+  f = jax.jit(lambda x, y: jnp.matmul(x, y, preferred_element_type=jnp.float32))
   f(a, a).block_until_ready()
   times = []
   for _ in range(repeats):
@@ -32,10 +33,10 @@ def matmul_peak_flops(n=2048, repeats=7) -> float:
   return 2 * n ** 3 / statistics.median(times)
 
 
-def torch_matmul_peak_flops(n=2048, repeats=7, threads=2) -> float:
+def torch_matmul_peak_flops(n=2048, repeats=7, threads=2, dtype="float32") -> float:
   import torch
   torch.set_num_threads(threads)
-  a = torch.randn(n, n)
+  a = torch.randn(n, n).to(getattr(torch, dtype))
   a @ a
   times = []
   for _ in range(repeats):
@@ -141,11 +142,12 @@ def main():
     peak = args.peak_tflops * 1e12
     print(f"peak (datasheet, {args.dtype}): {args.peak_tflops:g} TFLOP/s")
   else:
-    peak = matmul_peak_flops()
-    print(f"f32 matmul peak (2048^3, median), XLA: {peak / 1e9:.1f} GFLOP/s")
+    peak = matmul_peak_flops(dtype=args.dtype)
+    print(f"{args.dtype} matmul peak (2048^3, median), XLA: {peak / 1e9:.1f} GFLOP/s")
     if not args.skip_torch:  # the machine's peak is the better of the two libraries' products
-      theirs = torch_matmul_peak_flops()
-      print(f"f32 matmul peak (2048^3, median), torch 2 threads: {theirs / 1e9:.1f} GFLOP/s")
+      theirs = torch_matmul_peak_flops(dtype=args.dtype)
+      print(f"{args.dtype} matmul peak (2048^3, median), torch 2 threads: "
+            f"{theirs / 1e9:.1f} GFLOP/s")
       peak = max(peak, theirs)
     print(f"MFU below is against {peak / 1e9:.1f} GFLOP/s")
   from synthjax.models import attention

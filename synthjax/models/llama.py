@@ -88,6 +88,17 @@ def _kernel(module: nn.Module, name: str, shape, axes, fan_in: int):
   return w.astype(_dtype(cfg.dtype))
 
 
+def _dot(equation: str, a, b, out_dtype=None):
+  """einsum returned in `out_dtype` (default: a's dtype). On a CPU, products accumulate in f32
+  explicitly: XLA:CPU runs a bf16-out product about 5x slower (measured here; bf16 in, f32 out
+  reaches its oneDNN/AMX kernels). TPUs and GPUs accumulate bf16 products in f32 anyway, and
+  asking there would make the backward pass's products f32."""
+  if jax.default_backend() == "cpu":
+    return jnp.einsum(equation, a, b, preferred_element_type=jnp.float32).astype(
+        out_dtype or a.dtype)
+  return jnp.einsum(equation, a, b).astype(out_dtype or a.dtype)
+
+
 class Attention(nn.Module):
   """Self-attention. Without a cache it attends within the row's segments (positions and
   segment ids); with one it writes this step's keys/values at each row's offset and attends
@@ -103,9 +114,9 @@ class Attention(nn.Module):
     v_DxKxDh = _kernel(self, "v", (cfg.D, cfg.K, cfg.Dh), ("embed", "kv_heads", "head_dim"), cfg.D)
     o_HxDhxD = _kernel(self, "o", (cfg.H, cfg.Dh, cfg.D), ("heads", "head_dim", "embed"),
                        cfg.H * cfg.Dh)
-    q = checkpoint_name(jnp.einsum("btd,dhk->bthk", x_BxTxD, q_DxHxDh), "query_proj")
-    k = checkpoint_name(jnp.einsum("btd,dhk->bthk", x_BxTxD, k_DxKxDh), "key_proj")
-    v = checkpoint_name(jnp.einsum("btd,dhk->bthk", x_BxTxD, v_DxKxDh), "value_proj")
+    q = checkpoint_name(_dot("btd,dhk->bthk", x_BxTxD, q_DxHxDh), "query_proj")
+    k = checkpoint_name(_dot("btd,dhk->bthk", x_BxTxD, k_DxKxDh), "key_proj")
+    v = checkpoint_name(_dot("btd,dhk->bthk", x_BxTxD, v_DxKxDh), "value_proj")
     if cfg.qkv_bias:
       zeros = nn.initializers.zeros
       dt = _dtype(cfg.param_dtype)
@@ -124,19 +135,30 @@ class Attention(nn.Module):
 
     new_cache = None
     if cache is not None:
-      def write(c_KxSxDh, new_TxKxDh, start):
-        return jax.lax.dynamic_update_slice_in_dim(
-            c_KxSxDh, new_TxKxDh.swapaxes(0, 1).astype(c_KxSxDh.dtype), start, axis=1)
-      new_cache = {"k": jax.vmap(write)(cache["k"], k_BxTxKxDh, cache_index_B),
-                   "v": jax.vmap(write)(cache["v"], v_BxTxKxDh, cache_index_B)}
+      new_cache = {"k": _write_cache(cache["k"], k_BxTxKxDh, cache_index_B),
+                   "v": _write_cache(cache["v"], v_BxTxKxDh, cache_index_B)}
       out = _attend_cache(q_BxTxHxDh, new_cache["k"], new_cache["v"], mask_BxTxS)
     else:
       out = attention.self_attention(q_BxTxHxDh, k_BxTxKxDh.astype(q_BxTxHxDh.dtype),
                                      v_BxTxKxDh, positions_BxT, segment_ids_BxT,
                                      cfg.attention, cfg.attention_block)
     out = checkpoint_name(out, "attention_out")
-    out_BxTxD = jnp.einsum("bthk,hkd->btd", out.astype(o_HxDhxD.dtype), o_HxDhxD)
+    out_BxTxD = _dot("bthk,hkd->btd", out.astype(o_HxDhxD.dtype), o_HxDhxD)
     return constrain(out_BxTxD, ("batch", "length", "embed")), new_cache
+
+
+def _write_cache(c_BxKxSxDh, new_BxTxKxDh, start_B):
+  """The cache with each row's T new keys or values written from its offset on. A decode step's
+  one entry goes into a 16-bit cache as a select over the cache: XLA:CPU runs a scatter into
+  a bf16 cache by converting the whole cache to f32 and back, most of a bf16 decode step
+  (measured). Into an f32 cache the scatter is the faster."""
+  new_BxTxKxDh = new_BxTxKxDh.astype(c_BxKxSxDh.dtype)
+  if new_BxTxKxDh.shape[1] == 1 and c_BxKxSxDh.dtype.itemsize == 2:
+    hit_BxS = jnp.arange(c_BxKxSxDh.shape[2])[None] == start_B[:, None]
+    return jnp.where(hit_BxS[:, None, :, None], new_BxTxKxDh.swapaxes(1, 2), c_BxKxSxDh)
+  def write(c_KxSxDh, new_TxKxDh, start):
+    return jax.lax.dynamic_update_slice_in_dim(c_KxSxDh, new_TxKxDh.swapaxes(0, 1), start, axis=1)
+  return jax.vmap(write)(c_BxKxSxDh, new_BxTxKxDh, start_B)
 
 
 def _attend_cache(q_BxTxHxDh, k_BxKxSxDh, v_BxKxSxDh, mask_BxTxS):
@@ -145,20 +167,22 @@ def _attend_cache(q_BxTxHxDh, k_BxKxSxDh, v_BxKxSxDh, mask_BxTxS):
   by adding a bias: on XLA:CPU either one alone makes a step's attention several times slower."""
   B, T, H, Dh = q_BxTxHxDh.shape
   K = k_BxKxSxDh.shape[1]
-  k, v = k_BxKxSxDh.astype(q_BxTxHxDh.dtype), v_BxKxSxDh
+  k, v = k_BxKxSxDh, v_BxKxSxDh
+  q = q_BxTxHxDh.astype(k.dtype)  # in the cache's dtype: converting a cache costs a pass over it
   if T == 1:
-    q_BxKxGxDh = q_BxTxHxDh.reshape(B, K, H // K, Dh)
+    q_BxKxGxDh = q.reshape(B, K, H // K, Dh)
     bias_Bx1x1xS = jnp.where(mask_BxTxS[:, 0], 0.0, -1e30).astype(jnp.float32)[:, None, None]
-    scores = jnp.einsum("bksd,bkgd->bkgs", k, q_BxKxGxDh).astype(jnp.float32)
+    scores = _dot("bksd,bkgd->bkgs", k, q_BxKxGxDh, jnp.float32)
     probs = jax.nn.softmax(scores / math.sqrt(Dh) + bias_Bx1x1xS, axis=-1).astype(v.dtype)
-    return jnp.einsum("bkgs,bksd->bkgd", probs, v).reshape(B, 1, H, Dh)
-  q_BxKxGxTxDh = q_BxTxHxDh.reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
-  scores = jnp.einsum("bkgtd,bksd->bkgts", q_BxKxGxTxDh, k).astype(jnp.float32)
+    out = _dot("bkgs,bksd->bkgd", probs, v).reshape(B, 1, H, Dh)
+    return out.astype(q_BxTxHxDh.dtype)
+  q_BxKxGxTxDh = q.reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
+  scores = _dot("bkgtd,bksd->bkgts", q_BxKxGxTxDh, k, jnp.float32)
   scores = jnp.where(mask_BxTxS[:, None, None], scores / math.sqrt(Dh),
                      jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-  out = jnp.einsum("bkgts,bksd->bkgtd", probs, v)
-  return out.transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
+  out = _dot("bkgts,bksd->bkgtd", probs, v)
+  return out.transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh).astype(q_BxTxHxDh.dtype)
 
 
 class Mlp(nn.Module):
@@ -170,9 +194,10 @@ class Mlp(nn.Module):
     gate_DxF = _kernel(self, "gate", (cfg.D, cfg.F), ("embed", "mlp"), cfg.D)
     up_DxF = _kernel(self, "up", (cfg.D, cfg.F), ("embed", "mlp"), cfg.D)
     down_FxD = _kernel(self, "down", (cfg.F, cfg.D), ("mlp", "embed"), cfg.F)
-    h_BxTxF = nn.silu(x_BxTxD @ gate_DxF) * (x_BxTxD @ up_DxF)
+    h_BxTxF = (nn.silu(_dot("btd,df->btf", x_BxTxD, gate_DxF))
+               * _dot("btd,df->btf", x_BxTxD, up_DxF))
     h_BxTxF = constrain(h_BxTxF, ("batch", "length", "mlp"))
-    return constrain(h_BxTxF @ down_FxD, ("batch", "length", "embed"))
+    return constrain(_dot("btf,fd->btd", h_BxTxF, down_FxD), ("batch", "length", "embed"))
 
 
 class Block(nn.Module):
@@ -275,8 +300,8 @@ class Transformer(nn.Module):
       head_DxV = self.param("lm_head", nn.with_logical_partitioning(
           nn.initializers.normal(stddev=1.0 / math.sqrt(cfg.D)), ("embed", "vocab")),
           (cfg.D, cfg.V), _dtype(cfg.param_dtype))
-    logits_BxTxV = x_BxTxD @ head_DxV.astype(x_BxTxD.dtype)
-    logits_BxTxV = constrain(logits_BxTxV.astype(jnp.float32), ("batch", "length", "vocab"))
+    logits_BxTxV = _dot("btd,dv->btv", x_BxTxD, head_DxV.astype(x_BxTxD.dtype), jnp.float32)
+    logits_BxTxV = constrain(logits_BxTxV, ("batch", "length", "vocab"))
     if cache is not None:
       return logits_BxTxV, new_cache
     return logits_BxTxV
