@@ -125,7 +125,6 @@ def transformers_model(gguf, dtype):
 def transformers_real(gguf, batch, prompt_ids, new_tokens, threads, dtype):
   """Seconds for transformers `generate` over the prompts in batches of `batch`, left-padded."""
   import torch
-  import transformers
   torch.set_num_threads(threads)
   torch.manual_seed(0)
   model = transformers_model(gguf, dtype)

@@ -4,9 +4,10 @@
     python benchmarks/train_throughput.py --model paper_1b --dtype bfloat16 --batch 8 \
         --seq 2048 --attention auto --remat save_dots --peak_tflops 989 --skip_torch  # a GPU
 
-Prints, from one run: the matmul peak in --dtype measured in the run, the better of XLA's and torch's
-(or the datasheet's, --peak_tflops), synthjax tokens/s and MFU (model FLOPs: 6 per matmul parameter plus attention, per token, over
-that peak), torch tokens/s at 1 and 2 threads, and the ratios. The default model is
+Prints, from one run: the matmul peak in --dtype measured in the run, the better of XLA's and
+torch's (or the datasheet's, --peak_tflops), synthjax tokens/s and MFU (model FLOPs: 6 per
+matmul parameter plus attention, per token, over that peak), torch tokens/s at 1 and 2 threads,
+and the ratios. The default model is
 gin_configs/models/bench_30m.gin (d 512, 8 layers, vocab 8192). Nothing here is asserted: the
 machine is shared, so compare the ratios within one run.
 """
