@@ -8,9 +8,10 @@ what the busy slots need: a decode step reads the whole cache, and on a CPU that
 half the step. A slot whose request ends (EOS, a stop string, max new tokens, or a full cache) is
 refilled from the queue at once, so one long output never holds the others back.
 
-With `decode_steps` > 1 (0: `default_decode_steps()`), one call runs that many decode steps (a loop on the device): a row stops
-within the call at EOS, at its max new tokens or at the end of the cache, so the host waits
-once per call instead of once per token, and checks stop strings on the tokens it gets back.
+With `decode_steps` > 1 (0: `default_decode_steps()`), one call runs that many decode steps (a
+loop on the device): a row stops within the call at EOS, at its max new tokens or at the end of
+the cache, so the host waits once per call instead of once per token, and checks stop strings
+on the tokens it gets back.
 The tokens are the same as with one step per call.
 
 Sampling runs on device per slot: greedy (temperature 0), temperature, top-k, top-p and a
