@@ -9,7 +9,8 @@ Two workloads, side by side with transformers `generate` (2 torch threads) in on
   penalty 1.1), --real_new_tokens each (EOS ignored in both, so both do the same work), run
   through --real_batches slots (transformers: batches of that size, left-padded). Tokens/s,
   chunks/s, and the fraction of the compute bound: 2 N FLOPs per prompt and new token over the
-  peak. --draft_tokens K also times prompt-lookup speculation (exact speculative sampling).
+  peak. --draft_tokens K also times prompt-lookup speculation (exact speculative sampling);
+  --prefill_batch 1 4 times the engine prefilling 1 and 4 prompts per call.
 - synthetic: random --prompt_len-token prompts, greedy, --new_tokens each; tokens/s and the
   fraction of the decode roofline, 2 N FLOPs per new token over the peak (transformers at 1
   and 2 threads).
@@ -32,6 +33,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_throughput import matmul_peak_flops, torch_matmul_peak_flops  # noqa: E402
+
+from synthjax.generate.engine import PREFILL_BATCH  # noqa: E402
 
 
 def prompts(batch, length, vocab, seed=0):
@@ -74,10 +77,12 @@ def random_model(preset):
   return cfg, params
 
 
-def synthjax_tps(model, batch, prompt_len, new_tokens, decode_steps=0):
+def synthjax_tps(model, batch, prompt_len, new_tokens, decode_steps=0,
+                 prefill_batch=PREFILL_BATCH):
   from synthjax.generate.engine import Engine, Request, Sampling
   cfg, params = model
   engine = Engine(cfg, params, eos_ids=[], slots=batch, decode_steps=decode_steps,
+                  prefill_batch=prefill_batch,
                   max_len=prompt_len + new_tokens + 8, buckets=(prompt_len,))
   reqs = [Request(p, Sampling(max_new_tokens=new_tokens)) for p in prompts(batch, prompt_len,
                                                                            cfg.V)]
@@ -94,13 +99,14 @@ def job_sampling() -> dict:
   return {k: defaults[k] for k in ("temperature", "top_p", "repetition_penalty")}
 
 
-def synthjax_real(model, batch, prompt_ids, new_tokens, draft_tokens=0, decode_steps=0):
+def synthjax_real(model, batch, prompt_ids, new_tokens, draft_tokens=0, decode_steps=0,
+                  prefill_batch=PREFILL_BATCH):
   """Seconds to run every prompt through `batch` slots (compile excluded), and the engine's
   counts (passes, draft tokens proposed and kept)."""
   from synthjax.generate.engine import Engine, Request, Sampling
   cfg, params = model
   engine = Engine(cfg, params, eos_ids=[], slots=batch, draft_tokens=draft_tokens,
-                  decode_steps=decode_steps,
+                  decode_steps=decode_steps, prefill_batch=prefill_batch,
                   max_len=max(map(len, prompt_ids)) + new_tokens + draft_tokens + 8)
   reqs = [Request(p, Sampling(max_new_tokens=new_tokens, seed=i, **job_sampling()))
           for i, p in enumerate(prompt_ids)]
@@ -173,12 +179,16 @@ def real_workload(args, model, name, peak):
         f"tokens, {min(map(len, prompt_ids))}-{max(map(len, prompt_ids))} each), {new} new "
         f"tokens each (EOS ignored), sampling {job_sampling()}; compute bound {bound:.1f} s")
   for batch in args.real_batches:
-    ours, _ = synthjax_real(model, batch, prompt_ids, new, 0, args.decode_steps)
-    line = (f"batch {batch:3d}: synthjax {count * new / ours:7.1f} tok/s, "
-            f"{count / ours:.2f} chunks/s, {bound / ours:.1%} of the compute bound")
+    line = f"batch {batch:3d}:"
+    for prefill_batch in args.prefill_batch:  # the last one is also the others' reference
+      ours, _ = synthjax_real(model, batch, prompt_ids, new, 0, args.decode_steps,
+                              prefill_batch)
+      line += (f" synthjax (prefill {prefill_batch}) {count * new / ours:7.1f} tok/s, "
+               f"{count / ours:.2f} chunks/s, {bound / ours:.1%} of the compute bound |")
+    line = line.rstrip(" |")
     if args.draft_tokens:
       spec, stats = synthjax_real(model, batch, prompt_ids, new, args.draft_tokens,
-                                  args.decode_steps)
+                                  args.decode_steps, args.prefill_batch[-1])
       line += (f" | with {args.draft_tokens} draft tokens {count * new / spec:7.1f} tok/s "
                f"(x{ours / spec:.2f}; {stats['accepted']} of {stats['drafted']} drafted kept, "
                f"{stats['passes']} passes)")
@@ -209,6 +219,9 @@ def main():
                  help="real workload: also time prompt-lookup speculation with this many")
   p.add_argument("--decode_steps", type=int, default=0,
                  help="decode steps per device call (0: the job's default for the device)")
+  p.add_argument("--prefill_batch", type=int, nargs="+", default=[PREFILL_BATCH],
+                 help="prompts prefilled together; several values time the real workload "
+                      "with each (the last is used everywhere else)")
   p.add_argument("--weights", choices=("float32", "bfloat16", "int8"), default="float32",
                  help="the generator's precision (GenerateConfig.weights)")
   args = p.parse_args()
@@ -247,7 +260,8 @@ def main():
     return
   print(f"{name}, {args.prompt_len}-token prompts, {args.new_tokens} new tokens, greedy")
   for batch in args.batches:
-    ours, cfg = synthjax_tps(model, batch, args.prompt_len, args.new_tokens, args.decode_steps)
+    ours, cfg = synthjax_tps(model, batch, args.prompt_len, args.new_tokens, args.decode_steps,
+                             args.prefill_batch[-1])
     roof = ours * decode_flops_per_token(cfg) / peak
     line = f"batch {batch:3d}: synthjax {ours:7.1f} tok/s ({roof:.1%} of roofline)"
     if not args.skip_torch:

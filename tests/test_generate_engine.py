@@ -1,4 +1,6 @@
 """The decoding engine against transformers' greedy generate, and its sampling controls."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -74,6 +76,29 @@ def test_sharded_engine_matches_one_device(tiny):
   assert [r.tokens for r in sharded.generate(requests)] == [
       r.tokens for r in single.generate(requests)]
   assert sharded.stats["grown"] > 0
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_prefilling_several_prompts_together_gives_the_same_tokens(tiny, precision):
+  """Batches of 3 prompts (a short one repeats a request) against one prompt per call:
+  greedy and sampled requests of different lengths, refilling slots mid-run. bf16 takes the
+  other cache write."""
+  from synthjax.models import quantize
+  _, cfg, params = tiny
+  if precision != "float32":
+    cfg, params = quantize.convert(cfg, params, precision)
+  sampled = Sampling(temperature=1.0, top_p=0.9, repetition_penalty=1.2, max_new_tokens=10)
+  requests = [Request(p, Sampling(max_new_tokens=n)) for p, n in zip(PROMPTS, NEW_TOKENS)]
+  requests += [Request(p[::-1] * 2, dataclasses.replace(sampled, seed=k))
+               for k, p in enumerate(PROMPTS)]
+  def run(prefill_batch):
+    engine = Engine(cfg, params, eos_ids=[210], slots=4, max_len=64, buckets=(8, 16, 32),
+                    prefill_batch=prefill_batch)
+    return [(r.tokens, r.finish) for r in engine.generate(requests)], engine.stats
+  one, one_stats = run(1)
+  three, stats = run(3)
+  assert three == one
+  assert one_stats["prefills"] == len(requests) and stats["prefills"] < len(requests) / 2
 
 
 def test_several_decode_steps_per_call_give_the_same_tokens(tiny):

@@ -34,7 +34,7 @@ from synthjax import assets, storage
 from synthjax.data import sources
 from synthjax.errors import UserError, check_field_types
 from synthjax.generate import filters, prompts
-from synthjax.generate.engine import Engine, Request, Sampling
+from synthjax.generate.engine import PREFILL_BATCH, Engine, Request, Sampling
 from synthjax.models import quantize
 
 
@@ -69,6 +69,8 @@ class GenerateConfig:
   # Decode steps per call to the device (the host waits once per call); the tokens do not
   # depend on it. 0: engine.default_decode_steps() (1 on a CPU, 8 on an accelerator).
   decode_steps: int = 0
+  # Prompts prefilled together in one call (engine.py); the tokens do not depend on it.
+  prefill_batch: int = PREFILL_BATCH
   max_len: int = 1024                 # KV cache length: prompt + output
   apply_filter: bool = True           # False keeps every output (its reason goes in "flag")
   # Hosts work independently (no collectives): host i of n takes shards i, i+n, ...
@@ -78,7 +80,7 @@ class GenerateConfig:
   def __post_init__(self):
     check_field_types(self)
     for field in ("chunk_tokens", "max_new_tokens", "shard_size", "slots", "max_len",
-                  "host_count", "tensor_parallel"):
+                  "host_count", "tensor_parallel", "prefill_batch"):
       if getattr(self, field) <= 0:
         raise UserError(f"GenerateConfig.{field} must be positive, got {getattr(self, field)}")
     for field in ("draft_tokens", "decode_steps"):  # 0: off / automatic
@@ -115,7 +117,7 @@ def resolve_generator(name: str) -> str:
 def _signature(cfg: GenerateConfig, template: dict, generator_dir: str) -> dict:
   sig = {k: v for k, v in dataclasses.asdict(cfg).items()
          if k not in ("output_dir", "slots", "max_len", "host_index", "host_count",
-                      "tensor_parallel", "draft_tokens", "decode_steps")}
+                      "tensor_parallel", "draft_tokens", "decode_steps", "prefill_batch")}
   if cfg.draft_tokens and cfg.temperature > 0:  # same distribution, other samples
     sig["draft_tokens"] = cfg.draft_tokens
   sig.update(prompt_version=template["version"], generator_dir=os.path.abspath(generator_dir))
@@ -206,7 +208,7 @@ def run(cfg: GenerateConfig) -> dict:
     engine = Engine(model_cfg, params, eos_ids=[meta.get("eos_id", -1)], slots=cfg.slots,
                     max_len=cfg.max_len, mesh=_mesh(cfg.slots, cfg.tensor_parallel),
                     decode_text=tokenizer.decode, draft_tokens=cfg.draft_tokens,
-                    decode_steps=cfg.decode_steps)
+                    decode_steps=cfg.decode_steps, prefill_batch=cfg.prefill_batch)
     _generate_shards(cfg, engine, tokenizer, template, itertools.chain([first], todo),
                      generator_dir)
   storage.write_json(_host_path(cfg.output_dir, cfg.host_count, cfg.host_index),
