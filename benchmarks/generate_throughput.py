@@ -34,8 +34,6 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_throughput import matmul_peak_flops, torch_matmul_peak_flops  # noqa: E402
 
-from synthjax.generate.engine import PREFILL_BATCH  # noqa: E402
-
 
 def prompts(batch, length, vocab, seed=0):
   rng = np.random.default_rng(seed)
@@ -78,7 +76,7 @@ def random_model(preset):
 
 
 def synthjax_tps(model, batch, prompt_len, new_tokens, decode_steps=0,
-                 prefill_batch=PREFILL_BATCH):
+                 prefill_batch=0):
   from synthjax.generate.engine import Engine, Request, Sampling
   cfg, params = model
   engine = Engine(cfg, params, eos_ids=[], slots=batch, decode_steps=decode_steps,
@@ -100,7 +98,7 @@ def job_sampling() -> dict:
 
 
 def synthjax_real(model, batch, prompt_ids, new_tokens, draft_tokens=0, decode_steps=0,
-                  prefill_batch=PREFILL_BATCH):
+                  prefill_batch=0):
   """Seconds to run every prompt through `batch` slots (compile excluded), and the engine's
   counts (passes, draft tokens proposed and kept)."""
   from synthjax.generate.engine import Engine, Request, Sampling
@@ -112,9 +110,11 @@ def synthjax_real(model, batch, prompt_ids, new_tokens, draft_tokens=0, decode_s
           for i, p in enumerate(prompt_ids)]
   one_per_bucket = {engine._bucket(len(r.prompt)): r for r in reqs}.values()
   longest = max(reqs, key=lambda r: len(r.prompt))
-  # compiles each prefill bucket, and the decode step at each cache length the run reaches
-  engine.generate([Request(r.prompt, dataclasses.replace(r.sampling, max_new_tokens=2))
-                   for r in one_per_bucket] + [longest])
+  # compiles each prefill bucket (alone: a batch takes its longest prompt's bucket), and the
+  # decode step at each cache length the run reaches
+  for r in one_per_bucket:
+    engine.generate([Request(r.prompt, dataclasses.replace(r.sampling, max_new_tokens=2))])
+  engine.generate([longest])
   engine.stats = dict.fromkeys(engine.stats, 0)
   t = time.perf_counter()
   engine.generate(reqs)
@@ -219,9 +219,10 @@ def main():
                  help="real workload: also time prompt-lookup speculation with this many")
   p.add_argument("--decode_steps", type=int, default=0,
                  help="decode steps per device call (0: the job's default for the device)")
-  p.add_argument("--prefill_batch", type=int, nargs="+", default=[PREFILL_BATCH],
-                 help="prompts prefilled together; several values time the real workload "
-                      "with each (the last is used everywhere else)")
+  p.add_argument("--prefill_batch", type=int, nargs="+", default=[0],
+                 help="prompts prefilled together (0: the engine's default for the device); "
+                      "several values time the real workload with each (the last is used "
+                      "everywhere else)")
   p.add_argument("--weights", choices=("float32", "bfloat16", "int8"), default="float32",
                  help="the generator's precision (GenerateConfig.weights)")
   args = p.parse_args()

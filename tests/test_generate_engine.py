@@ -65,12 +65,15 @@ def test_cache_that_grows_and_shrinks_keeps_greedy_output(tiny, torch_module):
 
 
 def test_sharded_engine_matches_one_device(tiny):
+  """Over a mesh (slots split over "data", weights over "tensor") and prefilling two prompts
+  at a time, against one device and one prompt at a time."""
   _, cfg, params = tiny
   requests = [Request(p, Sampling(max_new_tokens=n)) for p, n in zip(PROMPTS, NEW_TOKENS)]
   # a cache step of 8 positions, so the cache also grows on the mesh
   single = Engine(cfg, params, eos_ids=[210], slots=4, max_len=64, cache_step=8)
   mesh = sharding.make_mesh({"data": 2, "fsdp": 1, "tensor": 4})
-  sharded = Engine(cfg, params, eos_ids=[210], slots=4, max_len=64, mesh=mesh, cache_step=8)
+  sharded = Engine(cfg, params, eos_ids=[210], slots=4, max_len=64, mesh=mesh, cache_step=8,
+                   prefill_batch=2)  # an accelerator's default batches prompts
   q = sharded.params["layers_0"]["attn"]["q"]
   assert q.sharding.spec[1] == "tensor" and {s.data.shape for s in q.addressable_shards} == {(64, 1, 16)}
   assert [r.tokens for r in sharded.generate(requests)] == [

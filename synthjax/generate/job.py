@@ -34,7 +34,7 @@ from synthjax import assets, storage
 from synthjax.data import sources
 from synthjax.errors import UserError, check_field_types
 from synthjax.generate import filters, prompts
-from synthjax.generate.engine import PREFILL_BATCH, Engine, Request, Sampling
+from synthjax.generate.engine import Engine, Request, Sampling
 from synthjax.models import quantize
 
 
@@ -69,8 +69,9 @@ class GenerateConfig:
   # Decode steps per call to the device (the host waits once per call); the tokens do not
   # depend on it. 0: engine.default_decode_steps() (1 on a CPU, 8 on an accelerator).
   decode_steps: int = 0
-  # Prompts prefilled together in one call (engine.py); the tokens do not depend on it.
-  prefill_batch: int = PREFILL_BATCH
+  # Prompts prefilled together in one call; the tokens do not depend on it. 0:
+  # engine.default_prefill_batch() (1 on a CPU, 8 on an accelerator).
+  prefill_batch: int = 0
   max_len: int = 1024                 # KV cache length: prompt + output
   apply_filter: bool = True           # False keeps every output (its reason goes in "flag")
   # Hosts work independently (no collectives): host i of n takes shards i, i+n, ...
@@ -80,10 +81,10 @@ class GenerateConfig:
   def __post_init__(self):
     check_field_types(self)
     for field in ("chunk_tokens", "max_new_tokens", "shard_size", "slots", "max_len",
-                  "host_count", "tensor_parallel", "prefill_batch"):
+                  "host_count", "tensor_parallel"):
       if getattr(self, field) <= 0:
         raise UserError(f"GenerateConfig.{field} must be positive, got {getattr(self, field)}")
-    for field in ("draft_tokens", "decode_steps"):  # 0: off / automatic
+    for field in ("draft_tokens", "decode_steps", "prefill_batch"):  # 0: off / automatic
       if getattr(self, field) < 0:
         raise UserError(f"GenerateConfig.{field} must be 0 or more, got {getattr(self, field)}")
     if self.weights not in ("", *quantize.PRECISIONS):
