@@ -83,10 +83,12 @@ def test_kv_cache_decoding_equals_full_forward():
   np.testing.assert_allclose(np.stack(steps, 1), full, atol=1e-5)
 
 
+@pytest.mark.parametrize("name", ["k", "v"])
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("T", [1, 3])
-def test_cache_write_puts_each_rows_entries_at_its_offset(dtype, T):
-  # A bf16 decode step writes with a select, the other cases with a scatter: same result.
+def test_cache_write_puts_each_rows_entries_at_its_offset(name, dtype, T):
+  # A bf16 decode step writes with a select, the other cases with a scatter: same result, in
+  # the keys' layout (BxKxDhxS) and the values' (BxKxSxDh).
   from synthjax.models.llama import _write_cache
   rng = np.random.default_rng(0)
   B, K, S, Dh = 3, 2, 10, 4
@@ -96,9 +98,11 @@ def test_cache_write_puts_each_rows_entries_at_its_offset(dtype, T):
   expected = cache.copy()
   for b in range(B):
     expected[b, :, starts[b]:starts[b] + T] = new[b].swapaxes(0, 1)
-  got = _write_cache(jnp.asarray(cache, dtype), jnp.asarray(new, dtype), jnp.asarray(starts))
+  layout = (lambda x: x.swapaxes(2, 3)) if name == "k" else (lambda x: x)
+  got = _write_cache(jnp.asarray(layout(cache), dtype), jnp.asarray(new, dtype),
+                     jnp.asarray(starts), name)
   assert got.dtype == jnp.dtype(dtype)
-  np.testing.assert_array_equal(np.asarray(got, np.float32),
+  np.testing.assert_array_equal(np.asarray(layout(got), np.float32),
                                 np.asarray(jnp.asarray(expected, dtype), np.float32))
 
 

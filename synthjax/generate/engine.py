@@ -42,7 +42,8 @@ import numpy as np
 from synthjax import sharding
 from synthjax.errors import UserError
 from synthjax.models.config import ModelConfig
-from synthjax.models.llama import Transformer, abstract_params, init_cache
+from synthjax.models.llama import (CACHE_AXES, CACHE_LENGTH_AXIS, Transformer, abstract_params,
+                                   cache_length, init_cache)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,9 +179,10 @@ class Engine:
                                                       self.rules)
     self.params = jax.device_put(nn.unbox(params), self.param_shardings)
     # "length" is never split, so one sharding serves every cache length
-    kv_sharding = sharding.named(self.mesh, self.rules, ("batch", "kv_heads", "length",
-                                                         "head_dim"), (slots, cfg.K, max_len, cfg.Dh))
-    self.cache = jax.device_put(init_cache(cfg, slots, self._size(1)), kv_sharding)
+    full = jax.eval_shape(lambda: init_cache(cfg, slots, max_len))
+    kv_sharding = {n: sharding.named(self.mesh, self.rules, CACHE_AXES[n], full[0][n].shape)
+                   for n in CACHE_AXES}
+    self.cache = jax.device_put(init_cache(cfg, slots, self._size(1)), [kv_sharding] * cfg.L)
     seen_sharding = sharding.named(self.mesh, self.rules, ("batch", "vocab"), (slots, cfg.V))
     self.seen = jax.device_put(jnp.zeros((slots, cfg.V), bool), seen_sharding)
     # Every step returns the cache and `seen` sharded as they came in: left to the compiler,
@@ -209,7 +211,8 @@ class Engine:
 
   def _pinned(self, cache, seen=None):
     kv, rows = self._state_shardings
-    cache = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, kv), cache)
+    cache = [{n: jax.lax.with_sharding_constraint(x, kv[n]) for n, x in layer.items()}
+             for layer in cache]
     return cache if seen is None else (cache, jax.lax.with_sharding_constraint(seen, rows))
 
   def _prefill_fn(self, params, tokens_NxP, lengths_N, sampling, seeds_N):
@@ -231,31 +234,36 @@ class Engine:
   def _insert_fn(self, cache, seen, slots_N, new_cache, new_seen):
     """Write prefilled prompts over their slots' first positions (later ones stay masked until
     decoding writes them). Rows that repeat a slot carry the same data."""
-    S, P_len = cache[0]["k"].shape[2], new_cache[0]["k"].shape[2]
+    S, P_len = cache_length(cache), cache_length(new_cache)
     if cache[0]["k"].dtype.itemsize == 2:
       # XLA:CPU runs a dynamic-update-slice into a bf16 array through a whole-cache f32 copy
       # (53 ms a prompt, measured); a select over the cache is one pass for the whole batch.
       row_B = jnp.full((self.slots,), -1, jnp.int32).at[slots_N].set(
           jnp.arange(len(slots_N), dtype=jnp.int32))
-      def put(c, new):
-        padded = jnp.pad(new, ((0, 0), (0, 0), (0, S - P_len), (0, 0)))
+      def put(c, new, axis):
+        widths = [(0, 0)] * 4
+        widths[axis] = (0, S - P_len)
+        padded = jnp.pad(new, widths)
         return jnp.where((row_B >= 0)[:, None, None, None], padded[jnp.maximum(row_B, 0)], c)
     else:
-      def put(c, new):
+      def put(c, new, axis):
         for n in range(len(slots_N)):
           c = jax.lax.dynamic_update_slice(c, new[n:n + 1], (slots_N[n], 0, 0, 0))
         return c
-    cache = [{k: put(cache[i][k], new_cache[i][k]) for k in ("k", "v")}
-             for i in range(len(cache))]
+    cache = [{n: put(layer[n], new_layer[n], CACHE_LENGTH_AXIS[n]) for n in layer}
+             for layer, new_layer in zip(cache, new_cache)]
     return self._pinned(cache, seen.at[slots_N].set(new_seen))
 
   def _resize_fn(self, cache, size):
     """The cache cut or zero-padded to `size` positions."""
-    def fit(x):
-      if size <= x.shape[2]:
-        return x[:, :, :size]
-      return jnp.pad(x, ((0, 0), (0, 0), (0, size - x.shape[2]), (0, 0)))
-    return self._pinned(jax.tree.map(fit, cache))
+    def fit(x, axis):
+      if size <= x.shape[axis]:
+        return jax.lax.slice_in_dim(x, 0, size, axis=axis)
+      widths = [(0, 0)] * 4
+      widths[axis] = (0, size - x.shape[axis])
+      return jnp.pad(x, widths)
+    return self._pinned([{n: fit(x, CACHE_LENGTH_AXIS[n]) for n, x in layer.items()}
+                         for layer in cache])
 
   def _decode_fn(self, params, cache, seen, tokens_B, lengths_B, busy_B, sampling, seeds_B,
                  counts_B, room_B):
@@ -285,7 +293,7 @@ class Engine:
             counts_B):
     """One decode step for the busy rows: their next tokens, cached and marked seen."""
     keys = jax.vmap(lambda s, c: jax.random.fold_in(jax.random.key(s), c))(seeds_B, counts_B)
-    S = cache[0]["k"].shape[2]
+    S = cache_length(cache)
     kv_positions = jnp.broadcast_to(jnp.arange(S), (self.slots, S))
     kv_valid = ((kv_positions <= lengths_B[:, None]) & busy_B[:, None]).astype(jnp.int32)
     logits, cache = self._apply(params, tokens_B[:, None], lengths_B[:, None],
@@ -305,7 +313,7 @@ class Engine:
     keys = jax.vmap(jax.vmap(lambda s, c: jax.random.fold_in(jax.random.key(s), c), (None, 0)))(
         seeds_B, counts_B[:, None] + jnp.arange(T))
     positions = lengths_B[:, None] + jnp.arange(T)
-    S = cache[0]["k"].shape[2]
+    S = cache_length(cache)
     kv_positions = jnp.broadcast_to(jnp.arange(S), (B, S))
     kv_valid = ((kv_positions <= lengths_B[:, None] + T - 1) & busy_B[:, None]).astype(jnp.int32)
     rows = jnp.broadcast_to(busy_B[:, None], (B, T)).astype(jnp.int32)
@@ -350,7 +358,7 @@ class Engine:
     """Grow the cache to hold `need` positions; with `shrink`, also cut it when it is at least
     two steps too long (one step of slack, so a prompt's padding does not make it shrink
     and grow again around every refill)."""
-    size, now = self._size(need), self.cache[0]["k"].shape[2]
+    size, now = self._size(need), cache_length(self.cache)
     if size > now or (shrink and size < now - self.cache_step):
       self.cache = self._on_mesh(self._resize, self.cache, size)
       self.stats["grown" if size > now else "shrunk"] += 1
