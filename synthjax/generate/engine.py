@@ -1,6 +1,6 @@
 """Batched decoding with a KV cache, static shapes and refilled slots.
 
-A fixed number of batch slots share one KV cache [slots, K, S, Dh] per layer. Waiting
+A fixed number of batch slots share one KV cache per layer (llama.CACHE_AXES). Waiting
 requests are prefilled `prefill_batch` at a time (0: `default_prefill_batch()`) into free
 slots: prompts are padded to a length bucket, so prefill compiles once per bucket and attends
 over that bucket only, and a batch takes the oldest waiting request and the waiting ones nearest
