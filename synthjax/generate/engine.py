@@ -153,6 +153,13 @@ def sample_tokens(logits_BxV, keys, temperature_B, top_k_B, top_p_B, penalty_B, 
   return jnp.where(sampling, sampled, greedy)
 
 
+def _zero_padded(x, size: int, axis: int):
+  """x with zeros appended along `axis` up to `size`."""
+  widths = [(0, 0)] * x.ndim
+  widths[axis] = (0, size - x.shape[axis])
+  return jnp.pad(x, widths)
+
+
 class Engine:
 
   def __init__(self, cfg: ModelConfig, params, eos_ids: Sequence[int], slots: int = 8,
@@ -241,9 +248,7 @@ class Engine:
       row_B = jnp.full((self.slots,), -1, jnp.int32).at[slots_N].set(
           jnp.arange(len(slots_N), dtype=jnp.int32))
       def put(c, new, axis):
-        widths = [(0, 0)] * 4
-        widths[axis] = (0, S - P_len)
-        padded = jnp.pad(new, widths)
+        padded = _zero_padded(new, S, axis)
         return jnp.where((row_B >= 0)[:, None, None, None], padded[jnp.maximum(row_B, 0)], c)
     else:
       def put(c, new, axis):
@@ -259,9 +264,7 @@ class Engine:
     def fit(x, axis):
       if size <= x.shape[axis]:
         return jax.lax.slice_in_dim(x, 0, size, axis=axis)
-      widths = [(0, 0)] * 4
-      widths[axis] = (0, size - x.shape[axis])
-      return jnp.pad(x, widths)
+      return _zero_padded(x, size, axis)
     return self._pinned([{n: fit(x, CACHE_LENGTH_AXIS[n]) for n, x in layer.items()}
                          for layer in cache])
 
