@@ -28,6 +28,7 @@ INSTALL_REQUIRES = [
     "tensorboard==2.21.0",
     "absl-py==2.5.1",
     "tqdm==4.70.1",
+    "filelock==4.3.1",  # JAX's compilation cache locks its folder (synthjax/compile_cache.py)
     # Data at scale: tokenization on Beam; every path through fsspec (gcsfs for gs://).
     "apache-beam==2.77.0",
     "fsspec==2026.9.0",

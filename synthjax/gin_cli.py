@@ -227,8 +227,9 @@ def main(prog: str, run: Callable[[List[str]], None], argv: Optional[Sequence[st
 
   @exit_on_user_error(prog)
   def go(args):
-    from synthjax import quiet
+    from synthjax import compile_cache, quiet
     quiet.import_tensorflow()
+    compile_cache.enable()
     files, bindings, paths, rest = split_argv(args)
     parse(files, bindings, paths)
     check_bare_words(args)

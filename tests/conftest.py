@@ -1,4 +1,5 @@
-"""Test-wide setup: 8 simulated CPU devices (set before jax is imported), quiet threads."""
+"""Test-wide setup: 8 simulated CPU devices (set before jax is imported), quiet threads, and
+the binaries' persistent compilation cache (tests compile many of the same programs)."""
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -6,6 +7,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
+
+from synthjax import compile_cache  # noqa: E402
+
+compile_cache.enable()
 
 
 def pytest_configure(config):
