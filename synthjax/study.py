@@ -66,10 +66,12 @@ class Data:
     self.eval_key = _key(self.natural_key if cfg.natural == EMBEDDED and not cfg.eval_domains
                          else {d: _files_key(p, dry_run) for d, p in self.domains.items()},
                          sorted(self.domains), cfg.eval_tokens)
+    from synthjax.generate import job
     self.synthetic = {}
     for kind in cfg.shares:
       settings = _generate_settings(cfg, kind, self.natural)
-      key = _key(self.natural_key, {k: v for k, v in settings.items() if k != "input"})
+      key = _key(self.natural_key, {k: v for k, v in settings.items() if k != "input"},
+                 job.SIGNATURE_VERSION)
       self.synthetic[kind] = (storage.join(paths["synthetic"], f"{kind}-{key}"), key, settings)
 
 

@@ -141,6 +141,10 @@ def test_bad_input_is_one_clear_line(tmp_path, inputs, tiny_generator):
                  env=_env(), check=True, capture_output=True)
   assert "holds another job's manifest (max_documents=1 vs 0" in _error_line(
       _cmd(inputs, other, tiny_generator)[3:])
+  # the batch's shape can round outputs differently, so another slot count is another job
+  assert "holds another job's manifest (slots=4 vs 2" in _error_line(
+      _cmd(inputs, other, tiny_generator, "--gin.GenerateConfig.max_documents=1",
+           "--gin.GenerateConfig.slots=2")[3:])
 
 
 def test_templates_and_chunking():

@@ -19,7 +19,9 @@ The tokens are the same as with one step per call.
 
 Sampling runs on device per slot: greedy (temperature 0), temperature, top-k, top-p and a
 repetition penalty, with a key derived from the request's own seed and its token index, so a
-request's output does not depend on which slot or batch it ran in.
+request's output does not depend on which slot it ran in or which requests shared its batch.
+It can depend on the batch's shape: XLA may round a row's products differently at another
+number of slots (the generation job keys its outputs by them).
 
 With `draft_tokens` > 0, requests decode speculatively by prompt lookup: the tokens that
 followed the latest earlier occurrence of the sequence's last n-gram (rephrasing copies much of

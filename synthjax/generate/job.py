@@ -34,7 +34,8 @@ from synthjax import assets, storage
 from synthjax.data import sources
 from synthjax.errors import UserError, check_field_types
 from synthjax.generate import filters, prompts
-from synthjax.generate.engine import Engine, Request, Sampling
+from synthjax.generate.engine import (Engine, Request, Sampling, default_decode_steps,
+                                      default_prefill_batch)
 from synthjax.models import quantize
 
 
@@ -55,7 +56,7 @@ class GenerateConfig:
   seed: int = 0
   max_documents: int = 0              # 0: all
   shard_size: int = 8                 # documents per output shard
-  slots: int = 16                     # concurrent sequences (performance only)
+  slots: int = 16                     # concurrent sequences
   # '' (as stored), 'float32', 'bfloat16' or 'int8' (layer weights int8 with per-channel scales,
   # the rest and the compute bf16); the KV cache takes the compute dtype.
   weights: str = ""
@@ -64,13 +65,13 @@ class GenerateConfig:
   tensor_parallel: int = 1
   # Requests draft this many tokens by prompt lookup and check them in one pass (engine.py):
   # greedy output is plain greedy decoding's; sampled output has plain sampling's distribution
-  # but other tokens, so a nonzero value is part of the output's key. 0: off.
+  # but other tokens. 0: off.
   draft_tokens: int = 0
-  # Decode steps per call to the device (the host waits once per call); the tokens do not
-  # depend on it. 0: engine.default_decode_steps() (1 on a CPU, 8 on an accelerator).
+  # Decode steps per call to the device (the host waits once per call). 0:
+  # engine.default_decode_steps() (1 on a CPU, 8 on an accelerator).
   decode_steps: int = 0
-  # Prompts prefilled together in one call; the tokens do not depend on it. 0:
-  # engine.default_prefill_batch() (1 on a CPU, 8 on an accelerator).
+  # Prompts prefilled together in one call. 0: engine.default_prefill_batch() (1 on a CPU, 8
+  # on an accelerator). Like slots, a change can round a few outputs differently (_signature).
   prefill_batch: int = 0
   max_len: int = 1024                 # KV cache length: prompt + output
   apply_filter: bool = True           # False keeps every output (its reason goes in "flag")
@@ -115,12 +116,22 @@ def resolve_generator(name: str) -> str:
   return out
 
 
+# Raised when _signature gains a field: a study keys its generation folders by it, so an older
+# job's folder (whose manifest cannot say what the new field was) is never resumed as this one.
+SIGNATURE_VERSION = 2
+
+
 def _signature(cfg: GenerateConfig, template: dict, generator_dir: str) -> dict:
+  """What the outputs depend on. The batch's shape is part of it: XLA rounds a row's products
+  differently at another batch size (SmolLM2 in f32: logits moved by up to 3.6e-5 from 32 to 64
+  slots, and 1 of 384 HQ outputs changed a word), so the slots, the prompts prefilled per call,
+  the decode steps per call (the resolved defaults), the draft length and the tensor split are
+  in it, and so is max_len (a request that fills the cache ends there). Not in it: the hardware
+  (another device kind or count rounds differently too)."""
   sig = {k: v for k, v in dataclasses.asdict(cfg).items()
-         if k not in ("output_dir", "slots", "max_len", "host_index", "host_count",
-                      "tensor_parallel", "draft_tokens", "decode_steps", "prefill_batch")}
-  if cfg.draft_tokens and cfg.temperature > 0:  # same distribution, other samples
-    sig["draft_tokens"] = cfg.draft_tokens
+         if k not in ("output_dir", "host_index", "host_count")}
+  sig["decode_steps"] = cfg.decode_steps or default_decode_steps()
+  sig["prefill_batch"] = min(cfg.prefill_batch or default_prefill_batch(), cfg.slots)
   sig.update(prompt_version=template["version"], generator_dir=os.path.abspath(generator_dir))
   return sig
 
