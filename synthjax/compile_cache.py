@@ -1,10 +1,10 @@
 """JAX's persistent compilation cache, on for synthjax's binaries and tests.
 
-XLA compiles each program shape once per process: a generation job compiles its decode step
-for every cache length and its prefill for every prompt bucket (3-5 s each on a 2-core CPU),
-and the micro study's second generation kind, every training run and every test process
-compiled the same programs again. With the cache, a program compiled once on this machine is
-read back instead (measured: a decode step's compile went from 3-4 s to 0.3 s).
+XLA compiles each program once per process: a generation job compiles its decode step for
+every cache length and its prefill for every prompt bucket (3-5 s each on a 2-core CPU), and
+the micro study's second generation kind, the next job and every test process compiled the
+same programs again. With the cache, a program compiled once on this machine is read back
+instead (measured: a decode step's compile went from 3-4 s to 0.3 s).
 
 The directory is, in order: JAX's own setting (JAX_COMPILATION_CACHE_DIR), SYNTHJAX_COMPILE_CACHE
 ("off" turns the cache off), or ~/.cache/synthjax/jax-compile. Entries are keyed by the program,
