@@ -90,6 +90,13 @@ def default_decode_steps() -> int:
   return 1 if jax.default_backend() == "cpu" else 8
 
 
+def batching(slots: int, decode_steps: int, prefill_batch: int):
+  """The decode steps per call and prompts per prefill an engine with these settings uses
+  (0: the device's default; a prefill never has more prompts than there are slots)."""
+  return (decode_steps or default_decode_steps(),
+          min(prefill_batch or default_prefill_batch(), slots))
+
+
 def _candidates(scaled, top_k_B, top_p_B):
   """Each row's top-k and top-p nucleus among its MAX_CANDIDATES best tokens: their logits
   (-inf outside) and token ids. A full sort of a 50k vocabulary costs more than a decode step
@@ -172,10 +179,9 @@ class Engine:
     if cfg.scan_layers:
       raise UserError("generation needs unstacked layers (convert without --scan_layers)")
     self.cfg, self.slots, self.max_len, self.cache_step = cfg, slots, max_len, cache_step
-    self.decode_steps = decode_steps or default_decode_steps()
-    # Every prefill has this many rows (a short batch repeats its first request), so it
+    # Every prefill has prefill_batch rows (a short batch repeats its first request), so it
     # compiles once per bucket.
-    self.prefill_batch = min(prefill_batch or default_prefill_batch(), slots)
+    self.decode_steps, self.prefill_batch = batching(slots, decode_steps, prefill_batch)
     buckets = buckets or [16, 32, *range(PREFILL_STEP, max_len + PREFILL_STEP, PREFILL_STEP)]
     self.buckets = sorted(set(min(b, max_len) for b in buckets))
     self.eos_ids = set(int(e) for e in eos_ids)

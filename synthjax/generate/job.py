@@ -34,8 +34,7 @@ from synthjax import assets, storage
 from synthjax.data import sources
 from synthjax.errors import UserError, check_field_types
 from synthjax.generate import filters, prompts
-from synthjax.generate.engine import (Engine, Request, Sampling, default_decode_steps,
-                                      default_prefill_batch)
+from synthjax.generate.engine import Engine, Request, Sampling, batching
 from synthjax.models import quantize
 
 
@@ -130,8 +129,8 @@ def _signature(cfg: GenerateConfig, template: dict, generator_dir: str) -> dict:
   (another device kind or count rounds differently too)."""
   sig = {k: v for k, v in dataclasses.asdict(cfg).items()
          if k not in ("output_dir", "host_index", "host_count")}
-  sig["decode_steps"] = cfg.decode_steps or default_decode_steps()
-  sig["prefill_batch"] = min(cfg.prefill_batch or default_prefill_batch(), cfg.slots)
+  sig["decode_steps"], sig["prefill_batch"] = batching(cfg.slots, cfg.decode_steps,
+                                                       cfg.prefill_batch)
   sig.update(prompt_version=template["version"], generator_dir=os.path.abspath(generator_dir))
   return sig
 
