@@ -39,6 +39,9 @@ EXTRAS = {
     # transformers + torch are the reference the tests compare against, never a runtime need.
     "test": [
         "pytest==9.0.3",
+        # Two test processes (.ci/run): run in one, the suite kept 1.15 of 2 cores busy (user
+        # time over wall time); subprocesses starting up and Python are one thread.
+        "pytest-xdist==3.8.0",
         "torch==2.13.0",
         "transformers==5.23.0",
         "accelerate==1.15.0",
