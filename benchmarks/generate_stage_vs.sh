@@ -3,7 +3,8 @@
 # on this machine (runs on one machine vary too much between sessions to compare): the same
 # documents, each side in its own empty HOME (so each converts the generator and starts with an
 # empty compilation cache, as on a fresh machine). Prints each side's stage time and, per
-# synthetic kind, the chunks, prompt and new tokens and kept outputs its records show.
+# synthetic kind, the chunks, prompt and new tokens and kept outputs its records show, and for
+# how many chunks both sides generated the same text (before the filters, which may differ).
 #   benchmarks/generate_stage_vs.sh REV [OUT_DIR]    # e.g. REV=1d6659f, issue 14's baseline
 #   GIN_FILE=study/smoke.gin benchmarks/generate_stage_vs.sh REV   # another preset
 set -euo pipefail
@@ -26,16 +27,22 @@ done
 python - "$out" "$rev" <<'EOF'
 import glob, json, os, re, sys
 out, rev = sys.argv[1:]
+outputs = {}  # side -> {(kind, chunk id): the generator's text before any filter trimmed it}
 for side in (rev, "here"):
   log = open(os.path.join(out, f"{side}.log")).read()
   seconds = re.search(r"stage generate done in ([\d.]+)s", log).group(1)
   print(f"{side}: generate stage {seconds} s")
-  for kind in sorted(glob.glob(os.path.join(out, f"study-{side}", "synthetic", "*"))):
-    kept = [json.loads(l) for f in glob.glob(os.path.join(kind, "shard-*.jsonl")) for l in open(f)]
-    rejected = [json.loads(l) for f in glob.glob(os.path.join(kind, "rejected", "*.jsonl"))
+  outputs[side] = {}
+  for folder in sorted(glob.glob(os.path.join(out, f"study-{side}", "synthetic", "*"))):
+    kind = os.path.basename(folder).rsplit("-", 1)[0]
+    kept = [json.loads(l) for f in glob.glob(os.path.join(folder, "shard-*.jsonl")) for l in open(f)]
+    rejected = [json.loads(l) for f in glob.glob(os.path.join(folder, "rejected", "*.jsonl"))
                 for l in open(f)]
     every = kept + rejected
-    print(f"  {os.path.basename(kind)}: {len(every)} chunks, "
-          f"{sum(r['prompt_tokens'] for r in every)} prompt and "
+    outputs[side].update({(kind, r["id"]): r.get("raw", r["text"]) for r in every})
+    print(f"  {kind}: {len(every)} chunks, {sum(r['prompt_tokens'] for r in every)} prompt and "
           f"{sum(r['output_tokens'] for r in every)} new tokens, {len(kept)} kept")
+a, b = outputs[rev], outputs["here"]
+same = sum(a[k] == b.get(k) for k in a)
+print(f"the same text for {same} of {len(a)} chunks ({len(b)} here)")
 EOF
