@@ -35,7 +35,8 @@ for side in (rev, "here"):
   outputs[side] = {}
   for folder in sorted(glob.glob(os.path.join(out, f"study-{side}", "synthetic", "*"))):
     kind = os.path.basename(folder).rsplit("-", 1)[0]
-    kept = [json.loads(l) for f in glob.glob(os.path.join(folder, "shard-*.jsonl")) for l in open(f)]
+    kept = [json.loads(l) for f in glob.glob(os.path.join(folder, "shard-*.jsonl"))
+            for l in open(f)]
     rejected = [json.loads(l) for f in glob.glob(os.path.join(folder, "rejected", "*.jsonl"))
                 for l in open(f)]
     every = kept + rejected
