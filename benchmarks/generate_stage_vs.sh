@@ -25,8 +25,10 @@ for side in "$rev" here; do
 done
 
 python - "$out" "$rev" <<'EOF'
-import glob, json, os, re, sys
+import glob, os, re, sys
+from synthjax import jsonl
 out, rev = sys.argv[1:]
+read = lambda pattern: [r for f in glob.glob(pattern) for _, r in jsonl.records(f)]
 outputs = {}  # side -> {(kind, chunk id): the generator's text before any filter trimmed it}
 for side in (rev, "here"):
   log = open(os.path.join(out, f"{side}.log")).read()
@@ -35,11 +37,8 @@ for side in (rev, "here"):
   outputs[side] = {}
   for folder in sorted(glob.glob(os.path.join(out, f"study-{side}", "synthetic", "*"))):
     kind = os.path.basename(folder).rsplit("-", 1)[0]
-    kept = [json.loads(l) for f in glob.glob(os.path.join(folder, "shard-*.jsonl"))
-            for l in open(f)]
-    rejected = [json.loads(l) for f in glob.glob(os.path.join(folder, "rejected", "*.jsonl"))
-                for l in open(f)]
-    every = kept + rejected
+    kept = read(os.path.join(folder, "shard-*.jsonl"))
+    every = kept + read(os.path.join(folder, "rejected", "*.jsonl"))
     outputs[side].update({(kind, r["id"]): r.get("raw", r["text"]) for r in every})
     print(f"  {kind}: {len(every)} chunks, {sum(r['prompt_tokens'] for r in every)} prompt and "
           f"{sum(r['output_tokens'] for r in every)} new tokens, {len(kept)} kept")
