@@ -167,6 +167,23 @@ def test_sample_tokens_controls():
   assert penalised.tolist() == [3, 3, 3]  # 5/10 < 2: the seen token loses
 
 
+def test_greedy_token_is_argmax_first_among_equal_logits():
+  """The engine's argmax (a max, then the least index reaching it) is jnp.argmax's, ties
+  included: a tie goes to the lower token id."""
+  rng = np.random.default_rng(0)
+  logits = rng.normal(size=(6, 300)).astype(np.float32)
+  logits[1, [7, 250]] = 9.0          # a tie for the maximum
+  logits[2] = 0.0                    # every token ties
+  logits[3, [299, 0]] = 8.0          # the last and the first
+  logits[4, -1] = 10.0               # the maximum at the last index
+  zeros = jnp.zeros(6)
+  greedy = sample_tokens(jnp.asarray(logits), jax.random.split(jax.random.key(0), 6), zeros,
+                         jnp.zeros(6, jnp.int32), jnp.ones(6), jnp.ones(6),
+                         jnp.zeros((6, 300), bool))
+  assert greedy.tolist() == np.argmax(logits, axis=-1).tolist()
+  assert greedy.tolist()[1:5] == [7, 0, 0, 299]
+
+
 def test_each_row_samples_as_it_would_in_a_batch_of_its_own_kind():
   """Greedy, full-vocabulary and top-k/top-p rows in one batch: each draw runs only when some
   row needs it, and no row's token depends on the others'."""
