@@ -15,7 +15,7 @@ Two workloads, side by side with transformers `generate` (2 torch threads) in on
   fraction of the decode roofline, 2 N FLOPs per new token over the peak (transformers at 1
   and 2 threads).
 --weights bfloat16 or int8 converts the generator (GenerateConfig.weights) and runs transformers in
-bf16. The peak is the better of XLA's and torch's matmul measured in the run in the compute
+bf16; --kv_cache float32 keeps the KV cache in f32 under them (GenerateConfig.kv_cache). The peak is the better of XLA's and torch's matmul measured in the run in the compute
 dtype (f32, or bf16 accumulating in f32), or --peak_tflops.
 Compile time is excluded. --random_preset times a model preset's shape with random weights
 (no download; speed does not depend on the weights' values). Nothing is asserted; compare
@@ -76,11 +76,11 @@ def random_model(preset):
 
 
 def synthjax_tps(model, batch, prompt_len, new_tokens, decode_steps=0,
-                 prefill_batch=0):
+                 prefill_batch=0, cache_dtype=None):
   from synthjax.generate.engine import Engine, Request, Sampling
   cfg, params = model
   engine = Engine(cfg, params, eos_ids=[], slots=batch, decode_steps=decode_steps,
-                  prefill_batch=prefill_batch,
+                  prefill_batch=prefill_batch, cache_dtype=cache_dtype,
                   max_len=prompt_len + new_tokens + 8, buckets=(prompt_len,))
   reqs = [Request(p, Sampling(max_new_tokens=new_tokens)) for p in prompts(batch, prompt_len,
                                                                            cfg.V)]
@@ -98,13 +98,14 @@ def job_sampling() -> dict:
 
 
 def synthjax_real(model, batch, prompt_ids, new_tokens, draft_tokens=0, decode_steps=0,
-                  prefill_batch=0):
+                  prefill_batch=0, cache_dtype=None):
   """Seconds to run every prompt through `batch` slots (compile excluded), and the engine's
   counts (passes, draft tokens proposed and kept)."""
   from synthjax.generate.engine import Engine, Request, Sampling
   cfg, params = model
   engine = Engine(cfg, params, eos_ids=[], slots=batch, draft_tokens=draft_tokens,
                   decode_steps=decode_steps, prefill_batch=prefill_batch,
+                  cache_dtype=cache_dtype,
                   max_len=max(map(len, prompt_ids)) + new_tokens + draft_tokens + 8)
   reqs = [Request(p, Sampling(max_new_tokens=new_tokens, seed=i, **job_sampling()))
           for i, p in enumerate(prompt_ids)]
@@ -182,13 +183,13 @@ def real_workload(args, model, name, peak):
     line = f"batch {batch:3d}:"
     for prefill_batch in args.prefill_batch:  # the last one is also the others' reference
       ours, _ = synthjax_real(model, batch, prompt_ids, new, 0, args.decode_steps,
-                              prefill_batch)
+                              prefill_batch, args.kv_cache)
       line += (f" synthjax (prefill {prefill_batch}) {count * new / ours:7.1f} tok/s, "
                f"{count / ours:.2f} chunks/s, {bound / ours:.1%} of the compute bound |")
     line = line.rstrip(" |")
     if args.draft_tokens:
       spec, stats = synthjax_real(model, batch, prompt_ids, new, args.draft_tokens,
-                                  args.decode_steps, args.prefill_batch[-1])
+                                  args.decode_steps, args.prefill_batch[-1], args.kv_cache)
       line += (f" | with {args.draft_tokens} draft tokens {count * new / spec:7.1f} tok/s "
                f"(x{ours / spec:.2f}; {stats['accepted']} of {stats['drafted']} drafted kept, "
                f"{stats['passes']} passes)")
@@ -225,6 +226,8 @@ def main():
                       "everywhere else)")
   p.add_argument("--weights", choices=("float32", "bfloat16", "int8"), default="float32",
                  help="the generator's precision (GenerateConfig.weights)")
+  p.add_argument("--kv_cache", choices=("float32", "bfloat16"), default=None,
+                 help="the KV cache's dtype (GenerateConfig.kv_cache); default: the compute's")
   args = p.parse_args()
   args.torch_dtype = "float32" if args.weights == "float32" else "bfloat16"
   from synthjax import assets
@@ -262,7 +265,7 @@ def main():
   print(f"{name}, {args.prompt_len}-token prompts, {args.new_tokens} new tokens, greedy")
   for batch in args.batches:
     ours, cfg = synthjax_tps(model, batch, args.prompt_len, args.new_tokens, args.decode_steps,
-                             args.prefill_batch[-1])
+                             args.prefill_batch[-1], args.kv_cache)
     roof = ours * decode_flops_per_token(cfg) / peak
     line = f"batch {batch:3d}: synthjax {ours:7.1f} tok/s ({roof:.1%} of roofline)"
     if not args.skip_torch:

@@ -65,6 +65,19 @@ def test_cache_that_grows_and_shrinks_keeps_greedy_output(tiny, torch_module):
   assert cache_length(engine.cache) < 64
 
 
+def test_a_bf16_cache_under_f32_weights_keeps_greedy_output(tiny):
+  """GenerateConfig.kv_cache apart from the weights: keys and values rounded to bf16 (the
+  tiny model's logits are peaked, so greedy choices are not near-ties), written into the cache
+  by prefill and by every decode step."""
+  _, cfg, params = tiny
+  requests = [Request(p, Sampling(max_new_tokens=n)) for p, n in zip(PROMPTS, NEW_TOKENS)]
+  plain = Engine(cfg, params, eos_ids=[], slots=2, max_len=64).generate(requests)
+  engine = Engine(cfg, params, eos_ids=[], slots=2, max_len=64, cache_dtype="bfloat16")
+  assert engine.cache[0]["k"].dtype == jnp.bfloat16 and cfg.dtype == "float32"
+  assert [r.tokens for r in engine.generate(requests)] == [r.tokens for r in plain]
+  assert engine.cache[0]["v"].dtype == jnp.bfloat16
+
+
 def test_sharded_engine_matches_one_device(tiny):
   """Over a mesh (slots split over "data", weights over "tensor") and prefilling two prompts
   at a time, against one device and one prompt at a time."""

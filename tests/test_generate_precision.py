@@ -1,5 +1,6 @@
-"""Generation in bf16 and int8 agrees with f32 within stated bounds; 8B (bf16) and 70B (int8)
-generators fit one 8-chip host with their KV cache; the job takes both settings."""
+"""Generation in bf16 and int8 (over a bf16 or an f32 KV cache) agrees with f32 within stated
+bounds; 8B (bf16) and 70B (int8) generators fit one 8-chip host with their KV cache; the job
+takes these settings."""
 import json
 import subprocess
 
@@ -45,9 +46,11 @@ def test_bf16_and_int8_agree_with_f32():
     logits = np.float32(Transformer(low_cfg).apply({"params": low_params}, np.array([ids])))[0]
     assert np.abs(logits - ref_logits).mean() <= bound, precision
     assert (logits.argmax(-1) == ref_logits.argmax(-1)).mean() >= TOP1_AGREEMENT, precision
-    tokens = Engine(low_cfg, low_params, eos_ids=[], slots=1, max_len=128).generate(
-        request)[0].tokens
-    assert tokens == ref_tokens, precision
+    for cache_dtype in (None, "float32"):  # the compute's (bf16) cache, and an f32 one
+      engine = Engine(low_cfg, low_params, eos_ids=[], slots=1, max_len=128,
+                      cache_dtype=cache_dtype)
+      assert engine.cache[0]["k"].dtype == (cache_dtype or "bfloat16")
+      assert engine.generate(request)[0].tokens == ref_tokens, (precision, cache_dtype)
 
 
 def test_int8_rounding_error_is_at_most_half_a_step_per_channel():
@@ -89,14 +92,23 @@ def test_the_job_generates_with_int8_weights_split_over_two_devices(tmp_path):
   out = tmp_path / "out"
   proc = subprocess.run(_cmd(str(docs), str(out), generator,
                              "--gin.GenerateConfig.weights=int8",
+                             "--gin.GenerateConfig.kv_cache='float32'",
                              "--gin.GenerateConfig.tensor_parallel=2"),
                         env=_env(devices=4), capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr[-2000:]
   manifest = json.loads((out / "manifest.json").read_text())
-  assert manifest["job"]["weights"] == "int8"  # in the output's key: another precision reruns
+  # in the output's key: another precision reruns
+  assert manifest["job"]["weights"] == "int8" and manifest["job"]["kv_cache"] == "float32"
   assert manifest["complete"] and manifest["chunks"] >= 3
   bad = subprocess.run(_cmd(str(docs), str(tmp_path / "bad"), generator,
                             "--gin.GenerateConfig.tensor_parallel=8"),
                        env=_env(devices=4), capture_output=True, text=True)
   assert bad.returncode != 0
   assert "GenerateConfig.tensor_parallel=8: this host has only 4 devices" in bad.stderr
+  bad = subprocess.run(_cmd(str(docs), str(tmp_path / "bad"), generator,
+                            "--gin.GenerateConfig.kv_cache='float16'"),
+                       env=_env(devices=4), capture_output=True, text=True)
+  assert bad.returncode != 0
+  assert "GenerateConfig.kv_cache must be '', 'float32' or 'bfloat16', got 'float16'" in (
+      bad.stderr)
+  assert "Traceback" not in bad.stderr

@@ -192,7 +192,7 @@ class Engine:
                max_len: int = 512, buckets: Optional[Sequence[int]] = None,
                mesh=None, rules=None, decode_text=None, draft_tokens: int = 0, ngram: int = 3,
                cache_step: int = CACHE_STEP, decode_steps: int = 0,
-               prefill_batch: int = 0):
+               prefill_batch: int = 0, cache_dtype=None):
     if cfg.scan_layers:
       raise UserError("generation needs unstacked layers (convert without --scan_layers)")
     self.cfg, self.slots, self.max_len, self.cache_step = cfg, slots, max_len, cache_step
@@ -214,7 +214,9 @@ class Engine:
     full = jax.eval_shape(lambda: init_cache(cfg, slots, max_len))
     kv_sharding = {n: sharding.named(self.mesh, self.rules, CACHE_AXES[n], full[0][n].shape)
                    for n in CACHE_AXES}
-    self.cache = jax.device_put(init_cache(cfg, slots, self._size(1)), [kv_sharding] * cfg.L)
+    # The cache's dtype (None: the model's compute dtype) is the prefill's too (`_prefill_fn`).
+    self.cache = jax.device_put(init_cache(cfg, slots, self._size(1), cache_dtype),
+                                [kv_sharding] * cfg.L)
     seen_sharding = sharding.named(self.mesh, self.rules, ("batch", "vocab"), (slots, cfg.V))
     self.seen = jax.device_put(jnp.zeros((slots, cfg.V), bool), seen_sharding)
     # Every step returns the cache and `seen` sharded as they came in: left to the compiler,

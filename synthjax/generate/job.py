@@ -57,8 +57,11 @@ class GenerateConfig:
   shard_size: int = 8                 # documents per output shard
   slots: int = 16                     # concurrent sequences
   # '' (as stored), 'float32', 'bfloat16' or 'int8' (layer weights int8 with per-channel scales,
-  # the rest and the compute bf16); the KV cache takes the compute dtype.
+  # the rest and the compute bf16).
   weights: str = ""
+  # The KV cache's dtype: '' (the compute dtype), 'float32' or 'bfloat16'. A bf16 cache halves
+  # its memory; on a CPU, bf16 weights over an f32 cache ran fastest (README).
+  kv_cache: str = ""
   # Devices each copy of the generator is split over (heads, mlp and vocab over "tensor"), for
   # generators that do not fit one device; the host's other devices share out the slots.
   tensor_parallel: int = 1
@@ -90,6 +93,9 @@ class GenerateConfig:
     if self.weights not in ("", *quantize.PRECISIONS):
       raise UserError(f"GenerateConfig.weights must be '' or one of {quantize.PRECISIONS}, "
                       f"got {self.weights!r}")
+    if self.kv_cache not in ("", "float32", "bfloat16"):
+      raise UserError(f"GenerateConfig.kv_cache must be '', 'float32' or 'bfloat16', got "
+                      f"{self.kv_cache!r}")
     if not 0 <= self.host_index < self.host_count:
       raise UserError(f"GenerateConfig.host_index {self.host_index} is outside "
                       f"0..{self.host_count - 1}")
@@ -117,7 +123,7 @@ def resolve_generator(name: str) -> str:
 
 # Raised when _signature gains a field: a study keys its generation folders by it, so an older
 # job's folder (whose manifest cannot say what the new field was) is never resumed as this one.
-SIGNATURE_VERSION = 2
+SIGNATURE_VERSION = 3  # 3: kv_cache
 
 
 def _signature(cfg: GenerateConfig, template: dict, generator_dir: str) -> dict:
@@ -219,7 +225,8 @@ def run(cfg: GenerateConfig) -> dict:
     engine = Engine(model_cfg, params, eos_ids=[meta.get("eos_id", -1)], slots=cfg.slots,
                     max_len=cfg.max_len, mesh=_mesh(cfg.slots, cfg.tensor_parallel),
                     decode_text=tokenizer.decode, draft_tokens=cfg.draft_tokens,
-                    decode_steps=cfg.decode_steps, prefill_batch=cfg.prefill_batch)
+                    decode_steps=cfg.decode_steps, prefill_batch=cfg.prefill_batch,
+                    cache_dtype=cfg.kv_cache or None)
     _generate_shards(cfg, engine, tokenizer, template, itertools.chain([first], todo),
                      generator_dir)
   storage.write_json(_host_path(cfg.output_dir, cfg.host_count, cfg.host_index),
