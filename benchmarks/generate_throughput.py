@@ -15,8 +15,9 @@ Two workloads, side by side with transformers `generate` (2 torch threads) in on
   fraction of the decode roofline, 2 N FLOPs per new token over the peak (transformers at 1
   and 2 threads).
 --weights bfloat16 or int8 converts the generator (GenerateConfig.weights) and runs transformers in
-bf16; --kv_cache float32 keeps the KV cache in f32 under them (GenerateConfig.kv_cache). The peak is the better of XLA's and torch's matmul measured in the run in the compute
-dtype (f32, or bf16 accumulating in f32), or --peak_tflops.
+bf16; --kv_cache float32 keeps the KV cache in f32 under them (GenerateConfig.kv_cache). The
+peak is the better of XLA's and torch's matmul measured in the run in the compute dtype (f32,
+or bf16 accumulating in f32), or --peak_tflops.
 Compile time is excluded. --random_preset times a model preset's shape with random weights
 (no download; speed does not depend on the weights' values). Nothing is asserted; compare
 ratios within one run.
