@@ -35,6 +35,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_throughput import matmul_peak_flops, torch_matmul_peak_flops  # noqa: E402
 
+from synthjax.generate.job import KV_CACHE_DTYPES  # noqa: E402
+
 
 def prompts(batch, length, vocab, seed=0):
   rng = np.random.default_rng(seed)
@@ -227,7 +229,7 @@ def main():
                       "everywhere else)")
   p.add_argument("--weights", choices=("float32", "bfloat16", "int8"), default="float32",
                  help="the generator's precision (GenerateConfig.weights)")
-  p.add_argument("--kv_cache", choices=("float32", "bfloat16"), default=None,
+  p.add_argument("--kv_cache", choices=KV_CACHE_DTYPES, default=None,
                  help="the KV cache's dtype (GenerateConfig.kv_cache); default: the compute's")
   args = p.parse_args()
   args.torch_dtype = "float32" if args.weights == "float32" else "bfloat16"

@@ -159,11 +159,11 @@ def sample_tokens(logits_BxV, keys, temperature_B, top_k_B, top_p_B, penalty_B, 
     # of a 32-slot decode step on a CPU, and top-k / top-p rows never use it.
     none = jnp.zeros_like(greedy)
 
-    def full():
+    def draw_full():
       vocab = jnp.broadcast_to(jnp.arange(logits.shape[-1]), logits.shape)
       return _draw(keys, logits / temperature, vocab, draft_B)
 
-    def cut():
+    def draw_cut():
       # Dividing by a positive temperature keeps the order, so only the candidates are
       # divided: a pass over the whole [rows, vocab] block took 10 ms of a 64-slot decode
       # step on a CPU (measured). XLA:CPU runs this top_k as a partial sort (3.2 ms here);
@@ -171,8 +171,8 @@ def sample_tokens(logits_BxV, keys, temperature_B, top_k_B, top_p_B, penalty_B, 
       best, best_ids = jax.lax.top_k(logits, min(MAX_CANDIDATES, logits.shape[-1]))
       return _draw(keys, _nucleus(best / temperature, top_k_B, top_p_B), best_ids, draft_B)
 
-    full = jax.lax.cond((sampling & ~truncating).any(), full, lambda: none)
-    cut = jax.lax.cond(truncating.any(), cut, lambda: none)
+    full = jax.lax.cond((sampling & ~truncating).any(), draw_full, lambda: none)
+    cut = jax.lax.cond(truncating.any(), draw_cut, lambda: none)
     return jnp.where(truncating, cut, full)
 
   sampled = jax.lax.cond(sampling.any(), draw, lambda _: greedy, None)

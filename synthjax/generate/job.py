@@ -38,6 +38,9 @@ from synthjax.generate.engine import Engine, Request, Sampling, batching
 from synthjax.models import quantize
 
 
+KV_CACHE_DTYPES = ("float32", "bfloat16")
+
+
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class GenerateConfig:
@@ -93,7 +96,7 @@ class GenerateConfig:
     if self.weights not in ("", *quantize.PRECISIONS):
       raise UserError(f"GenerateConfig.weights must be '' or one of {quantize.PRECISIONS}, "
                       f"got {self.weights!r}")
-    if self.kv_cache not in ("", "float32", "bfloat16"):
+    if self.kv_cache not in ("", *KV_CACHE_DTYPES):
       raise UserError(f"GenerateConfig.kv_cache must be '', 'float32' or 'bfloat16', got "
                       f"{self.kv_cache!r}")
     if not 0 <= self.host_index < self.host_count:
