@@ -30,6 +30,12 @@ def test_filters_name_the_reason():
   text, why = filters.review(f"Here is the revised paragraph:\n\n{good}\n\nI made changes to "
                              "improve clarity while maintaining the original meaning.", src, "eos")
   assert why is None and text == good
+  # ... about the output itself, while an answer that says "the answer is" is an answer
+  assert filters.commentary("Paris. This answer covers the tower's city.", src) == (
+      "This answer covers")
+  assert filters.commentary("This document aims to describe the tower.", src) == (
+      "This document aims")
+  assert filters.commentary("The answer is Paris.", src) is None
   # a word the source itself uses is not commentary
   assert filters.commentary("Paraphrase is a restatement.",
                             "A paraphrase is a restatement.") is None
@@ -42,16 +48,20 @@ def test_filters_name_the_reason():
 
 def test_kept_outputs_of_a_labelled_sample_are_rarely_commentary():
   """Real outputs, every one read and its commentary (about the text, the rewriting or the
-  question) quoted by hand: SmolLM2-135M-Instruct's HQ rephrases of 2 x 120 Wikipedia leads
-  and QA of 2 x 80 others. Round 1 was labelled before the filters saw it, which found gaps
+  question, or the answer itself) quoted by hand: SmolLM2-135M-Instruct's HQ rephrases of
+  Wikipedia leads and QA of others. Rounds 1 and 2 (120 HQ and 80 QA each) were generated in
+  f32. Round 1 was labelled before the filters saw it, which found gaps
   (3 of 82 kept HQ outputs were commentary) that were then closed; round 2 was generated and
   labelled after that, from other documents, as the held-out measure: 1 of 85 kept HQ and 1
-  of 28 kept QA outputs were commentary. The QA gap ("this question") was then closed too, so
-  both rounds are now in-sample: the next labelled round is the held-out measure. An output
-  counts as commentary if a quoted phrase is left in the text the filters keep."""
+  of 28 kept QA outputs were commentary. The QA gap ("this question") was then closed too.
+  Round 3 (80 HQ, 60 QA, other documents again) came from the generator as the micro study now
+  runs it, bf16 weights over an f32 cache; held out, 0 of 48 kept HQ and 1 of 23 kept QA
+  outputs were commentary ("This answer covers ..."), a gap then closed, so all three rounds
+  are now in-sample: the next labelled round is the held-out measure. An output counts as
+  commentary if a quoted phrase is left in the text the filters keep."""
   with open(SAMPLE) as f:
     sample = [json.loads(line) for line in f]
-  for rnd, style in [(1, "hq"), (1, "qa"), (2, "hq"), (2, "qa")]:
+  for rnd, style in sorted({(r["round"], r["style"]) for r in sample}):
     t = prompts.load_template(style)
     rows = [r for r in sample if r["style"] == style and r["round"] == rnd]
     kept = leaks = 0

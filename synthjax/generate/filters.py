@@ -11,15 +11,16 @@ WORD = re.compile(r"\w+")
 CONTENT_WORD = re.compile(r"[^\W\d_]{4,}")  # words of 4+ letters: most function words drop out
 PREAMBLES = ("here's", "here is", "sure", "certainly", "of course", "i'd be happy", "i can",
              "as an ai", "i'm sorry", "i am sorry", "note:")
-_TEXT = r"(?:text|paragraph|passage|extract|excerpt|article|sentence|content|version)"
+_TEXT = r"(?:text|paragraph|passage|extract|excerpt|article|sentence|content|version|document)"
+_SAYS = (r"(?:is|was|has been|discusses|describes|talks|explains|provides|highlights|mentions|"
+         r"states|says?|suggests|emphasizes|focuses|means?|covers|requires|aims)\b")
 # Talk about the text or the task instead of the text, anywhere in the output.
 COMMENTARY = re.compile("|".join([
     r"\b(?:re-?phras|paraphras|rewrit|rewrot|re-?word)\w*",
     r"\b(?:the|this|that)\s+(?:above|original|given|following|previous|provided|source)\s+"
     + _TEXT,
-    r"\b(?:the|this|a|an)\s+(?:\w+\s+)?" + _TEXT + r"\s+(?:is|was|has been|discusses|"
-    r"describes|talks|explains|provides|highlights|mentions|states|says?|suggests|emphasizes|"
-    r"focuses|means?|covers)\b",
+    r"\b(?:the|this|a|an)\s+(?:\w+\s+)?" + _TEXT + r"\s+" + _SAYS,
+    r"\bthis\s+answer\s+" + _SAYS,  # about the answer ("The answer is ..." is an answer)
     r"\bwikipedia\b",  # the style asked for, not the subject
     # questions and answers about the questions, not about the subject
     r"\bwhat(?:'s|\s+is|\s+does)\s+(?:a|the|this)\s+(?:question|answer|paragraph|text|passage)\b",
