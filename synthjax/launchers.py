@@ -47,15 +47,17 @@ def _env(coordinator: str, processes: int, index: int) -> str:
 
 def _concurrently(lines: Sequence[str], before: str = "") -> str:
   """Every line started at once, each in a process group of its own; the first to fail
-  stops the others, and so does an interrupt (the EXIT trap)."""
-  starts = "".join(f"{line} &\npids+=($!)\n" for line in lines)
+  stops the others, and so does an interrupt (the EXIT trap). A failing line signals the
+  script itself: `wait -n` missed a line that failed before the script reached it (seen once
+  under load: the script then waited for the other hosts)."""
+  starts = "".join(f"{{ {line}; }} || kill -USR1 $$ &\npids+=($!)\n" for line in lines)
   return ("set -uo pipefail\n"
           "set -m  # each line in a process group of its own, stopped as a whole\n"
           "pids=()\n"
           "stop_all() { for p in \"${pids[@]}\"; do kill -- \"-$p\" 2>/dev/null || true; "
           "done; }\n"
-          "trap stop_all EXIT\n" + _EXITS + before + starts
-          + "for _ in \"${pids[@]}\"; do wait -n || exit 1; done\n")
+          "trap stop_all EXIT\n" + _EXITS + "trap 'exit 1' USR1  # a line failed\n" + before
+          + starts + "wait\n")
 
 
 def local_script(job: Job, processes: int = 1) -> str:

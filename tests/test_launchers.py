@@ -19,11 +19,12 @@ ONE_HOST = dataclasses.replace(JOB, name="vocab", all_hosts=False)
 def test_local_script_runs_one_process_or_joins_several_over_loopback():
   assert launchers.local_script(JOB) == "set -euo pipefail\n" + TRAIN + "\n"
   lines = launchers.local_script(JOB, processes=2).splitlines()
-  assert lines[7].startswith("port=$(python3 -c ")  # a free port, picked when the job starts
-  assert lines[8:] == [
-      f"SYNTHJAX_COORDINATOR=127.0.0.1:$port SYNTHJAX_NUM_PROCESSES=2 SYNTHJAX_PROCESS_ID={i} "
-      f"{TRAIN} &" if j == 0 else "pids+=($!)" for i in range(2) for j in range(2)] + [
-      'for _ in "${pids[@]}"; do wait -n || exit 1; done']
+  assert lines[7] == "trap 'exit 1' USR1  # a line failed"
+  assert lines[8].startswith("port=$(python3 -c ")  # a free port, picked when the job starts
+  assert lines[9:] == [
+      f"{{ SYNTHJAX_COORDINATOR=127.0.0.1:$port SYNTHJAX_NUM_PROCESSES=2 SYNTHJAX_PROCESS_ID={i} "
+      f"{TRAIN}; }} || kill -USR1 $$ &" if j == 0 else "pids+=($!)"
+      for i in range(2) for j in range(2)] + ["wait"]
   assert launchers.local_script(ONE_HOST, processes=2).count("python3 -m synthjax.train") == 1
 
 
@@ -60,11 +61,10 @@ def test_tpu_vm_script_deletes_the_vm_on_every_path():
 def test_gpu_script_starts_every_host_before_waiting():
   lines = launchers.gpu_script(JOB, hosts=["h0", "h1"], gpus_per_host=2).splitlines()
   remote = TRAIN.replace("'", "'\"'\"'")
-  starts = [f"ssh -tt h{i} 'cd synthjax && SYNTHJAX_COORDINATOR=h0:12355 "
+  starts = [f"{{ ssh -tt h{i} 'cd synthjax && SYNTHJAX_COORDINATOR=h0:12355 "
             f"SYNTHJAX_NUM_PROCESSES=2 SYNTHJAX_PROCESS_ID={i} CUDA_VISIBLE_DEVICES=0,1 "
-            f"{remote}' &" for i in range(2)]
-  assert lines[7:] == [starts[0], "pids+=($!)", starts[1], "pids+=($!)",
-                       'for _ in "${pids[@]}"; do wait -n || exit 1; done']
+            f"{remote}'; }} || kill -USR1 $$ &" for i in range(2)]
+  assert lines[8:] == [starts[0], "pids+=($!)", starts[1], "pids+=($!)", "wait"]
   assert lines[4] == "trap stop_all EXIT"
   one = launchers.gpu_script(ONE_HOST, hosts=["h0", "h1"])
   assert "ssh -tt h0 " in one and "ssh -tt h1 " not in one
@@ -134,9 +134,10 @@ def test_paper_preset_walks_every_stage_as_cluster_jobs_in_a_dry_run():
   assert stages == ["stage vocab", "stage generate", "stage tokenize", "stage train",
                     "stage analyze"]  # in order; c4 needs no corpus stage
   assert "stage train: 52 jobs on gpu, 8 at once, 2 retries each" in proc.stdout
-  starts = [l for l in out if l.startswith("ssh -tt h")]
+  starts = [l for l in out if l.startswith("{ ssh -tt h")]
   # one host for vocab, tokenize and analyze; both hosts for generate and each train job
-  assert len(starts) == 3 + 2 + 2 * 52 and all(l.endswith("' &") for l in starts)
+  assert len(starts) == 3 + 2 + 2 * 52 and all(
+      l.endswith("'; } || kill -USR1 $$ &") for l in starts)
 
 
 def test_the_paper_grid_cost_is_6ND_plus_attention_with_and_without_branches():
