@@ -16,13 +16,14 @@ import jax
 import jax.numpy as jnp
 
 from synthjax.generate.job import KV_CACHE_DTYPES
+from synthjax.models.quantize import PRECISIONS
 
 
 def main():
   p = argparse.ArgumentParser(description=__doc__)
   p.add_argument("--slots", type=int, default=64)
   p.add_argument("--lengths", type=int, nargs="+", default=[128, 384, 640])
-  p.add_argument("--weights", choices=("float32", "bfloat16", "int8"), default="float32")
+  p.add_argument("--weights", choices=PRECISIONS, default="float32")
   p.add_argument("--kv_cache", choices=KV_CACHE_DTYPES, default=None)
   p.add_argument("--steps", type=int, default=25)
   args = p.parse_args()

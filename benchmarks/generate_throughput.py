@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from train_throughput import matmul_peak_flops, torch_matmul_peak_flops  # noqa: E402
 
 from synthjax.generate.job import KV_CACHE_DTYPES  # noqa: E402
+from synthjax.models.quantize import PRECISIONS  # noqa: E402
 
 
 def prompts(batch, length, vocab, seed=0):
@@ -227,7 +228,7 @@ def main():
                  help="prompts prefilled together (0: the engine's default for the device); "
                       "several values time the real workload with each (the last is used "
                       "everywhere else)")
-  p.add_argument("--weights", choices=("float32", "bfloat16", "int8"), default="float32",
+  p.add_argument("--weights", choices=PRECISIONS, default="float32",
                  help="the generator's precision (GenerateConfig.weights)")
   p.add_argument("--kv_cache", choices=KV_CACHE_DTYPES, default=None,
                  help="the KV cache's dtype (GenerateConfig.kv_cache); default: the compute's")
