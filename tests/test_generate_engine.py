@@ -118,6 +118,34 @@ def test_prefilling_several_prompts_together_gives_the_same_tokens(tiny, precisi
   assert one_stats["prefills"] == len(requests) and stats["prefills"] < len(requests) / 2
 
 
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_a_shared_prefix_prefilled_once_gives_the_same_tokens(tiny, precision):
+  """Prompts that start with a template's prefix, prefilled from its end over its stored keys
+  and values, against whole prefills: greedy and sampled (with a repetition penalty, which
+  must count the prefix's tokens as seen). Prompts without the prefix, one that is only the
+  prefix, and one whose rest would not fit a bucket within the cache are prefilled whole."""
+  from synthjax.models import quantize
+  _, cfg, params = tiny
+  if precision != "float32":
+    cfg, params = quantize.convert(cfg, params, precision)
+  prefix = [3, 141, 59, 26, 53, 58, 97, 93, 23]
+  sampled = Sampling(temperature=1.0, top_p=0.9, repetition_penalty=1.5, max_new_tokens=10)
+  requests = [Request(prefix + p, Sampling(max_new_tokens=n))
+              for p, n in zip(PROMPTS, NEW_TOKENS)]
+  requests += [Request(prefix + p[::-1], dataclasses.replace(sampled, seed=k))
+               for k, p in enumerate(PROMPTS)]
+  requests += [Request(PROMPTS[0], sampled), Request(prefix, Sampling(max_new_tokens=4)),
+               Request(prefix + [7] * 33, Sampling(max_new_tokens=4))]
+  def run(shared_prefix):
+    engine = Engine(cfg, params, eos_ids=[210], slots=3, max_len=96, buckets=(8, 16, 32, 48, 96),
+                    shared_prefix=shared_prefix)
+    return [(r.tokens, r.finish) for r in engine.generate(requests)], engine.stats
+  whole, whole_stats = run(())
+  shared, stats = run(prefix)
+  assert shared == whole
+  assert stats["from_prefix"] == 8 and whole_stats["from_prefix"] == 0
+
+
 def test_several_decode_steps_per_call_give_the_same_tokens(tiny):
   """Four steps per device call against one: greedy and sampled requests, ending by EOS, by
   max new tokens, by a full cache and by a stop string found on the host mid-call."""

@@ -32,6 +32,12 @@ decoding's, token for token. A sampled row accepts draft token d with probabilit
 its own sampling distribution p, and on rejection draws from p without d, renormalised; the
 token is then distributed as p exactly (speculative sampling with a draft that proposes d with
 certainty), so the output has plain sampling's distribution (not its exact tokens).
+
+With a `shared_prefix` (token ids most prompts start with: a template's system turn and
+instructions), the prefix's keys and values are computed once, and a prompt that starts with
+it is prefilled from its end only, attending over the stored prefix. The logits are those of a
+whole-prompt prefill up to rounding (XLA rounds products of another shape differently), so
+like the batch's shape it is part of a generation job's key.
 """
 import dataclasses
 from typing import Dict, Iterable, List, Optional, Sequence
@@ -192,7 +198,7 @@ class Engine:
                max_len: int = 512, buckets: Optional[Sequence[int]] = None,
                mesh=None, rules=None, decode_text=None, draft_tokens: int = 0, ngram: int = 3,
                cache_step: int = CACHE_STEP, decode_steps: int = 0,
-               prefill_batch: int = 0, cache_dtype=None):
+               prefill_batch: int = 0, cache_dtype=None, shared_prefix: Sequence[int] = ()):
     if cfg.scan_layers:
       raise UserError("generation needs unstacked layers (convert without --scan_layers)")
     self.cfg, self.slots, self.max_len, self.cache_step = cfg, slots, max_len, cache_step
@@ -230,7 +236,10 @@ class Engine:
     # prefill and decode passes, the tokens decoding added to outputs, draft tokens proposed
     # and kept, cache resizes
     self.stats = {"prefills": 0, "passes": 0, "tokens": 0, "drafted": 0, "accepted": 0,
-                  "grown": 0, "shrunk": 0}
+                  "grown": 0, "shrunk": 0, "from_prefix": 0}
+    # The shared prefix's token ids, and its keys and values once the first prompt needs them.
+    self.shared_prefix = [int(t) for t in shared_prefix]
+    self._prefix = None
     self._verify = jax.jit(self._verify_fn, donate_argnums=(1, 2))
 
   # --- device functions -------------------------------------------------------------------
@@ -249,18 +258,34 @@ class Engine:
              for layer in cache]
     return cache if seen is None else (cache, jax.lax.with_sharding_constraint(seen, rows))
 
-  def _prefill_fn(self, params, tokens_NxP, lengths_N, sampling, seeds_N):
+  def _prefill_fn(self, params, prefix, tokens_NxP, lengths_N, sampling, seeds_N):
     """N prompts' keys and values (a cache of their padded length P), the tokens each has seen
-    and its first new token. Compiled once per prompt bucket, whatever the cache's length."""
+    and its first new token. With `prefix` (the keys, values and ids of A tokens every prompt
+    starts with, one row, padded to W >= A positions; and A), tokens_NxP are what follows it,
+    written from position A, and the cache holds W + P positions (those from A + the prompt's
+    length on are padding). Compiled once per prompt bucket (and W), whatever the cache's
+    length or A: templates with other heads share the programs."""
     N, P_len = tokens_NxP.shape
-    positions = jnp.broadcast_to(jnp.arange(P_len), (N, P_len))
-    valid = (positions < lengths_N[:, None]).astype(jnp.int32)
-    new_cache = init_cache(self.cfg, N, P_len, self.cache[0]["k"].dtype)
-    logits, new_cache = self._apply(params, tokens_NxP, positions, valid, new_cache,
-                                    jnp.zeros((N,), jnp.int32), positions, valid,
-                                    lengths_N - 1)
     rows = jnp.arange(N)
-    seen = jnp.zeros((N, self.cfg.V), bool).at[rows[:, None], tokens_NxP].max(valid > 0)
+    seen = jnp.zeros((N, self.cfg.V), bool)
+    if prefix is None:
+      A, W = 0, 0
+      new_cache = init_cache(self.cfg, N, P_len, self.cache[0]["k"].dtype)
+    else:
+      prefix_cache, prefix_ids_W, A = prefix
+      W = len(prefix_ids_W)
+      new_cache = [{n: _zero_padded(jnp.broadcast_to(x, (N, *x.shape[1:])), W + P_len,
+                                    CACHE_LENGTH_AXIS[n]) for n, x in layer.items()}
+                   for layer in prefix_cache]
+      seen = seen.at[:, prefix_ids_W].max(jnp.broadcast_to(jnp.arange(W) < A, (N, W)))
+    positions = A + jnp.broadcast_to(jnp.arange(P_len), (N, P_len))
+    valid = (jnp.arange(P_len)[None] < lengths_N[:, None]).astype(jnp.int32)
+    kv_positions = jnp.broadcast_to(jnp.arange(W + P_len), (N, W + P_len))
+    kv_valid = (kv_positions < A + lengths_N[:, None]).astype(jnp.int32)
+    logits, new_cache = self._apply(params, tokens_NxP, positions, valid, new_cache,
+                                    jnp.full((N,), A, jnp.int32), kv_positions, kv_valid,
+                                    lengths_N - 1)
+    seen = seen.at[rows[:, None], tokens_NxP].max(valid > 0)
     keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), 0))(seeds_N)
     tokens_N = sample_tokens(logits[:, 0], keys, *sampling, seen)
     return new_cache, seen.at[rows, tokens_N].set(True), tokens_N
@@ -393,6 +418,34 @@ class Engine:
       self.cache = self._on_mesh(self._resize, self.cache, size)
       self.stats["grown" if size > now else "shrunk"] += 1
 
+  def _prefix_length(self, prompts) -> int:
+    """How many leading tokens of these prompts the shared prefix's stored keys and values
+    give: all of the prefix when every prompt starts with it, has more after it, and what
+    follows fits a bucket within the cache; else 0 (the prompts are prefilled whole)."""
+    A = len(self.shared_prefix)
+    if not A or any(len(p) <= A or list(p[:A]) != self.shared_prefix for p in prompts):
+      return 0
+    W = -(-A // PREFILL_STEP) * PREFILL_STEP  # the stored prefix's padded length
+    if W + self._bucket(max(len(p) for p in prompts) - A) > self.max_len:
+      return 0
+    if self._prefix is None:
+      # The prefix is prefilled by the same program as what follows it, over an empty prefix.
+      tokens = np.zeros((self.prefill_batch, self._bucket(A)), np.int32)
+      tokens[:, :A] = self.shared_prefix
+      ids = np.zeros(W, np.int32)
+      ids[:A] = self.shared_prefix
+      empty = (init_cache(self.cfg, 1, W, self.cache[0]["k"].dtype), jnp.asarray(ids),
+               jnp.int32(0))
+      greedy = (jnp.zeros(self.prefill_batch), jnp.zeros(self.prefill_batch, jnp.int32),
+                jnp.ones(self.prefill_batch), jnp.ones(self.prefill_batch))
+      cache, _, _ = self._on_mesh(self._prefill, self.params, empty, jnp.asarray(tokens),
+                                  jnp.full(self.prefill_batch, A, jnp.int32), greedy,
+                                  jnp.zeros(self.prefill_batch, jnp.uint32))
+      cache = [{n: jax.lax.slice_in_dim(x[:1], 0, W, axis=CACHE_LENGTH_AXIS[n])
+                for n, x in layer.items()} for layer in cache]
+      self._prefix = (cache, jnp.asarray(ids))
+    return A
+
   def _bucket(self, n: int) -> int:
     for b in self.buckets:
       if n <= b:
@@ -475,17 +528,21 @@ class Engine:
     def prefill(batch, slots):
       """Prefill the requests into the slots, one device call for the whole batch."""
       rows = batch + batch[:1] * (self.prefill_batch - len(batch))
-      prompts = [live[i].prompt for i in rows]
+      A = self._prefix_length([live[i].prompt for i in rows])
+      prompts = [live[i].prompt[A:] for i in rows]
       tokens = np.zeros((len(rows), self._bucket(max(map(len, prompts)))), np.int32)
       for r, p in enumerate(prompts):
         tokens[r, :len(p)] = p
       seeds = np.asarray([live[i].sampling.seed for i in rows], np.uint32)
       new_cache, new_seen, first = self._on_mesh(
-          self._prefill, self.params, jnp.asarray(tokens),
+          self._prefill, self.params, (*self._prefix, jnp.int32(A)) if A else None,
+          jnp.asarray(tokens),
           jnp.asarray(list(map(len, prompts)), jnp.int32), sampling_arrays(rows),
           jnp.asarray(seeds))
       self.stats["prefills"] += 1
-      self._fit_cache(max(need(1), tokens.shape[1]), shrink=False)
+      self.stats["from_prefix"] += len(batch) if A else 0
+      prefix_width = len(self._prefix[1]) if A else 0
+      self._fit_cache(max(need(1), prefix_width + tokens.shape[1]), shrink=False)
       targets = slots + slots[:1] * (len(rows) - len(slots))  # a repeat writes its slot again
       self.cache, self.seen = self._on_mesh(self._insert, self.cache, self.seen,
                                             jnp.asarray(targets, jnp.int32), new_cache,

@@ -78,6 +78,9 @@ class GenerateConfig:
   # Prompts prefilled together in one call. 0: engine.default_prefill_batch() (1 on a CPU, 8
   # on an accelerator). Like slots, a change can round a few outputs differently (_signature).
   prefill_batch: int = 0
+  # The template's text before the chunk (system turn and instructions) is prefilled once and
+  # every prompt from its end (engine.py: shared_prefix). Same output up to rounding.
+  prefix_cache: bool = True
   max_len: int = 1024                 # KV cache length: prompt + output
   apply_filter: bool = True           # False keeps every output (its reason goes in "flag")
   # Hosts work independently (no collectives): host i of n takes shards i, i+n, ...
@@ -126,7 +129,7 @@ def resolve_generator(name: str) -> str:
 
 # Raised when _signature gains a field: a study keys its generation folders by it, so an older
 # job's folder (whose manifest cannot say what the new field was) is never resumed as this one.
-SIGNATURE_VERSION = 3  # 3: kv_cache
+SIGNATURE_VERSION = 4  # 3: kv_cache, 4: prefix_cache
 
 
 def _signature(cfg: GenerateConfig, template: dict, generator_dir: str) -> dict:
@@ -134,7 +137,8 @@ def _signature(cfg: GenerateConfig, template: dict, generator_dir: str) -> dict:
   differently at another batch size (SmolLM2 in f32: logits moved by up to 3.6e-5 from 32 to 64
   slots, and 1 of 384 HQ outputs changed a word), so the slots, the prompts prefilled per call,
   the decode steps per call (the resolved defaults), the draft length and the tensor split are
-  in it, and so is max_len (a request that fills the cache ends there). Not in it: the hardware
+  in it, and so are max_len (a request that fills the cache ends there) and prefix_cache (a
+  prompt prefilled from the template's end rounds differently). Not in it: the hardware
   (another device kind or count rounds differently too)."""
   sig = {k: v for k, v in dataclasses.asdict(cfg).items()
          if k not in ("output_dir", "host_index", "host_count")}
@@ -229,12 +233,22 @@ def run(cfg: GenerateConfig) -> dict:
                     max_len=cfg.max_len, mesh=_mesh(cfg.slots, cfg.tensor_parallel),
                     decode_text=tokenizer.decode, draft_tokens=cfg.draft_tokens,
                     decode_steps=cfg.decode_steps, prefill_batch=cfg.prefill_batch,
-                    cache_dtype=cfg.kv_cache or None)
+                    cache_dtype=cfg.kv_cache or None,
+                    shared_prefix=_template_head(template, fmt, tokenizer) if cfg.prefix_cache
+                    else ())
     _generate_shards(cfg, engine, tokenizer, template, itertools.chain([first], todo),
                      generator_dir)
   storage.write_json(_host_path(cfg.output_dir, cfg.host_count, cfg.host_index),
                      {"shards": owned})
   return finalize(cfg.output_dir, cfg.host_count)
+
+
+def _template_head(template: dict, fmt: str, tokenizer) -> List[int]:
+  """The token ids every prompt of this template starts with: its text before the chunk, less
+  the last token, which a merge with the chunk's first characters could change (the engine
+  checks each prompt and prefills one that differs whole)."""
+  head = prompts.render(template, "{text}", fmt).split("{text}")[0]
+  return tokenizer.encode(head, add_special_tokens=False).ids[:-1]
 
 
 def _mesh(slots: int, tensor_parallel: int = 1):
@@ -325,6 +339,10 @@ def _generate_shards(cfg, engine, tokenizer, template, shards, generator_dir):
             file=sys.stderr, flush=True)
 
   engine.generate(requests(), on_result=on_result)
+  if engine.shared_prefix:
+    print(f"generate: {engine.stats['from_prefix']} of {stats['chunks']} prompts prefilled from "
+          f"the end of the template's {len(engine.shared_prefix)}-token head", file=sys.stderr,
+          flush=True)
 
 
 def hash_seed(seed: int, chunk: dict) -> int:
