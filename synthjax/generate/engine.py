@@ -237,8 +237,10 @@ class Engine:
     # and kept, cache resizes
     self.stats = {"prefills": 0, "passes": 0, "tokens": 0, "drafted": 0, "accepted": 0,
                   "grown": 0, "shrunk": 0, "from_prefix": 0}
-    # The shared prefix's token ids, and its keys and values once the first prompt needs them.
+    # The shared prefix's token ids; its keys and values (`_stored_prefix`) are kept padded to
+    # a multiple of PREFILL_STEP positions, so that prefixes of other lengths share programs.
     self.shared_prefix = [int(t) for t in shared_prefix]
+    self._prefix_width = -(-len(self.shared_prefix) // PREFILL_STEP) * PREFILL_STEP
     self._prefix = None
     self._verify = jax.jit(self._verify_fn, donate_argnums=(1, 2))
 
@@ -425,26 +427,29 @@ class Engine:
     A = len(self.shared_prefix)
     if not A or any(len(p) <= A or list(p[:A]) != self.shared_prefix for p in prompts):
       return 0
-    W = -(-A // PREFILL_STEP) * PREFILL_STEP  # the stored prefix's padded length
-    if W + self._bucket(max(len(p) for p in prompts) - A) > self.max_len:
+    if self._prefix_width + self._bucket(max(len(p) for p in prompts) - A) > self.max_len:
       return 0
+    return A
+
+  def _stored_prefix(self):
+    """The shared prefix's keys and values (one row, `_prefix_width` positions) and its ids
+    padded likewise, computed on first use by the same program as what follows it, over an
+    empty prefix."""
     if self._prefix is None:
-      # The prefix is prefilled by the same program as what follows it, over an empty prefix.
-      tokens = np.zeros((self.prefill_batch, self._bucket(A)), np.int32)
+      A, W, N = len(self.shared_prefix), self._prefix_width, self.prefill_batch
+      tokens = np.zeros((N, self._bucket(A)), np.int32)
       tokens[:, :A] = self.shared_prefix
       ids = np.zeros(W, np.int32)
       ids[:A] = self.shared_prefix
       empty = (init_cache(self.cfg, 1, W, self.cache[0]["k"].dtype), jnp.asarray(ids),
                jnp.int32(0))
-      greedy = (jnp.zeros(self.prefill_batch), jnp.zeros(self.prefill_batch, jnp.int32),
-                jnp.ones(self.prefill_batch), jnp.ones(self.prefill_batch))
+      greedy = (jnp.zeros(N), jnp.zeros(N, jnp.int32), jnp.ones(N), jnp.ones(N))
       cache, _, _ = self._on_mesh(self._prefill, self.params, empty, jnp.asarray(tokens),
-                                  jnp.full(self.prefill_batch, A, jnp.int32), greedy,
-                                  jnp.zeros(self.prefill_batch, jnp.uint32))
+                                  jnp.full(N, A, jnp.int32), greedy, jnp.zeros(N, jnp.uint32))
       cache = [{n: jax.lax.slice_in_dim(x[:1], 0, W, axis=CACHE_LENGTH_AXIS[n])
                 for n, x in layer.items()} for layer in cache]
       self._prefix = (cache, jnp.asarray(ids))
-    return A
+    return self._prefix
 
   def _bucket(self, n: int) -> int:
     for b in self.buckets:
@@ -535,14 +540,14 @@ class Engine:
         tokens[r, :len(p)] = p
       seeds = np.asarray([live[i].sampling.seed for i in rows], np.uint32)
       new_cache, new_seen, first = self._on_mesh(
-          self._prefill, self.params, (*self._prefix, jnp.int32(A)) if A else None,
+          self._prefill, self.params, (*self._stored_prefix(), jnp.int32(A)) if A else None,
           jnp.asarray(tokens),
           jnp.asarray(list(map(len, prompts)), jnp.int32), sampling_arrays(rows),
           jnp.asarray(seeds))
       self.stats["prefills"] += 1
       self.stats["from_prefix"] += len(batch) if A else 0
-      prefix_width = len(self._prefix[1]) if A else 0
-      self._fit_cache(max(need(1), prefix_width + tokens.shape[1]), shrink=False)
+      self._fit_cache(max(need(1), (self._prefix_width if A else 0) + tokens.shape[1]),
+                      shrink=False)
       targets = slots + slots[:1] * (len(rows) - len(slots))  # a repeat writes its slot again
       self.cache, self.seen = self._on_mesh(self._insert, self.cache, self.seen,
                                             jnp.asarray(targets, jnp.int32), new_cache,
