@@ -65,6 +65,30 @@ def test_cache_that_grows_and_shrinks_keeps_greedy_output(tiny, torch_module):
   assert cache_length(engine.cache) < 64
 
 
+def test_engines_with_the_same_settings_share_compiled_programs(tiny):
+  """Two engines over one model with the same slots and EOS (the micro study's two synthetic
+  kinds) trace and compile each program once per process, whatever their max_len; another EOS
+  is another program."""
+  from synthjax.generate import engine as engine_module
+  _, cfg, params = tiny
+  requests = [Request(p, Sampling(max_new_tokens=n)) for p, n in zip(PROMPTS, NEW_TOKENS)]
+
+  def tokens(**kw):
+    engine = Engine(cfg, params, slots=3, buckets=(8, 16, 32), cache_step=8, **kw)
+    return [r.tokens for r in engine.generate(requests)]
+
+  def programs():
+    return [f._cache_size() for f in (engine_module._prefill, engine_module._insert,
+                                      engine_module._resize, engine_module._decode)]
+
+  first = tokens(eos_ids=[210], max_len=64)
+  compiled = programs()
+  assert tokens(eos_ids=[210], max_len=48) == first
+  assert programs() == compiled
+  tokens(eos_ids=[7], max_len=64)
+  assert programs()[3] > compiled[3]
+
+
 def test_a_bf16_cache_under_f32_weights_keeps_greedy_output(tiny):
   """GenerateConfig.kv_cache apart from the weights: keys and values rounded to bf16 (the
   tiny model's logits are peaked, so greedy choices are not near-ties), written into the cache

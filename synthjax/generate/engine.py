@@ -40,7 +40,8 @@ whole-prompt prefill up to rounding (XLA rounds products of another shape differ
 like the batch's shape it is part of a generation job's key.
 """
 import dataclasses
-from typing import Dict, Iterable, List, Optional, Sequence
+import functools
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
@@ -192,6 +193,174 @@ def _zero_padded(x, size: int, axis: int):
   return jnp.pad(x, widths)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Device:
+  """What an engine's device programs depend on besides their arguments' shapes. The programs
+  (module-level jits below) take it as a static argument, so engines that agree on it share
+  traces and compiled programs: the micro study's two synthetic kinds, one generator with the
+  same slots, trace and compile each prompt bucket and cache length once per process instead
+  of once per kind."""
+  cfg: ModelConfig
+  slots: int
+  decode_steps: int
+  eos_ids: Tuple[int, ...]
+  cache_dtype: Any
+  kv_sharding: Tuple[Tuple[str, Any], ...]  # ("k", sharding), ("v", sharding)
+  seen_sharding: Any
+  rules: Tuple  # flax's logical axis rules, in force while the programs trace
+
+  def apply(self, params, *args):
+    return Transformer(self.cfg).apply({"params": params}, *args)
+
+  def pinned(self, cache, seen=None):
+    kv, rows = dict(self.kv_sharding), self.seen_sharding
+    cache = [{n: jax.lax.with_sharding_constraint(x, kv[n]) for n, x in layer.items()}
+             for layer in cache]
+    return cache if seen is None else (cache, jax.lax.with_sharding_constraint(seen, rows))
+
+  def prefill(self, params, prefix, tokens_NxP, lengths_N, sampling, seeds_N):
+    """N prompts' keys and values (a cache of their padded length P), the tokens each has seen
+    and its first new token. With `prefix` (the keys, values and ids of A tokens every prompt
+    starts with, one row, padded to W >= A positions; and A), tokens_NxP are what follows it,
+    written from position A, and the cache holds W + P positions (those from A + the prompt's
+    length on are padding). Compiled once per prompt bucket (and W), whatever the cache's
+    length or A: templates with other heads share the programs."""
+    N, P_len = tokens_NxP.shape
+    rows = jnp.arange(N)
+    seen = jnp.zeros((N, self.cfg.V), bool)
+    if prefix is None:
+      A, W = 0, 0
+      new_cache = init_cache(self.cfg, N, P_len, self.cache_dtype)
+    else:
+      prefix_cache, prefix_ids_W, A = prefix
+      W = len(prefix_ids_W)
+      new_cache = [{n: _zero_padded(jnp.broadcast_to(x, (N, *x.shape[1:])), W + P_len,
+                                    CACHE_LENGTH_AXIS[n]) for n, x in layer.items()}
+                   for layer in prefix_cache]
+      seen = seen.at[:, prefix_ids_W].max(jnp.broadcast_to(jnp.arange(W) < A, (N, W)))
+    positions = A + jnp.broadcast_to(jnp.arange(P_len), (N, P_len))
+    valid = (jnp.arange(P_len)[None] < lengths_N[:, None]).astype(jnp.int32)
+    kv_positions = jnp.broadcast_to(jnp.arange(W + P_len), (N, W + P_len))
+    kv_valid = (kv_positions < A + lengths_N[:, None]).astype(jnp.int32)
+    logits, new_cache = self.apply(params, tokens_NxP, positions, valid, new_cache,
+                                   jnp.full((N,), A, jnp.int32), kv_positions, kv_valid,
+                                   lengths_N - 1)
+    seen = seen.at[rows[:, None], tokens_NxP].max(valid > 0)
+    keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), 0))(seeds_N)
+    tokens_N = sample_tokens(logits[:, 0], keys, *sampling, seen)
+    return new_cache, seen.at[rows, tokens_N].set(True), tokens_N
+
+  def insert(self, cache, seen, slots_N, new_cache, new_seen):
+    """Write prefilled prompts over their slots' first positions (later ones stay masked until
+    decoding writes them). Rows that repeat a slot carry the same data."""
+    S, P_len = cache_length(cache), cache_length(new_cache)
+    if cache[0]["k"].dtype.itemsize == 2:
+      # XLA:CPU runs a dynamic-update-slice into a bf16 array through a whole-cache f32 copy
+      # (53 ms a prompt, measured); a select over the cache is one pass for the whole batch.
+      row_B = jnp.full((self.slots,), -1, jnp.int32).at[slots_N].set(
+          jnp.arange(len(slots_N), dtype=jnp.int32))
+      def put(c, new, axis):
+        padded = _zero_padded(new, S, axis)
+        return jnp.where((row_B >= 0)[:, None, None, None], padded[jnp.maximum(row_B, 0)], c)
+    else:
+      def put(c, new, axis):
+        for n in range(len(slots_N)):
+          c = jax.lax.dynamic_update_slice(c, new[n:n + 1], (slots_N[n], 0, 0, 0))
+        return c
+    cache = [{n: put(layer[n], new_layer[n], CACHE_LENGTH_AXIS[n]) for n in layer}
+             for layer, new_layer in zip(cache, new_cache)]
+    return self.pinned(cache, seen.at[slots_N].set(new_seen))
+
+  def resize(self, cache, size):
+    """The cache cut or zero-padded to `size` positions."""
+    def fit(x, axis):
+      if size <= x.shape[axis]:
+        return jax.lax.slice_in_dim(x, 0, size, axis=axis)
+      return _zero_padded(x, size, axis)
+    return self.pinned([{n: fit(x, CACHE_LENGTH_AXIS[n]) for n, x in layer.items()}
+                        for layer in cache])
+
+  def decode(self, params, cache, seen, tokens_B, lengths_B, busy_B, sampling, seeds_B,
+             counts_B, room_B):
+    """`decode_steps` steps; row b takes at most room_B[b] tokens and none after an EOS. The new
+    tokens come back [steps, slots], -1 where a row took none."""
+    eos = jnp.asarray(sorted(self.eos_ids) or [-1], jnp.int32)
+
+    def step(i, state):
+      cache, seen, tokens_B, lengths_B, counts_B, room_B, out = state
+      active = busy_B & (room_B > 0)
+      cache, seen, next_B = self.step(params, cache, seen, tokens_B, lengths_B, active,
+                                      sampling, seeds_B, counts_B)
+      grow = active.astype(jnp.int32)
+      room_B = jnp.where(active & ~jnp.isin(next_B, eos), room_B - 1, 0)
+      return (cache, seen, jnp.where(active, next_B, tokens_B), lengths_B + grow,
+              counts_B + grow, room_B, out.at[i].set(jnp.where(active, next_B, -1)))
+
+    out = jnp.full((self.decode_steps, self.slots), -1, jnp.int32)
+    state = (cache, seen, tokens_B, lengths_B, counts_B, room_B, out)
+    if self.decode_steps == 1:
+      state = step(0, state)
+    else:
+      state = jax.lax.fori_loop(0, self.decode_steps, step, state)
+    return (*self.pinned(state[0], state[1]), state[-1])
+
+  def step(self, params, cache, seen, tokens_B, lengths_B, busy_B, sampling, seeds_B,
+           counts_B):
+    """One decode step for the busy rows: their next tokens, cached and marked seen."""
+    keys = jax.vmap(lambda s, c: jax.random.fold_in(jax.random.key(s), c))(seeds_B, counts_B)
+    S = cache_length(cache)
+    kv_positions = jnp.broadcast_to(jnp.arange(S), (self.slots, S))
+    kv_valid = ((kv_positions <= lengths_B[:, None]) & busy_B[:, None]).astype(jnp.int32)
+    logits, cache = self.apply(params, tokens_B[:, None], lengths_B[:, None],
+                               busy_B[:, None].astype(jnp.int32), cache, lengths_B,
+                               kv_positions, kv_valid)
+    next_B = sample_tokens(logits[:, 0], keys, *sampling, seen)
+    seen = seen.at[jnp.arange(self.slots), next_B].max(busy_B)
+    return (*self.pinned(cache, seen), next_B)
+
+  def verify(self, params, cache, seen, tokens_BxT, lengths_B, busy_B, draft_len_B,
+             sampling, seeds_B, counts_B):
+    """One pass over each slot's newest token and its draft (tokens_BxT[:, 1:], of which the
+    first draft_len_B count). Returns the token each position gives (the draft's own where it
+    is accepted) and how many draft tokens were kept."""
+    B, T = tokens_BxT.shape
+    # position t gives the row's token number counts_B + t, keyed as a plain step would be
+    keys = jax.vmap(jax.vmap(lambda s, c: jax.random.fold_in(jax.random.key(s), c), (None, 0)))(
+        seeds_B, counts_B[:, None] + jnp.arange(T))
+    positions = lengths_B[:, None] + jnp.arange(T)
+    S = cache_length(cache)
+    kv_positions = jnp.broadcast_to(jnp.arange(S), (B, S))
+    kv_valid = ((kv_positions <= lengths_B[:, None] + T - 1) & busy_B[:, None]).astype(jnp.int32)
+    rows = jnp.broadcast_to(busy_B[:, None], (B, T)).astype(jnp.int32)
+    logits, cache = self.apply(params, tokens_BxT, positions, rows, cache, lengths_B,
+                               kv_positions, kv_valid)
+    # Position t sees the draft's first t tokens as seen (repetition penalty).
+    in_draft = jnp.arange(T - 1)[None] < draft_len_B[:, None]
+    drafted = jax.nn.one_hot(tokens_BxT[:, 1:], self.cfg.V, dtype=jnp.int32)
+    drafted = drafted * in_draft[..., None]
+    seen_BxTxV = seen[:, None] | jnp.concatenate(
+        [jnp.zeros_like(drafted[:, :1]), jnp.cumsum(drafted, axis=1)], axis=1).astype(bool)
+    draft_BxT = jnp.concatenate([jnp.where(in_draft, tokens_BxT[:, 1:], -1),
+                                 jnp.full((B, 1), -1, tokens_BxT.dtype)], axis=1)
+    flat = lambda x: jnp.repeat(x, T, axis=0)  # a row's setting for each of its positions
+    next_BxT = sample_tokens(logits.reshape(B * T, -1), keys.reshape(B * T),
+                             *(flat(x) for x in sampling), seen_BxTxV.reshape(B * T, -1),
+                             draft_BxT.reshape(B * T)).reshape(B, T)
+    match = (tokens_BxT[:, 1:] == next_BxT[:, :-1]) & in_draft
+    kept_B = jnp.sum(jnp.cumprod(match.astype(jnp.int32), axis=1), axis=1)
+    emitted = (jnp.arange(T)[None] <= kept_B[:, None]) & busy_B[:, None]
+    seen = seen | jnp.any(jax.nn.one_hot(next_BxT, self.cfg.V, dtype=bool) & emitted[..., None],
+                          axis=1)
+    return (*self.pinned(cache, seen), next_BxT, kept_B)
+
+
+_prefill = jax.jit(_Device.prefill, static_argnums=0)
+_insert = jax.jit(_Device.insert, static_argnums=0, donate_argnums=(1, 2))
+_resize = jax.jit(_Device.resize, static_argnums=(0, 2))
+_decode = jax.jit(_Device.decode, static_argnums=0, donate_argnums=(2, 3))
+_verify = jax.jit(_Device.verify, static_argnums=0, donate_argnums=(2, 3))
+
+
 class Engine:
 
   def __init__(self, cfg: ModelConfig, params, eos_ids: Sequence[int], slots: int = 8,
@@ -212,7 +381,6 @@ class Engine:
     self.mesh = mesh or sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1},
                                            jax.devices()[:1])
     self.rules = rules or sharding.logical_axis_rules()
-    self.model = Transformer(cfg)
     self.param_shardings = sharding.logical_shardings(abstract_params(cfg), self.mesh,
                                                       self.rules)
     self.params = jax.device_put(nn.unbox(params), self.param_shardings)
@@ -220,18 +388,19 @@ class Engine:
     full = jax.eval_shape(lambda: init_cache(cfg, slots, max_len))
     kv_sharding = {n: sharding.named(self.mesh, self.rules, CACHE_AXES[n], full[0][n].shape)
                    for n in CACHE_AXES}
-    # The cache's dtype (None: the model's compute dtype) is the prefill's too (`_prefill_fn`).
+    # The cache's dtype (None: the model's compute dtype) is the prefill's too.
     self.cache = jax.device_put(init_cache(cfg, slots, self._size(1), cache_dtype),
                                 [kv_sharding] * cfg.L)
     seen_sharding = sharding.named(self.mesh, self.rules, ("batch", "vocab"), (slots, cfg.V))
     self.seen = jax.device_put(jnp.zeros((slots, cfg.V), bool), seen_sharding)
     # Every step returns the cache and `seen` sharded as they came in: left to the compiler,
     # the first step returned the cache unsplit (P()), and the next call compiled again.
-    self._state_shardings = (kv_sharding, seen_sharding)
-    self._prefill = jax.jit(self._prefill_fn)
-    self._insert = jax.jit(self._insert_fn, donate_argnums=(0, 1))
-    self._resize = jax.jit(self._resize_fn, static_argnums=(1,))
-    self._decode = jax.jit(self._decode_fn, donate_argnums=(1, 2))
+    device = _Device(cfg, slots, self.decode_steps, tuple(sorted(self.eos_ids)),
+                     self.cache[0]["k"].dtype, tuple(kv_sharding.items()), seen_sharding,
+                     sharding.logical_axis_rules(self.rules))
+    self._prefill, self._insert, self._resize, self._decode, self._verify = (
+        functools.partial(program, device) for program in (_prefill, _insert, _resize, _decode,
+                                                           _verify))
     self.draft_tokens, self.ngram = draft_tokens, ngram
     # prefill and decode passes, the tokens decoding added to outputs, draft tokens proposed
     # and kept, cache resizes
@@ -242,158 +411,11 @@ class Engine:
     self.shared_prefix = [int(t) for t in shared_prefix]
     self._prefix_width = -(-len(self.shared_prefix) // PREFILL_STEP) * PREFILL_STEP
     self._prefix = None
-    self._verify = jax.jit(self._verify_fn, donate_argnums=(1, 2))
-
-  # --- device functions -------------------------------------------------------------------
-
-  def _apply(self, params, *args):
-    return self.model.apply({"params": params}, *args)
 
   def _on_mesh(self, fn, *args):
     """Call a jitted step with the mesh and logical rules in force (set outside of jit)."""
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       return fn(*args)
-
-  def _pinned(self, cache, seen=None):
-    kv, rows = self._state_shardings
-    cache = [{n: jax.lax.with_sharding_constraint(x, kv[n]) for n, x in layer.items()}
-             for layer in cache]
-    return cache if seen is None else (cache, jax.lax.with_sharding_constraint(seen, rows))
-
-  def _prefill_fn(self, params, prefix, tokens_NxP, lengths_N, sampling, seeds_N):
-    """N prompts' keys and values (a cache of their padded length P), the tokens each has seen
-    and its first new token. With `prefix` (the keys, values and ids of A tokens every prompt
-    starts with, one row, padded to W >= A positions; and A), tokens_NxP are what follows it,
-    written from position A, and the cache holds W + P positions (those from A + the prompt's
-    length on are padding). Compiled once per prompt bucket (and W), whatever the cache's
-    length or A: templates with other heads share the programs."""
-    N, P_len = tokens_NxP.shape
-    rows = jnp.arange(N)
-    seen = jnp.zeros((N, self.cfg.V), bool)
-    if prefix is None:
-      A, W = 0, 0
-      new_cache = init_cache(self.cfg, N, P_len, self.cache[0]["k"].dtype)
-    else:
-      prefix_cache, prefix_ids_W, A = prefix
-      W = len(prefix_ids_W)
-      new_cache = [{n: _zero_padded(jnp.broadcast_to(x, (N, *x.shape[1:])), W + P_len,
-                                    CACHE_LENGTH_AXIS[n]) for n, x in layer.items()}
-                   for layer in prefix_cache]
-      seen = seen.at[:, prefix_ids_W].max(jnp.broadcast_to(jnp.arange(W) < A, (N, W)))
-    positions = A + jnp.broadcast_to(jnp.arange(P_len), (N, P_len))
-    valid = (jnp.arange(P_len)[None] < lengths_N[:, None]).astype(jnp.int32)
-    kv_positions = jnp.broadcast_to(jnp.arange(W + P_len), (N, W + P_len))
-    kv_valid = (kv_positions < A + lengths_N[:, None]).astype(jnp.int32)
-    logits, new_cache = self._apply(params, tokens_NxP, positions, valid, new_cache,
-                                    jnp.full((N,), A, jnp.int32), kv_positions, kv_valid,
-                                    lengths_N - 1)
-    seen = seen.at[rows[:, None], tokens_NxP].max(valid > 0)
-    keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), 0))(seeds_N)
-    tokens_N = sample_tokens(logits[:, 0], keys, *sampling, seen)
-    return new_cache, seen.at[rows, tokens_N].set(True), tokens_N
-
-  def _insert_fn(self, cache, seen, slots_N, new_cache, new_seen):
-    """Write prefilled prompts over their slots' first positions (later ones stay masked until
-    decoding writes them). Rows that repeat a slot carry the same data."""
-    S, P_len = cache_length(cache), cache_length(new_cache)
-    if cache[0]["k"].dtype.itemsize == 2:
-      # XLA:CPU runs a dynamic-update-slice into a bf16 array through a whole-cache f32 copy
-      # (53 ms a prompt, measured); a select over the cache is one pass for the whole batch.
-      row_B = jnp.full((self.slots,), -1, jnp.int32).at[slots_N].set(
-          jnp.arange(len(slots_N), dtype=jnp.int32))
-      def put(c, new, axis):
-        padded = _zero_padded(new, S, axis)
-        return jnp.where((row_B >= 0)[:, None, None, None], padded[jnp.maximum(row_B, 0)], c)
-    else:
-      def put(c, new, axis):
-        for n in range(len(slots_N)):
-          c = jax.lax.dynamic_update_slice(c, new[n:n + 1], (slots_N[n], 0, 0, 0))
-        return c
-    cache = [{n: put(layer[n], new_layer[n], CACHE_LENGTH_AXIS[n]) for n in layer}
-             for layer, new_layer in zip(cache, new_cache)]
-    return self._pinned(cache, seen.at[slots_N].set(new_seen))
-
-  def _resize_fn(self, cache, size):
-    """The cache cut or zero-padded to `size` positions."""
-    def fit(x, axis):
-      if size <= x.shape[axis]:
-        return jax.lax.slice_in_dim(x, 0, size, axis=axis)
-      return _zero_padded(x, size, axis)
-    return self._pinned([{n: fit(x, CACHE_LENGTH_AXIS[n]) for n, x in layer.items()}
-                         for layer in cache])
-
-  def _decode_fn(self, params, cache, seen, tokens_B, lengths_B, busy_B, sampling, seeds_B,
-                 counts_B, room_B):
-    """`decode_steps` steps; row b takes at most room_B[b] tokens and none after an EOS. The new
-    tokens come back [steps, slots], -1 where a row took none."""
-    eos = jnp.asarray(sorted(self.eos_ids) or [-1], jnp.int32)
-
-    def step(i, state):
-      cache, seen, tokens_B, lengths_B, counts_B, room_B, out = state
-      active = busy_B & (room_B > 0)
-      cache, seen, next_B = self._step(params, cache, seen, tokens_B, lengths_B, active,
-                                       sampling, seeds_B, counts_B)
-      grow = active.astype(jnp.int32)
-      room_B = jnp.where(active & ~jnp.isin(next_B, eos), room_B - 1, 0)
-      return (cache, seen, jnp.where(active, next_B, tokens_B), lengths_B + grow,
-              counts_B + grow, room_B, out.at[i].set(jnp.where(active, next_B, -1)))
-
-    out = jnp.full((self.decode_steps, self.slots), -1, jnp.int32)
-    state = (cache, seen, tokens_B, lengths_B, counts_B, room_B, out)
-    if self.decode_steps == 1:
-      state = step(0, state)
-    else:
-      state = jax.lax.fori_loop(0, self.decode_steps, step, state)
-    return (*self._pinned(state[0], state[1]), state[-1])
-
-  def _step(self, params, cache, seen, tokens_B, lengths_B, busy_B, sampling, seeds_B,
-            counts_B):
-    """One decode step for the busy rows: their next tokens, cached and marked seen."""
-    keys = jax.vmap(lambda s, c: jax.random.fold_in(jax.random.key(s), c))(seeds_B, counts_B)
-    S = cache_length(cache)
-    kv_positions = jnp.broadcast_to(jnp.arange(S), (self.slots, S))
-    kv_valid = ((kv_positions <= lengths_B[:, None]) & busy_B[:, None]).astype(jnp.int32)
-    logits, cache = self._apply(params, tokens_B[:, None], lengths_B[:, None],
-                                busy_B[:, None].astype(jnp.int32), cache, lengths_B,
-                                kv_positions, kv_valid)
-    next_B = sample_tokens(logits[:, 0], keys, *sampling, seen)
-    seen = seen.at[jnp.arange(self.slots), next_B].max(busy_B)
-    return (*self._pinned(cache, seen), next_B)
-
-  def _verify_fn(self, params, cache, seen, tokens_BxT, lengths_B, busy_B, draft_len_B,
-                 sampling, seeds_B, counts_B):
-    """One pass over each slot's newest token and its draft (tokens_BxT[:, 1:], of which the
-    first draft_len_B count). Returns the token each position gives (the draft's own where it
-    is accepted) and how many draft tokens were kept."""
-    B, T = tokens_BxT.shape
-    # position t gives the row's token number counts_B + t, keyed as a plain step would be
-    keys = jax.vmap(jax.vmap(lambda s, c: jax.random.fold_in(jax.random.key(s), c), (None, 0)))(
-        seeds_B, counts_B[:, None] + jnp.arange(T))
-    positions = lengths_B[:, None] + jnp.arange(T)
-    S = cache_length(cache)
-    kv_positions = jnp.broadcast_to(jnp.arange(S), (B, S))
-    kv_valid = ((kv_positions <= lengths_B[:, None] + T - 1) & busy_B[:, None]).astype(jnp.int32)
-    rows = jnp.broadcast_to(busy_B[:, None], (B, T)).astype(jnp.int32)
-    logits, cache = self._apply(params, tokens_BxT, positions, rows, cache, lengths_B,
-                                kv_positions, kv_valid)
-    # Position t sees the draft's first t tokens as seen (repetition penalty).
-    in_draft = jnp.arange(T - 1)[None] < draft_len_B[:, None]
-    drafted = jax.nn.one_hot(tokens_BxT[:, 1:], self.cfg.V, dtype=jnp.int32)
-    drafted = drafted * in_draft[..., None]
-    seen_BxTxV = seen[:, None] | jnp.concatenate(
-        [jnp.zeros_like(drafted[:, :1]), jnp.cumsum(drafted, axis=1)], axis=1).astype(bool)
-    draft_BxT = jnp.concatenate([jnp.where(in_draft, tokens_BxT[:, 1:], -1),
-                                 jnp.full((B, 1), -1, tokens_BxT.dtype)], axis=1)
-    flat = lambda x: jnp.repeat(x, T, axis=0)  # a row's setting for each of its positions
-    next_BxT = sample_tokens(logits.reshape(B * T, -1), keys.reshape(B * T),
-                             *(flat(x) for x in sampling), seen_BxTxV.reshape(B * T, -1),
-                             draft_BxT.reshape(B * T)).reshape(B, T)
-    match = (tokens_BxT[:, 1:] == next_BxT[:, :-1]) & in_draft
-    kept_B = jnp.sum(jnp.cumprod(match.astype(jnp.int32), axis=1), axis=1)
-    emitted = (jnp.arange(T)[None] <= kept_B[:, None]) & busy_B[:, None]
-    seen = seen | jnp.any(jax.nn.one_hot(next_BxT, self.cfg.V, dtype=bool) & emitted[..., None],
-                          axis=1)
-    return (*self._pinned(cache, seen), next_BxT, kept_B)
 
   # --- host loop --------------------------------------------------------------------------
 
