@@ -170,6 +170,20 @@ def test_a_shared_prefix_prefilled_once_gives_the_same_tokens(tiny, precision):
   assert stats["from_prefix"] == 8 and whole_stats["from_prefix"] == 0
 
 
+def test_the_stored_prefix_comes_from_the_prompts_prefill_program(tiny):
+  """The prefix's keys and values are computed by the compiled program that then prefills the
+  prompts of its bucket after it (an input placed otherwise made a program of its own)."""
+  from synthjax.generate import engine as engine_module
+  _, cfg, params = tiny
+  prefix = [3, 141, 59, 26, 53, 58, 97, 93, 23]  # bucket 16, as every prompt's rest
+  engine = Engine(cfg, params, eos_ids=[210], slots=5, max_len=96, buckets=(16, 96),
+                  shared_prefix=prefix)  # 5 slots: programs no other test compiled
+  before = engine_module._prefill._cache_size()
+  engine.generate([Request(prefix + p, Sampling(max_new_tokens=2)) for p in PROMPTS])
+  assert engine.stats["from_prefix"] == len(PROMPTS)
+  assert engine_module._prefill._cache_size() == before + 1
+
+
 def test_several_decode_steps_per_call_give_the_same_tokens(tiny):
   """Four steps per device call against one: greedy and sampled requests, ending by EOS, by
   max new tokens, by a full cache and by a stop string found on the host mid-call."""

@@ -463,13 +463,16 @@ class Engine:
       tokens[:, :A] = self.shared_prefix
       ids = np.zeros(W, np.int32)
       ids[:A] = self.shared_prefix
-      empty = (init_cache(self.cfg, 1, W, self.cache[0]["k"].dtype), jnp.asarray(ids),
-               jnp.int32(0))
+      # The empty keys and values go in placed as the stored ones will be: an uncommitted
+      # input made this a program of its own, compiled apart from the prompts' (2-3 s).
+      on_mesh = sharding.replicated(self.mesh)
+      empty = (jax.device_put(init_cache(self.cfg, 1, W, self.cache[0]["k"].dtype), on_mesh),
+               jnp.asarray(ids), jnp.int32(0))
       greedy = (jnp.zeros(N), jnp.zeros(N, jnp.int32), jnp.ones(N), jnp.ones(N))
       cache, _, _ = self._on_mesh(self._prefill, self.params, empty, jnp.asarray(tokens),
                                   jnp.full(N, A, jnp.int32), greedy, jnp.zeros(N, jnp.uint32))
-      cache = [{n: jax.lax.slice_in_dim(x[:1], 0, W, axis=CACHE_LENGTH_AXIS[n])
-                for n, x in layer.items()} for layer in cache]
+      cache = jax.device_put([{n: jax.lax.slice_in_dim(x[:1], 0, W, axis=CACHE_LENGTH_AXIS[n])
+                               for n, x in layer.items()} for layer in cache], on_mesh)
       self._prefix = (cache, jnp.asarray(ids))
     return self._prefix
 
