@@ -156,8 +156,11 @@ def sample_tokens(logits_BxV, keys, temperature_B, top_k_B, top_p_B, penalty_B, 
   from p without it (see `_draw`); a greedy row's token is the argmax either way. A row
   accepted its draft when the token returned equals it."""
   logits = _penalised(logits_BxV, penalty_B, seen_BxV)
-  greedy = _argmax(logits)
   sampling = temperature_B > 0
+  # The argmax runs only when some row is greedy: a pass over [rows, vocab] was 3% of a
+  # sampled 32-slot decode step on a CPU (measured).
+  greedy = jax.lax.cond((~sampling).any(), _argmax,
+                        lambda x: jnp.zeros(x.shape[0], jnp.int32), logits)
   truncating = sampling & ((top_k_B > 0) | (top_p_B < 1.0))
   temperature = jnp.maximum(temperature_B, 1e-6)[:, None]
 
