@@ -202,7 +202,7 @@ class _Device:
   (module-level jits below) take it as a static argument, so engines that agree on it share
   traces and compiled programs: the micro study's two synthetic kinds, one generator with the
   same slots, trace and compile each prompt bucket and cache length once per process instead
-  of once per kind."""
+  of once per kind. The programs then live as long as the process, not the engine."""
   cfg: ModelConfig
   slots: int
   decode_steps: int
