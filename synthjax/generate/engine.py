@@ -398,12 +398,12 @@ class Engine:
     self.seen = jax.device_put(jnp.zeros((slots, cfg.V), bool), seen_sharding)
     # Every step returns the cache and `seen` sharded as they came in: left to the compiler,
     # the first step returned the cache unsplit (P()), and the next call compiled again.
-    device = _Device(cfg, slots, self.decode_steps, tuple(sorted(self.eos_ids)),
-                     self.cache[0]["k"].dtype, tuple(kv_sharding.items()), seen_sharding,
-                     sharding.logical_axis_rules(self.rules))
+    self._device = _Device(cfg, slots, self.decode_steps, tuple(sorted(self.eos_ids)),
+                           self.cache[0]["k"].dtype, tuple(kv_sharding.items()), seen_sharding,
+                           sharding.logical_axis_rules(self.rules))
     self._prefill, self._insert, self._resize, self._decode, self._verify = (
-        functools.partial(program, device) for program in (_prefill, _insert, _resize, _decode,
-                                                           _verify))
+        functools.partial(program, self._device)
+        for program in (_prefill, _insert, _resize, _decode, _verify))
     self.draft_tokens, self.ngram = draft_tokens, ngram
     # prefill and decode passes, the tokens decoding added to outputs, draft tokens proposed
     # and kept, cache resizes
@@ -469,7 +469,7 @@ class Engine:
       # The empty keys and values go in placed as the stored ones will be: an uncommitted
       # input made this a program of its own, compiled apart from the prompts' (2-3 s).
       on_mesh = sharding.replicated(self.mesh)
-      empty = (jax.device_put(init_cache(self.cfg, 1, W, self.cache[0]["k"].dtype), on_mesh),
+      empty = (jax.device_put(init_cache(self.cfg, 1, W, self._device.cache_dtype), on_mesh),
                jnp.asarray(ids), jnp.int32(0))
       greedy = (jnp.zeros(N), jnp.zeros(N, jnp.int32), jnp.ones(N), jnp.ones(N))
       cache, _, _ = self._on_mesh(self._prefill, self.params, empty, jnp.asarray(tokens),
