@@ -18,8 +18,12 @@ import gin
 
 from synthjax.errors import UserError
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-GIN_CONFIGS = os.path.join(REPO_ROOT, "gin_configs")
+# The presets: in a wheel they are package data (synthjax/gin_configs, mapped there by
+# setup.py); in a source checkout or an editable install, the repository's top-level folder.
+_PACKAGED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gin_configs")
+_CHECKOUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                         "gin_configs")
+GIN_CONFIGS = _PACKAGED if os.path.isdir(_PACKAGED) else _CHECKOUT
 
 _WORDS = {"true": "True", "false": "False", "none": "None"}
 

@@ -1,4 +1,4 @@
-"""Keep TensorFlow's start-up chatter out of a binary's output.
+"""Keep libraries' start-up chatter (TensorFlow's, Beam's) out of a binary's output.
 
 TensorFlow (which seqio and TFDS import) writes INFO lines from C++ straight to file
 descriptor 2 when it loads, before any logging setting applies (TF_CPP_MIN_LOG_LEVEL does not
@@ -32,3 +32,18 @@ def import_tensorflow() -> None:
     os.close(saved)
   import absl.logging
   absl.logging.set_verbosity(absl.logging.WARNING)
+
+
+def import_beam() -> None:
+  """Beam's import logs a warning on the root logger when the optional BigQuery client is not
+  installed (synthjax reads and writes through fsspec and never uses it)."""
+  if "apache_beam" in sys.modules:
+    return
+  import logging
+  root = logging.getLogger()
+  level = root.level
+  root.setLevel(logging.ERROR)
+  try:
+    import apache_beam  # noqa: F401
+  finally:
+    root.setLevel(level)

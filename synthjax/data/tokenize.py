@@ -121,6 +121,8 @@ def tokenize(task_names: Sequence[str], beam_args: Sequence[str] = (),
              modules: Sequence[str] = ()) -> List[str]:
   """Tokenize the tasks that have no committed copy in one Beam pipeline; returns the copies'
   folders. beam_args: Beam pipeline options (default: DirectRunner, one in-process worker)."""
+  from synthjax import quiet
+  quiet.import_beam()
   import apache_beam as beam
   from apache_beam.options.pipeline_options import PipelineOptions
   storage.check_writable(token_cache.cache_dir())
