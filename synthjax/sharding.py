@@ -169,20 +169,30 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh):
 
 
 @gin.configurable
+def on_cloud_tpu_vm() -> bool:
+  """TPU chips on this machine, found as JAX's TPU cluster detection finds them (their device
+  files), without starting a backend (jax.distributed must come first)."""
+  import glob
+  return bool(glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*"))
+
+
 def init_distributed(coordinator_address: Optional[str] = None,
                      num_processes: Optional[int] = None,
                      process_id: Optional[int] = None,
                      cpu_collectives: str = "gloo") -> None:
   """Join a multi-host JAX system when asked to, from arguments or the environment
-  (SYNTHJAX_COORDINATOR, SYNTHJAX_NUM_PROCESSES, SYNTHJAX_PROCESS_ID). With nothing set on a
-  TPU VM pod, jax.distributed finds its peers itself; on one host this does nothing."""
+  (SYNTHJAX_COORDINATOR, SYNTHJAX_NUM_PROCESSES, SYNTHJAX_PROCESS_ID: what the Ray and local
+  launchers pass). On a Cloud TPU VM with none of them, always: jax.distributed finds the
+  slice's workers itself there (its documentation: on TPU every argument is optional), and a
+  pod's workers must join whatever the launcher (gcloud ssh --worker=all, Ray) set. Elsewhere,
+  with nothing set, this is one host and does nothing."""
   coordinator_address = coordinator_address or os.environ.get("SYNTHJAX_COORDINATOR")
   if num_processes is None and "SYNTHJAX_NUM_PROCESSES" in os.environ:
     num_processes = int(os.environ["SYNTHJAX_NUM_PROCESSES"])
   if process_id is None and "SYNTHJAX_PROCESS_ID" in os.environ:
     process_id = int(os.environ["SYNTHJAX_PROCESS_ID"])
   if coordinator_address is None and num_processes is None:
-    if os.environ.get("TPU_WORKER_HOSTNAMES") and "," in os.environ["TPU_WORKER_HOSTNAMES"]:
+    if on_cloud_tpu_vm():
       jax.distributed.initialize()
     return
   # Only affects CPU devices; set before any backend starts (initialize must come first).

@@ -27,7 +27,7 @@ def _log(msg: str) -> None:
   print(f"study: {msg}", file=sys.stderr, flush=True)
 
 
-def _key(*parts) -> str:
+def content_key(*parts) -> str:
   """A short content key: everything a stage's output depends on, JSON-serialized."""
   return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
@@ -41,7 +41,7 @@ def _files_key(pattern: str, dry_run: bool = False):
   return [[p, *storage.stamp(p)[1:]] for p in sources.expand(pattern)]
 
 
-def _paths(cfg: StudyConfig) -> dict:
+def study_paths(cfg: StudyConfig) -> dict:
   return {name: storage.join(cfg.study_dir, name)
           for name in ("corpus", "vocab", "synthetic", "tokens", "report")}
 
@@ -54,23 +54,23 @@ class Data:
     if cfg.natural == EMBEDDED:
       manifest = _embedded_manifest(corpus) if not dry_run else {"domains": []}
       self.natural = os.path.join(corpus, "natural_train.jsonl")
-      self.natural_key = _key(manifest)  # the corpus's content, wherever the study lives
+      self.natural_key = content_key(manifest)  # the corpus's content, wherever the study lives
       domains = cfg.eval_domains or {
           n: os.path.join(corpus, "valid", f"{n}.jsonl") for n in manifest["domains"]}
     else:
       self.natural, domains = cfg.natural, dict(cfg.eval_domains)
-      self.natural_key = _key(_files_key(self.natural, dry_run))
+      self.natural_key = content_key(_files_key(self.natural, dry_run))
     self.domains = dict(sorted(domains.items()))
-    self.vocab_key = _key(self.natural_key, cfg.vocab_size, cfg.vocab_documents)
+    self.vocab_key = content_key(self.natural_key, cfg.vocab_size, cfg.vocab_documents)
     self.vocab = storage.join(paths["vocab"], self.vocab_key, "sp.model")
-    self.eval_key = _key(self.natural_key if cfg.natural == EMBEDDED and not cfg.eval_domains
+    self.eval_key = content_key(self.natural_key if cfg.natural == EMBEDDED and not cfg.eval_domains
                          else {d: _files_key(p, dry_run) for d, p in self.domains.items()},
                          sorted(self.domains), cfg.eval_tokens)
     from synthjax.generate import job
     self.synthetic = {}
     for kind in cfg.shares:
       settings = _generate_settings(cfg, kind, self.natural)
-      key = _key(self.natural_key, {k: v for k, v in settings.items() if k != "input"},
+      key = content_key(self.natural_key, {k: v for k, v in settings.items() if k != "input"},
                  job.SIGNATURE_VERSION)
       self.synthetic[kind] = (storage.join(paths["synthetic"], f"{kind}-{key}"), key, settings)
 
@@ -193,9 +193,9 @@ def train_job(cfg: StudyConfig, paths: dict, data: Data, vocab_size: int, run: d
   MODEL_DIR holds the key of every setting it depends on (the gin files' text, vocabulary,
   synthetic sets, evaluation set, shapes, budgets and extra bindings), so a changed setting
   trains anew."""
-  from synthjax import launchers
+  from synthjax import grid
   gin_files = ["train/base.gin", f"models/{run['size']}.gin", *cfg.train_gin]
-  key = _key([_gin_text(f) for f in gin_files], data.vocab_key, vocab_size, data.eval_key,
+  key = content_key([_gin_text(f) for f in gin_files], data.vocab_key, vocab_size, data.eval_key,
              {k: data.synthetic[k][1] for k in run["kinds"] if k in data.synthetic},
              cfg.seq_len, cfg.batch_size, list(cfg.train_bindings), cfg.repeat_synthetic,
              run["branches"])
@@ -220,7 +220,7 @@ def train_job(cfg: StudyConfig, paths: dict, data: Data, vocab_size: int, run: d
       *[f"{d}/EvalSet.task = {q('valid_' + d)}" for d in domains],
       f"EvalSet.max_tokens = {cfg.eval_tokens}", "EvalSet.baseline_task = \"natural\"",
       *cfg.train_bindings]
-  return launchers.Job(_job_name(run), "synthjax.train", gin_files, bindings,
+  return grid.Job(_job_name(run), "synthjax.train", gin_files, bindings,
                        records=[record_path(model_dir, run["budget"], b)
                                 for b in [*run["branches"], run["budget"]]])
 
@@ -323,9 +323,17 @@ def stage_analyze(cfg, paths):
   return path
 
 
+def use_tfds_data_dir(cfg: StudyConfig) -> None:
+  """TFDS reads its datasets from TFDS_DATA_DIR: the study's, for this process and the ones it
+  starts."""
+  if cfg.tfds_data_dir:
+    os.environ["TFDS_DATA_DIR"] = cfg.tfds_data_dir
+
+
 def run(cfg: StudyConfig) -> str:
   cfg.validate()  # before anything is written
-  paths = _paths(cfg)
+  use_tfds_data_dir(cfg)
+  paths = study_paths(cfg)
   storage.makedirs(cfg.study_dir)
   t0 = time.time()
   report_path = None

@@ -23,6 +23,9 @@ class StudyConfig:
   # The natural text: 'embedded' (the demo corpus), a file glob (JSONL with a text field,
   # plain text, Parquet, ArrayRecord; local or on an object store) or 'tfds:NAME'.
   natural: str = EMBEDDED
+  # Where TFDS datasets are prepared (gs://BUCKET/tensorflow_datasets): every stage reads
+  # 'tfds:' sources there. On a cluster a 'tfds:' source needs it (a fresh VM has no copy).
+  tfds_data_dir: str = ""
   # Evaluation domains, name -> source as above; empty with the embedded corpus: its domains.
   eval_domains: Dict[str, str] = dataclasses.field(default_factory=dict)
   eval_tokens: int = 16384                    # evaluation tokens per domain, for every run

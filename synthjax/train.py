@@ -6,7 +6,8 @@
 Outputs in MODEL_DIR (a local folder or an object-store URL such as gs://BUCKET/run):
 metrics.jsonl, tensorboard/, checkpoints/ (orbax, with the data state), config.gin (operative
 config), model.json, and run.json (the run record) at the end.
-A rerun with the same MODEL_DIR resumes from the latest checkpoint; SIGTERM saves and exits.
+A rerun with the same MODEL_DIR resumes from the latest checkpoint; SIGTERM saves and exits
+with 143 (not done: a launcher retries it).
 --dry_run checks the mesh, the data (budgets against the tokenized copies' stats) and the
 evaluation sets, prints what the run would do, and writes nothing.
 """
@@ -34,6 +35,9 @@ from synthjax.training.checkpointing import TrainCheckpointer
 from synthjax.training.config import TrainConfig
 from synthjax.training.metrics import MetricsWriter, Progress
 from synthjax.training.step import make_eval_step, make_train_step
+
+
+PREEMPTED_EXIT = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
 
 
 class Preempted(Exception):
@@ -409,9 +413,10 @@ def _run(rest):
   try:
     record = train(cfg, model_cfg, opt_cfg)
   except Preempted as e:
+    # Not a success: a launcher that reads the exit code must not record the run done.
     print(f"synthjax.train: preempted; saved step {e.args[0]}, rerun to resume",
           file=sys.stderr, flush=True)
-    return
+    sys.exit(PREEMPTED_EXIT)
   if jax.process_index() == 0:
     print(json.dumps({k: record[k] for k in ("N", "D", "loss", "wall_s")}), flush=True)
 

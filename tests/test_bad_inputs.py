@@ -230,19 +230,22 @@ CASES = [
      r"1.5 is not a share in \[0, 1\]"),
     ("synthjax.study", STUDY + ["--gin.StudyConfig.budgets=[1000, -1]"],
      r"-1 is not a positive number of tokens"),
-    # the study on a cluster (--launcher)
-    ("synthjax.study", LAUNCH + ["--launcher=tpu_vm", "--tpu_zone=z"],
-     r"StudyConfig.study_dir .*/study: not a gs:// URL"),
-    ("synthjax.study", LAUNCH + ["--launcher=tpu_vm"], r"needs --tpu_zone"),
-    ("synthjax.study", LAUNCH + ["--launcher=gpu"], r"needs at least one host"),
+    # the study on a cluster (--launcher=ray; a dry run reaches no cluster)
     ("synthjax.study", LAUNCH + ["--launcher=slurm"], r"invalid choice: 'slurm'"),
-    ("synthjax.study", LAUNCH + ["--launcher=local", "--gin.StudyConfig.budgets=[]"],
+    ("synthjax.study", LAUNCH + ["--launcher=ray", "--gin.StudyConfig.budgets=[]"],
      r"StudyConfig.budgets is empty"),
-    ("synthjax.study", LAUNCH + ["--launcher=local", "--processes=0"],
-     r"--processes must be at least 1"),
-    ("synthjax.study", LAUNCH + ["--launcher=local", "--gin.StudyConfig.natural_tokens=1000"],
+    ("synthjax.study", LAUNCH + ["--launcher=ray", "--tpu_version=v4"],
+     r"a TPU slice needs both --tpu_version .* and --tpu_topology"),
+    ("synthjax.study", LAUNCH + ["--launcher=ray", "--tpu_version=v4", "--tpu_topology=big"],
+     r"--tpu_topology=big: not a TPU topology"),
+    ("synthjax.study", LAUNCH + ["--launcher=ray", "--tpu_version=v9", "--tpu_topology=2x2"],
+     r"--tpu_version=v9: one of v4, "),
+    ("synthjax.study", LAUNCH + ["--launcher=ray", "--retries=-1"], r"must not be negative"),
+    ("synthjax.study", LAUNCH + ["--launcher=ray", "--gin.StudyConfig.natural_tokens=1000"],
      r"the natural run of 2.05e\+03 tokens needs 2.05e\+03 natural tokens, more than the "
      r"source's 1e\+03"),
+    ("synthjax.study", LAUNCH[:-1] + ["--launcher=ray", "--ray_address=127.0.0.2:9"],
+     r"no Ray cluster at RAY_ADDRESS=127.0.0.2:9: "),
 ]
 
 
@@ -287,19 +290,8 @@ def test_a_finished_run_asked_again_returns_its_record(ws, capsys):
   assert _tree(ws / "finished") == before
 
 
-def test_tpu_vm_names_are_valid_cloud_names():
-  from synthjax import launchers
-  for job in ["paper_3b-200000000000-natural-rephrased_hq033-s0", "A" * 80, "x.y_z"]:
-    name = launchers.tpu_name(job)
-    assert re.fullmatch(r"[a-z][a-z0-9-]{0,61}[a-z0-9]", name), name
-  assert launchers.tpu_name("a" * 80 + "1") != launchers.tpu_name("a" * 80 + "2")
-  assert launchers.tpu_name("vocab", "gs://b/s1") != launchers.tpu_name("vocab", "gs://b/s2")
-
-
-@pytest.mark.parametrize("script,args", [("local.sh", []), ("local.sh", ["study/smoke.gin"]),
-                                         ("tpu_vm.sh", ["study/smoke.gin", "z"]),
-                                         ("gpu_hosts.sh", ["study/smoke.gin"]),
-                                         ("gpu_hosts.sh", [])])
+@pytest.mark.parametrize("script,args", [("tpu_vm.sh", []),
+                                         ("tpu_vm.sh", ["run", "zone", "v4-8"])])
 def test_launch_scripts_without_their_arguments_print_usage(script, args, tmp_path):
   proc = subprocess.run(["bash", os.path.join(REPO, "launch", script), *args], cwd=tmp_path,
                         capture_output=True, text=True)

@@ -5,7 +5,7 @@ import jax
 import numpy as np
 import pytest
 
-from synthjax import gin_cli, launchers, sharding
+from synthjax import gin_cli, grid, sharding
 from synthjax.errors import UserError
 from synthjax.models.config import ModelConfig
 from synthjax.study_config import StudyConfig
@@ -19,10 +19,10 @@ PAPER_MESH = {"data": -1, "fsdp": 8, "tensor": 1}
 def test_every_paper_preset_fits_its_slice():
   gin_cli.parse(["study/paper.gin"])
   cfg = StudyConfig()
-  plans = launchers.grid_memory(cfg, cfg.train_gin)
+  plans = grid.grid_memory(cfg, cfg.train_gin)
   assert sorted(plans) == sorted(cfg.model_sizes)
   for size, plan in plans.items():
-    assert plan["verdict"] == "fits", launchers.memory_line(size, plan)
+    assert plan["verdict"] == "fits", grid.memory_line(size, plan)
     assert plan["slice"] == "v4-64" and plan["attention"] == "splash"
     assert plan["mesh"] == {"data": 4, "fsdp": 8, "tensor": 1}
     assert plan["rows_per_device"] == 8  # 512 rows over 32 devices, 2 microbatches

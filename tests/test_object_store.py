@@ -12,6 +12,8 @@ import time
 import numpy as np
 import pytest
 
+from tests import gcs_emulator
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORDS = ("river stone light market winter garden letter engine forest city music paper "
          "school road harbor tower field island summer bridge").split()
@@ -24,27 +26,10 @@ def _free_port():
 
 
 @pytest.fixture(scope="module")
-def emulator(tmp_path_factory):
+def emulator():
   pytest.importorskip("gcp_storage_emulator")
-  port = _free_port()
-  proc = subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "gcs_emulator.py"),
-                           str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-  deadline = time.time() + 60
-  while time.time() < deadline:
-    with socket.socket() as s:
-      if s.connect_ex(("127.0.0.1", port)) == 0:
-        break
-    time.sleep(0.2)
-  host = f"http://127.0.0.1:{port}"
-  os.environ["STORAGE_EMULATOR_HOST"] = host
-  os.environ["TENSORSTORE_GCS_HTTP_URL"] = host
-  import fsspec
-  fsspec.filesystem("gs").mkdir("bkt")
-  yield host
-  os.environ.pop("STORAGE_EMULATOR_HOST")
-  os.environ.pop("TENSORSTORE_GCS_HTTP_URL")
-  proc.terminate()
-  proc.wait()
+  with gcs_emulator.serving() as host:
+    yield host
 
 
 def _text(rng, n_words):

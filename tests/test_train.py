@@ -203,7 +203,7 @@ def test_sigterm_saves_and_a_rerun_finishes(tmp_path):
     time.sleep(0.05)
   proc.send_signal(signal.SIGTERM)
   _, err = proc.communicate(timeout=120)
-  assert proc.returncode == 0, err[-2000:]
+  assert proc.returncode == 143, err[-2000:]  # saved, but not done: a launcher retries it
   assert "preempted; saved step" in err
   saved = int(err.split("preempted; saved step ")[1].split(",")[0])
   assert 3 <= saved < 400

