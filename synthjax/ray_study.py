@@ -324,45 +324,57 @@ class Progress:
 
 
 def train_run(ctx: Context, job: grid.Job, budget: int, progress: Progress) -> str:
-  """One run of the grid until its records are in the study folder: each attempt holds a
-  slice, starts the run's binary on every host at once, and lets it go when they end."""
-  import ray
-  host_task = ray.remote(run_binary)
-  port_task = ray.remote(free_port)
+  """One run of the grid until its records are in the study folder, each attempt on a slice
+  Ray gives; a failed attempt is retried after a doubling pause."""
   logs = storage.join(ctx.logs, "train", job.name)  # a log a host: they write at once
-  last = ""
+  why = ""
   for attempt in range(ctx.retries + 1):
     if attempt:
       progress.update(retried=1)
       time.sleep(min(ctx.backoff_s * 2 ** (attempt - 1), 300))
-    held = _Slice(ctx.shape)
-    try:
-      held.ready()
-      progress.update(running=1)
-      try:
-        ip, port = ray.get(held.on_host(port_task, 0).remote())
-        refs = []
-        for i in range(held.hosts):
-          env = {"SYNTHJAX_COORDINATOR": f"{ip}:{port}",
-                 "SYNTHJAX_NUM_PROCESSES": str(held.hosts), "SYNTHJAX_PROCESS_ID": str(i)}
-          refs.append(held.on_host(host_task, i).remote(
-              job.args(), env, storage.join(logs, f"host{i}.log")))
-        results = _all_or_none(refs)
-      finally:
-        progress.update(running=-1)
-    finally:
-      held.release()
-    if all(r is not None and r["code"] == 0 for r in results) and all(
-        storage.exists(p) for p in job.records):
+    why = _attempt(ctx, job, logs, progress)
+    if not why and all(storage.exists(p) for p in job.records):
       progress.update(done=1, trained=budget)
       return "done"
-    last = next((_last_line(r["tail"]) if r else "a host was lost") for r in results
-                if r is None or r["code"] != 0) if any(
-                    r is None or r["code"] != 0 for r in results) else "no run record"
-    codes = [("lost" if r is None else r["code"]) for r in results]
-    _log(f"train {job.name}: attempt {attempt + 1} ended with {codes}: {last}")
+    why = why or "it ended without its run record"
+    _log(f"train {job.name}: attempt {attempt + 1} failed: {why}")
   progress.update(failed=1)
-  return f"failed after {ctx.retries + 1} attempts (logs: {logs}/): {last}"
+  return f"failed after {ctx.retries + 1} attempts (logs: {logs}/): {why}"
+
+
+def _attempt(ctx: Context, job: grid.Job, logs: str, progress: Progress) -> str:
+  """Hold a slice, start the run's binary on every host at once, let the slice go when they
+  end. Returns why the attempt failed, or '' when every host exited 0."""
+  import ray
+  try:
+    held = _Slice(ctx.shape)
+  except Exception as e:  # Ray could not reserve a slice (a timeout, a slice gone)
+    return f"no slice: {_last_line(str(e))}"
+  try:
+    held.ready()
+    progress.update(running=1)
+    try:
+      ip, port = ray.get(held.on_host(ray.remote(free_port), 0).remote())
+      refs = []
+      for i in range(held.hosts):
+        env = {"SYNTHJAX_COORDINATOR": f"{ip}:{port}",
+               "SYNTHJAX_NUM_PROCESSES": str(held.hosts), "SYNTHJAX_PROCESS_ID": str(i)}
+        refs.append(held.on_host(ray.remote(run_binary), i).remote(
+            job.args(), env, storage.join(logs, f"host{i}.log")))
+      results = _all_or_none(refs)
+    except ray.exceptions.RayError as e:  # the coordinator's node was lost
+      return f"a host was lost ({type(e).__name__})"
+    finally:
+      progress.update(running=-1)
+  finally:
+    held.release()
+  failed = [(i, r) for i, r in enumerate(results) if r is None or r["code"] != 0]
+  if not failed:
+    return ""
+  i, r = failed[0]
+  codes = ", ".join("lost" if r is None else str(r["code"]) for r in results)
+  return (f"host {i} " + ("was lost" if r is None else f"exited {r['code']}: "
+                          f"{_last_line(r['tail'])}") + f" (exit codes {codes})")
 
 
 def _all_or_none(refs) -> list:
@@ -459,5 +471,7 @@ def run(cfg, args, shape: SliceShape, gin_files: Sequence[str],
       else:
         cpu_stage(ctx, stage)
       print(f"stage {stage} done in {time.time() - t:.0f}s", flush=True)
+    if "analyze" in stages:
+      print(f"report: {storage.join(study.study_paths(cfg)['report'], 'report.md')}", flush=True)
   finally:
     ray.shutdown()

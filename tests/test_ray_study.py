@@ -6,6 +6,7 @@ study command killed) end in the same records with nothing redone and nothing le
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -23,13 +24,14 @@ pytestmark = [pytest.mark.skipif(smollm2_gguf_path() is None,
 pytest.importorskip("ray")
 pytest.importorskip("gcp_storage_emulator")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# A small grid: one size, two budgets, natural and 1/2 HQ, one seed (4 runs); checkpoints as
-# one zarr folder per array (the emulator fails tensorstore's OCDBT manifests).
+# A small grid: one size, two budgets (8 and 16 steps), natural and 1/2 HQ, one seed (4 runs);
+# checkpoints as one zarr folder per array (the emulator fails tensorstore's OCDBT manifests),
+# every 4 steps; every step logged (a preempted multi-host run stops at the next logged step).
 GRID = ["--gin_file=study/smoke.gin", "--gin.StudyConfig.model_sizes=['micro_s']",
-        "--gin.StudyConfig.budgets=[2048, 4096]", "--gin.StudyConfig.seeds=[0]",
+        "--gin.StudyConfig.budgets=[4096, 8192]", "--gin.StudyConfig.seeds=[0]",
         "--gin.StudyConfig.generate_documents=8",
         "--gin.StudyConfig.train_bindings=['TrainConfig.checkpoint_ocdbt = False', "
-        "'TrainConfig.checkpoint_every = 4']"]
+        "'TrainConfig.checkpoint_every = 4', 'TrainConfig.log_every = 1']"]
 RAY = ["--launcher=ray", f"--tpu_version={VERSION}", f"--tpu_topology={TOPOLOGY}",
        "--generate_parts=4", "--retries=2", "--backoff_s=1"]
 
@@ -142,12 +144,29 @@ def test_the_study_on_a_ray_cluster_gives_the_in_process_records(cluster, corpus
   # generation: four parts over the hosts, every chunk of the corpus exactly once
   from synthjax import storage
   _each_chunk_once(study_dir)
-  assert "report:" in out + err and storage.exists(storage.join(study_dir, "report", "report.md"))
+  assert f"report: {study_dir}/report/report.md" in out
+  assert storage.exists(storage.join(study_dir, "report", "report.md"))
   # a rerun finds every run done and trains nothing
   again = _study(args, env)
   out2, err2 = again.communicate(timeout=900)
   assert again.returncode == 0, err2[-3000:]
   assert "train: 4 of 4 runs done already; 0 to go" in err2
+  assert _train_processes(cluster) == {} and _stage_processes(cluster, "generate") == {}
+
+  # bad input against this cluster: one line within 30 s, nothing started or written
+  local = tmp_path / "local-study"
+  for extra, pattern in [
+      (["--tpu_topology=4x4x4"], "the cluster has no slice of TPU v4 4x4x4 (16 hosts): its "
+                                 "nodes offer "),
+      ([f"--gin.STUDY_DIR={local}"], f"StudyConfig.study_dir {local}: a local folder, but the "
+                                     "cluster has 5 nodes")]:
+    t = time.time()
+    bad = subprocess.run([sys.executable, "-m", "synthjax.study", *args, *extra], env=env,
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    lines = [l for l in bad.stderr.splitlines() if l.strip()]
+    assert bad.returncode == 2 and len(lines) == 1 and pattern in lines[0], bad.stderr[-2000:]
+    assert time.time() - t < 30
+  assert not local.exists() and _train_processes(cluster) == {}
 
 
 def _train_processes(c, model_dir=""):
@@ -166,13 +185,33 @@ def _train_processes(c, model_dir=""):
   return out
 
 
+def _model_dir(pid):
+  with open(f"/proc/{pid}/cmdline", "rb") as f:
+    found = re.search(r'MODEL_DIR = "([^"]+)"', f.read().replace(b"\0", b" ").decode())
+  return found.group(1) if found else ""
+
+
+def _checkpointed_run(c, other_than=None):
+  """The MODEL_DIR of a run whose processes are alive and whose step-4 checkpoint is saved."""
+  from synthjax import storage
+  for pid in _train_processes(c):
+    try:
+      model_dir = _model_dir(pid)
+    except OSError:
+      continue
+    if model_dir and model_dir != other_than and storage.glob(
+        storage.join(model_dir, "checkpoints", "4", "**")):
+      return model_dir
+  return None
+
+
 def _wait_for(what, predicate, timeout=900):
   deadline = time.time() + timeout
   while time.time() < deadline:
     value = predicate()
     if value:
       return value
-    time.sleep(0.2)
+    time.sleep(0.5)
   raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -197,18 +236,16 @@ def test_faults_on_the_cluster_end_in_the_uninterrupted_records(cluster, corpus,
   cluster.wait_for_nodes(5)
 
   train = _study(args + ["--gin.StudyConfig.stages=['train', 'analyze']"], env)
-  # a node dies while a run trains on it (its first checkpoint is written)
-  running = _wait_for("a run past its first checkpoint", lambda: next(iter(
-      d for d in storage.glob(storage.join(study_dir, "runs", "**", "checkpoints", "4"))), None))
-  model_dir = running.rsplit("/checkpoints/", 1)[0]
-  node = next(iter(_train_processes(cluster, model_dir).values()))
-  assert cluster.kill_node(node) > 0
-  # SIGTERM to one process of another run, as a preemption notice arrives
-  other = _wait_for("another run's processes", lambda: {
-      p: n for p, n in _train_processes(cluster).items()
-      if n != node and model_dir not in open(f"/proc/{p}/cmdline").read()})
-  pid = next(iter(other))
-  os.kill(pid, signal.SIGTERM)
+  # a node dies while a run trains on it (past its first checkpoint): its slice's first host,
+  # so the slice is gone until the node comes back and the retry goes to the other slice
+  first = _wait_for("a run past its first checkpoint", lambda: _checkpointed_run(cluster))
+  nodes = set(_train_processes(cluster, first).values())
+  victim = next(n for n in nodes if n.endswith("h0"))
+  assert cluster.kill_node(victim) > 0
+  # SIGTERM to one process of another run past its first checkpoint, as a preemption arrives
+  second = _wait_for("another run past its first checkpoint",
+                     lambda: _checkpointed_run(cluster, other_than=first))
+  os.kill(next(iter(_train_processes(cluster, second))), signal.SIGTERM)
   # the study command dies before the grid is done; its runs go with it
   _wait_for("a finished run", lambda: storage.glob(storage.join(study_dir, "runs", "**",
                                                                 "run.json")))
@@ -216,7 +253,7 @@ def test_faults_on_the_cluster_end_in_the_uninterrupted_records(cluster, corpus,
   train.communicate(timeout=60)
   done_before = {p: storage.read_bytes(p) for p in storage.glob(
       storage.join(study_dir, "runs", "**", "run.json"))}
-  cluster.restart_node(node)
+  cluster.restart_node(victim)
   cluster.wait_for_nodes(5)
   _wait_for("the killed study's runs to stop", lambda: not _train_processes(cluster), 300)
 
