@@ -32,11 +32,11 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, Optional, Sequence
-from urllib.parse import urlparse
+from typing import Dict, List, Sequence
 
 from synthjax import grid, storage, study
 from synthjax.errors import UserError
+
 
 def _log(msg: str) -> None:
   print(f"study: {msg}", file=sys.stderr, flush=True)

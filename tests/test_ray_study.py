@@ -3,7 +3,6 @@ workers in 2 slices of 2, each its own raylet on loopback), with the GCS emulato
 study's bucket: the records equal the in-process study's, generation gives every chunk once,
 and faults (a node killed in training and in generation, SIGTERM to a training process, the
 study command killed) end in the same records with nothing redone and nothing left running."""
-import glob
 import json
 import os
 import re
@@ -169,8 +168,8 @@ def test_the_study_on_a_ray_cluster_gives_the_in_process_records(cluster, corpus
   assert not local.exists() and _train_processes(cluster) == {}
 
 
-def _train_processes(c, model_dir=""):
-  """pid -> node of each `synthjax.train` process of the cluster (of one run, if named)."""
+def _binaries(c, module):
+  """pid -> (worker node, command line) of each `python -m MODULE` process on the workers."""
   out = {}
   for pid in c.left_running():
     try:
@@ -180,9 +179,21 @@ def _train_processes(c, model_dir=""):
         node = [e for e in f.read().split(b"\0") if e.startswith(b"SYNTHJAX_TEST_NODE=")]
     except OSError:
       continue
-    if "-m synthjax.train" in cmd and model_dir in cmd and node:
-      out[pid] = node[0].decode().rsplit("-", 1)[-1]
+    name = node[0].decode().rsplit("-", 1)[-1] if node else "head"
+    if f"-m {module}" in cmd and name != "head":
+      out[pid] = (name, cmd)
   return out
+
+
+def _train_processes(c, model_dir=""):
+  """pid -> node of each `synthjax.train` process (of one run, if named)."""
+  return {p: n for p, (n, cmd) in _binaries(c, "synthjax.train").items() if model_dir in cmd}
+
+
+def _stage_processes(c, stage):
+  """pid -> node of the study processes running one stage on the workers."""
+  return {p: n for p, (n, cmd) in _binaries(c, "synthjax.study").items()
+          if f'["{stage}"]' in cmd}
 
 
 def _model_dir(pid):
@@ -268,19 +279,3 @@ def test_faults_on_the_cluster_end_in_the_uninterrupted_records(cluster, corpus,
       storage.join(study_dir, "logs", "train", "*", "*.log")))
   assert "exit 143" in logs and "preempted; saved step" in logs  # the SIGTERM'd run saved
 
-
-def _stage_processes(c, stage):
-  """pid -> node of the study processes running one stage on the cluster's workers."""
-  out = {}
-  for pid in c.left_running():
-    try:
-      with open(f"/proc/{pid}/cmdline", "rb") as f:
-        cmd = f.read().replace(b"\0", b" ").decode(errors="replace")
-      with open(f"/proc/{pid}/environ", "rb") as f:
-        node = [e for e in f.read().split(b"\0") if e.startswith(b"SYNTHJAX_TEST_NODE=")]
-    except OSError:
-      continue
-    if ("-m synthjax.study" in cmd and f'["{stage}"]' in cmd and node
-        and "head" not in node[0].decode()):
-      out[pid] = node[0].decode().rsplit("-", 1)[-1]
-  return out
