@@ -168,7 +168,6 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh):
           for k, v in local_batch.items()}
 
 
-@gin.configurable
 def on_cloud_tpu_vm() -> bool:
   """TPU chips on this machine, found as JAX's TPU cluster detection finds them (their device
   files), without starting a backend (jax.distributed must come first)."""
@@ -176,6 +175,7 @@ def on_cloud_tpu_vm() -> bool:
   return bool(glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*"))
 
 
+@gin.configurable
 def init_distributed(coordinator_address: Optional[str] = None,
                      num_processes: Optional[int] = None,
                      process_id: Optional[int] = None,
