@@ -15,7 +15,7 @@ refit without the largest budget (or size), predict that point, report the relat
 computed only when the refit itself has parameters + 2 points. Parameter intervals come from
 refitting the bootstrap replicates of the cell means (noise.py), started at the full fit.
 """
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -35,53 +35,93 @@ def min_points(names: List[str]) -> int:
 
 def fit_law(resources: Dict[str, np.ndarray], point: np.ndarray, reps: np.ndarray,
             holdout_on: Optional[str], n_fit_boot: int = 100) -> dict:
-  """resources: name -> [points]; point: [points] mean losses; reps: [replicates, points].
-  Returns the fit's parameters with intervals, replicate thetas (for derived quantities such
-  as speedups) and the holdout error."""
-  names = list(resources)
-  if len(names) == 1 and len(reps) > 1:
-    # Noise only also fits some curve: ask first whether the loss falls at all between the
-    # smallest and the largest resource, beyond the replicates' spread.
-    x = resources[names[0]]
-    drop = reps[:, np.argmin(x)] - reps[:, np.argmax(x)]
-    if np.quantile(drop, 0.05) <= 0:
-      return {"rejected": f"no decrease resolved from the smallest to the largest {names[0]} "
-                          f"({float(np.mean(drop)):+.3g}, within noise or rising)"}
-  base = scaling.fit(resources, point)
-  exponents = {k: v for k, v in base.params.items() if k in ("alpha", "beta")}
-  if min(exponents.values()) <= 0:
-    return {"rejected": "loss does not fall with " + " and ".join(names) + " (fitted exponent "
-                        + ", ".join(f"{k} = {v:.3g}" for k, v in exponents.items()) + ")"}
-  thetas = []
-  for b in range(min(n_fit_boot, len(reps))):
-    thetas.append(scaling.fit(resources, reps[b], starts=base.theta, polish=1).theta)
-  samples = [scaling.Fit(names, t, 0.0, len(point)).params for t in thetas]
-  intervals = {k: interval([s[k] for s in samples]) for k in base.params} if samples else {}
-  # A floor far below every loss means the losses show no flattening yet: E is then not
-  # determined by the data (the refits, started at the fit, stay at the bound).
-  notes = []
-  if base.params["E"] < 0.01 * float(np.min(point)):
-    notes.append("E not identified: the losses show no floor yet")
-    intervals.pop("E", None)
-  notes += [f"{k} = {v:.3g} not identified: the term is flat over the measured range"
-            for k, v in exponents.items() if v > 3]
-  out = {**base.params, "objective": base.objective, "n_points": len(point),
-         "intervals": intervals, "theta": base.theta.tolist(),
-         "replicate_thetas": [t.tolist() for t in thetas],
-         "holdout": None, "note": "; ".join(notes) or None}
-  if holdout_on is not None:
-    x = resources[holdout_on]
-    keep = x < x.max()
-    distinct = len({tuple(resources[k][i] for k in names) for i in np.flatnonzero(keep)})
-    if distinct >= min_points(names):
-      held = scaling.fit({k: v[keep] for k, v in resources.items()}, point[keep],
-                         starts=base.theta, polish=1)
-      far = ~keep
-      pred = held.predict(**{k: v[far] for k, v in resources.items()})
-      out["holdout"] = {"on": holdout_on, "at": float(x.max()),
-                        "relative_error": float(np.mean(np.abs(pred - point[far]) / point[far])),
-                        "points": int(keep.sum())}
+  """One law; see fit_laws."""
+  return fit_laws([(resources, point, reps)], holdout_on, n_fit_boot)[0]
+
+
+def fit_laws(groups: List[Tuple[Dict[str, np.ndarray], np.ndarray, np.ndarray]],
+             holdout_on: Optional[str], n_fit_boot: int = 100) -> List[dict]:
+  """Laws of one form (the same resource names) fitted together, as a few batched programs.
+  A group is (resources: name -> [points], point: [points] mean losses, reps: [replicates,
+  points]). Each result has the fit's parameters with intervals, replicate thetas (for derived
+  quantities such as speedups) and the holdout error; or "rejected" with the reason."""
+  out: List[dict] = [{} for _ in groups]
+  names = list(groups[0][0]) if groups else []
+  todo = []
+  for i, (res, point, reps) in enumerate(groups):
+    if len(names) == 1 and len(reps) > 1:
+      # Noise only also fits some curve: ask first whether the loss falls at all between the
+      # smallest and the largest resource, beyond the replicates' spread.
+      x = res[names[0]]
+      drop = reps[:, np.argmin(x)] - reps[:, np.argmax(x)]
+      if np.quantile(drop, 0.05) <= 0:
+        out[i] = {"rejected": f"no decrease resolved from the smallest to the largest "
+                              f"{names[0]} ({float(np.mean(drop)):+.3g}, within noise or rising)"}
+        continue
+    todo.append(i)
+  if not todo:
+    return out
+  thetas, objectives = scaling.minimize_many(
+      [scaling.problem(groups[i][0], groups[i][1]) for i in todo], scaling.grid_starts(len(names)))
+  base = {i: scaling.Fit(names, t, float(o), len(groups[i][1]))
+          for i, t, o in zip(todo, thetas, objectives)}
+  for i in list(todo):
+    exponents = {k: v for k, v in base[i].params.items() if k in ("alpha", "beta")}
+    if min(exponents.values()) <= 0:
+      out[i] = {"rejected": "loss does not fall with " + " and ".join(names) + " (fitted "
+                "exponent " + ", ".join(f"{k} = {v:.3g}" for k, v in exponents.items()) + ")"}
+      todo.remove(i)
+  # Bootstrap refits, each started at its fit: every (fit, replicate) is one row.
+  refit = [(i, b) for i in todo for b in range(min(n_fit_boot, len(groups[i][2])))]
+  rep_thetas = {i: [] for i in todo}
+  if refit:
+    got, _ = scaling.minimize_many(
+        [scaling.problem(groups[i][0], groups[i][2][b]) for i, b in refit],
+        np.stack([base[i].theta[None] for i, _ in refit]), polish=1)
+    for (i, _), t in zip(refit, got):
+      rep_thetas[i].append(t)
+  holdout = {i: _holdout_mask(groups[i][0], holdout_on) for i in todo} if holdout_on else {}
+  held_ids = [i for i, keep in holdout.items() if keep is not None]
+  held = {}
+  if held_ids:
+    got, _ = scaling.minimize_many(
+        [scaling.problem(groups[i][0], groups[i][1], holdout[i]) for i in held_ids],
+        np.stack([base[i].theta[None] for i in held_ids]), polish=1)
+    held = dict(zip(held_ids, got))
+  for i in todo:
+    res, point, _ = groups[i]
+    fit = base[i]
+    samples = [scaling.Fit(names, t, 0.0, len(point)).params for t in rep_thetas[i]]
+    intervals = {k: interval([s[k] for s in samples]) for k in fit.params} if samples else {}
+    # A floor far below every loss means the losses show no flattening yet: E is then not
+    # determined by the data (the refits, started at the fit, stay at the bound).
+    notes = []
+    if fit.params["E"] < 0.01 * float(np.min(point)):
+      notes.append("E not identified: the losses show no floor yet")
+      intervals.pop("E", None)
+    notes += [f"{k} = {v:.3g} not identified: the term is flat over the measured range"
+              for k, v in fit.params.items() if k in ("alpha", "beta") and v > 3]
+    out[i] = {**fit.params, "objective": fit.objective, "n_points": len(point),
+              "intervals": intervals, "theta": fit.theta.tolist(),
+              "replicate_thetas": [t.tolist() for t in rep_thetas[i]],
+              "holdout": None, "note": "; ".join(notes) or None}
+    if i in held:
+      x = res[holdout_on]
+      far = x == x.max()
+      pred = scaling.Fit(names, held[i], 0.0, 0).predict(**{k: v[far] for k, v in res.items()})
+      out[i]["holdout"] = {"on": holdout_on, "at": float(x.max()),
+                           "relative_error": float(np.mean(np.abs(pred - point[far]) / point[far])),
+                           "points": int((~far).sum())}
   return out
+
+
+def _holdout_mask(resources: Dict[str, np.ndarray], on: str) -> Optional[np.ndarray]:
+  """The points a holdout refit keeps (all but the largest `on`), or None when they are too
+  few distinct points for the law."""
+  keep = resources[on] < resources[on].max()
+  names = list(resources)
+  distinct = len({tuple(resources[k][i] for k in names) for i in np.flatnonzero(keep)})
+  return keep if distinct >= min_points(names) else None
 
 
 def predict(names: List[str], theta, **resources) -> np.ndarray:

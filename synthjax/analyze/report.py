@@ -79,14 +79,16 @@ def analyze(records: List[dict], n_boot: int = 1000, n_fit_boot: int = 100,
     out, too_few, no_holdout, rejected = [], [], [], []
     groups = sorted({(k[0], None if fixed_name is None else k[axis[fixed_name]])
                      for k in cells.keys}, key=lambda g: (g[0] != "natural", g[0], g[1] or 0))
+    todo = []
     for mixture, fixed in groups:
       res, point, reps = law_points(mixture, free, fixed_name, fixed)
       where = f"{mixture}" + (f" at {fixed_name}={_fmt(fixed)}" if fixed_name else "")
-      need = laws.min_points(free)
-      if len(point) < need:
+      if len(point) < laws.min_points(free):
         too_few.append(f"{where} ({len(point)})")
         continue
-      f = laws.fit_law(res, point, reps, holdout_on, n_fit_boot)
+      todo.append((mixture, fixed, where, (res, point, reps)))
+    fitted = laws.fit_laws([t[3] for t in todo], holdout_on, n_fit_boot)  # all at once
+    for (mixture, fixed, where, (res, point, _)), f in zip(todo, fitted):
       if "rejected" in f:
         rejected.append(f"{where}: {f['rejected']}")
         continue

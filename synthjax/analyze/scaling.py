@@ -5,17 +5,16 @@ resource (tokens D; or parameters N and tokens D), i.e. L = E + sum_i A_i / X_i^
 E = exp(e), A_i = exp(a_i). The objective is the SUM of Huber losses (delta 1e-3) of the
 log-residuals, minimised from a grid of starts.
 
-Speed: all starts are screened together by a vectorized BFGS (numpy, float64: the parameter
-space is only 3 or 5 wide, so a full inverse Hessian per start is cheap), then the best few are
-polished with scipy's L-BFGS-B, and the best result kept.
+Speed: every start of every fit is one row of a vectorized BFGS (numpy, float64: the parameter
+space is only 3 or 5 wide, so a full inverse Hessian per row is cheap), so a report's hundreds
+of fits and their bootstrap refits run as a few array programs, not a Python loop per fit;
+each fit's best few rows are then run on to convergence and the best kept.
 """
 import dataclasses
 import itertools
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
-from scipy import optimize
-
 from synthjax.errors import UserError
 
 HUBER_DELTA = 1e-3
@@ -33,40 +32,42 @@ def _huber_grad(r, delta=HUBER_DELTA):
   return np.clip(r, -delta, delta)
 
 
-def _objective_and_grad(theta_SxP, X_NxK, logL_N, delta):
-  """theta = (e, a_1, alpha_1, ..., a_k, alpha_k) per start; returns (S,), (S, P)."""
-  S, P = theta_SxP.shape
-  K = X_NxK.shape[1]
-  e = theta_SxP[:, 0]
-  a = theta_SxP[:, 1::2]       # S x K
-  alpha = theta_SxP[:, 2::2]   # S x K
+def _objective_and_grad(theta_RxP, X_RxNxK, logL_RxN, w_RxN, delta):
+  """theta = (e, a_1, alpha_1, ..., a_k, alpha_k) per row, each row with its own points (w = 1
+  for a point of the row's fit, 0 for padding); returns (R,), (R, P)."""
+  R, P = theta_RxP.shape
+  K = X_RxNxK.shape[2]
+  e = theta_RxP[:, 0]
+  a = theta_RxP[:, 1::2]       # R x K
+  alpha = theta_RxP[:, 2::2]   # R x K
   terms = np.concatenate([
-      np.broadcast_to(e[:, None, None], (S, X_NxK.shape[0], 1)),
-      a[:, None, :] - alpha[:, None, :] * X_NxK[None, :, :]], axis=2)   # S x N x (K+1)
+      np.broadcast_to(e[:, None, None], (R, X_RxNxK.shape[1], 1)),
+      a[:, None, :] - alpha[:, None, :] * X_RxNxK], axis=2)   # R x N x (K+1)
   top = terms.max(axis=2, keepdims=True)
   weights = np.exp(terms - top)
   total = weights.sum(axis=2, keepdims=True)
   lse = (top + np.log(total))[:, :, 0]
   weights /= total
-  r = lse - logL_N[None, :]
-  f = _huber(r, delta).sum(axis=1)
-  dr = _huber_grad(r, delta)  # S x N
-  grad = np.empty((S, P))
+  r = lse - logL_RxN
+  f = (_huber(r, delta) * w_RxN).sum(axis=1)
+  dr = _huber_grad(r, delta) * w_RxN  # R x N
+  grad = np.empty((R, P))
   grad[:, 0] = (dr * weights[:, :, 0]).sum(axis=1)
   for k in range(K):
-    w = weights[:, :, k + 1] * dr
-    grad[:, 1 + 2 * k] = w.sum(axis=1)
-    grad[:, 2 + 2 * k] = -(w * X_NxK[None, :, k]).sum(axis=1)
+    wk = weights[:, :, k + 1] * dr
+    grad[:, 1 + 2 * k] = wk.sum(axis=1)
+    grad[:, 2 + 2 * k] = -(wk * X_RxNxK[:, :, k]).sum(axis=1)
   return f, grad
 
 
-def _batched_bfgs(theta, fun, iters=150, gtol=1e-9):
-  """Minimise every row of theta at once with BFGS and a backtracking Armijo line search.
-  Only rows still moving are evaluated, so converged starts cost nothing."""
+def _batched_bfgs(theta, fun, iters=150, gtol=1e-9, ftol=1e-14):
+  """Minimise every row of theta at once with BFGS and a backtracking Armijo line search;
+  fun(theta_rows, rows) evaluates the given rows (each row may be its own problem). Only rows
+  still moving are evaluated, so converged rows cost nothing."""
   theta = theta.copy()
   S, P = theta.shape
   H = np.broadcast_to(np.eye(P), (S, P, P)).copy()
-  f, g = fun(theta)
+  f, g = fun(theta, np.arange(S))
   active = np.flatnonzero(np.isfinite(f))
   for _ in range(iters):
     if active.size == 0:
@@ -83,7 +84,7 @@ def _batched_bfgs(theta, fun, iters=150, gtol=1e-9):
     pending = np.arange(active.size)
     for _ in range(40):
       trial = th[pending] + step[pending, None] * direction[pending]
-      tf, tg = fun(trial)
+      tf, tg = fun(trial, active[pending])
       ok = np.isfinite(tf) & (tf <= fa[pending] + 1e-4 * step[pending] * slope[pending])
       done = pending[ok]
       new_th[done], new_f[done], new_g[done] = trial[ok], tf[ok], tg[ok]
@@ -102,9 +103,67 @@ def _batched_bfgs(theta, fun, iters=150, gtol=1e-9):
       Ha[update] = (np.einsum("spq,sqr,str->spt", V, Ha[update], V)
                     + rho[:, None, None] * np.einsum("sp,sq->spq", s[update], s[update]))
     theta[active], f[active], g[active], H[active] = new_th, new_f, new_g, Ha
-    keep = moved & (np.abs(new_g).max(1) > gtol) & (fa - new_f > 1e-14 * np.abs(fa))
+    keep = moved & (np.abs(new_g).max(1) > gtol) & (fa - new_f > ftol * np.abs(fa))
     active = active[keep]
   return theta, f
+
+
+class Rows:
+  """Many fits' data side by side, one row per (problem, start): what _batched_bfgs runs on.
+  A problem is (X [points, K] log resources, logL [points], w [points] 0/1)."""
+
+  def __init__(self, problems, row_problem, delta=HUBER_DELTA):
+    n = max(len(p[1]) for p in problems)
+    K = problems[0][0].shape[1]
+    X = np.ones((len(problems), n, K))
+    logL = np.zeros((len(problems), n))
+    w = np.zeros((len(problems), n))
+    for i, (x, l, wi) in enumerate(problems):
+      X[i, :len(l)], logL[i, :len(l)], w[i, :len(l)] = x, l, wi
+    self.X, self.logL, self.w = X, logL, w
+    self.row_problem = np.asarray(row_problem)
+    self.delta = delta
+
+  def __call__(self, theta, rows):
+    p = self.row_problem[rows]
+    return _objective_and_grad(theta, self.X[p], self.logL[p], self.w[p], self.delta)
+
+
+DESCEND = 32       # starts per problem that descend after every start is evaluated
+EVAL_CHUNK = 20000  # rows evaluated at once when screening (bounds the screen's memory)
+
+
+def minimize_many(problems, starts, polish: int = 8, delta: float = HUBER_DELTA):
+  """Fit every problem at once from starts [S, P] (shared) or [problems, S, P] (each its own):
+  the objective at every start is evaluated, each problem's best DESCEND starts descend
+  together in one batched BFGS, and the best `polish` of those are run on to convergence
+  (tighter tolerances, more iterations); the best result is kept. Returns thetas [problems, P]
+  and objectives [problems]."""
+  starts = np.asarray(starts, np.float64)
+  if starts.ndim < 3:
+    starts = np.broadcast_to(np.atleast_2d(starts), (len(problems),) + np.atleast_2d(starts).shape)
+  n, S, P = starts.shape
+  theta = starts.reshape(n * S, P)
+  screen = Rows(problems, np.repeat(np.arange(n), S), delta)
+  f = np.concatenate([screen(theta[i:i + EVAL_CHUNK], np.arange(i, min(i + EVAL_CHUNK, n * S)))[0]
+                      for i in range(0, n * S, EVAL_CHUNK)])
+  for keep, iters, gtol, ftol in ((DESCEND, 150, 1e-9, 1e-14), (polish, 2000, 1e-12, 1e-15)):
+    width = len(f) // n
+    f = np.where(np.isfinite(f), f, np.inf).reshape(n, width)
+    best = np.argsort(f, axis=1, kind="stable")[:, :keep]
+    theta = theta.reshape(n, width, P)[np.arange(n)[:, None], best].reshape(-1, P)
+    rows = Rows(problems, np.repeat(np.arange(n), best.shape[1]), delta)
+    theta, f = _batched_bfgs(theta, rows, iters=iters, gtol=gtol, ftol=ftol)
+  f = np.where(np.isfinite(f), f, np.inf).reshape(n, -1)
+  winner = np.argmin(f, axis=1)
+  return theta.reshape(n, f.shape[1], P)[np.arange(n), winner], f[np.arange(n), winner]
+
+
+def problem(resources: Dict[str, np.ndarray], loss: np.ndarray, keep=None):
+  """(X, logL, w) of one fit; keep: a 0/1 mask of the points the fit uses (all by default)."""
+  X = np.log(np.stack([np.asarray(resources[k], np.float64) for k in resources], 1))
+  w = np.ones(len(loss)) if keep is None else np.asarray(keep, np.float64)
+  return X, np.log(np.asarray(loss, np.float64)), w
 
 
 @dataclasses.dataclass
@@ -158,8 +217,9 @@ def grid_starts(k: int) -> np.ndarray:
 
 def objective(theta: Sequence[float], resources: Dict[str, np.ndarray], loss: np.ndarray,
               delta: float = HUBER_DELTA) -> float:
-  X = np.log(np.stack([np.asarray(v, np.float64) for v in resources.values()], 1))
-  f, _ = _objective_and_grad(np.asarray(theta, np.float64)[None], X, np.log(loss), delta)
+  X, logL, w = problem(resources, np.asarray(loss, np.float64))
+  f, _ = _objective_and_grad(np.asarray(theta, np.float64)[None], X[None], logL[None], w[None],
+                             delta)
   return float(f[0])
 
 
@@ -180,23 +240,9 @@ def fit(resources: Dict[str, Sequence[float]], loss: Sequence[float],
   res = {k: np.asarray(v, np.float64) for k, v in resources.items()}
   loss = np.asarray(loss, np.float64)
   _validate(res, loss, 1 + 2 * len(names), what)
-  X = np.log(np.stack([res[k] for k in names], 1))
-  logL = np.log(loss)
-  fun = lambda t: _objective_and_grad(t, X, logL, delta)
-  starts = grid_starts(len(names)) if starts is None else np.atleast_2d(starts)
-  if len(starts) > polish:  # screen a grid of starts; a few given starts go straight to polish
-    screened, f = _batched_bfgs(starts, fun)
-  else:
-    screened, f = starts, fun(starts)[0]
-  order = np.argsort(np.where(np.isfinite(f), f, np.inf))[:polish]
-  best_theta, best_f = screened[order[0]], f[order[0]]
-  for i in order:
-    out = optimize.minimize(lambda t: tuple(x[0] for x in fun(t[None])), screened[i],
-                            jac=True, method="L-BFGS-B",
-                            options={"ftol": 1e-15, "gtol": 1e-12, "maxiter": 2000})
-    if out.fun < best_f:
-      best_theta, best_f = out.x, float(out.fun)
-  return Fit(names, np.asarray(best_theta), float(best_f), len(loss))
+  starts = grid_starts(len(names)) if starts is None else starts
+  theta, f = minimize_many([problem(res, loss)], starts, polish, delta)
+  return Fit(names, theta[0], float(f[0]), len(loss))
 
 
 def tokens_for_loss(params: Dict[str, float], target: float) -> float:

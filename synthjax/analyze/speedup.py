@@ -1,7 +1,22 @@
 """How many times fewer tokens a mixture needs than natural data to reach the same loss."""
 from typing import List, Sequence
 
-from synthjax.analyze import laws, noise
+import numpy as np
+
+from synthjax.analyze import noise
+
+
+def _law(theta):
+  """E, B, beta of L(D) = E + B / D^beta from thetas [..., 3] = (log E, log B, beta)."""
+  theta = np.asarray(theta, np.float64)
+  return np.exp(theta[..., 0]), np.exp(theta[..., 1]), theta[..., 2]
+
+
+def _tokens_for_loss(E, B, beta, target):
+  """D with E + B / D^beta = target; inf where the law never gets there (target <= E)."""
+  with np.errstate(divide="ignore", invalid="ignore"):
+    D = (B / (target - E)) ** (1.0 / beta)
+  return np.where(target > E, D, np.inf)
 
 
 def speedup_rows(natural: dict, mixture: dict, budgets: Sequence[float]) -> List[dict]:
@@ -10,17 +25,23 @@ def speedup_rows(natural: dict, mixture: dict, budgets: Sequence[float]) -> List
   there), and its interval over the paired bootstrap refits. A row outside the measured
   budgets of either curve is marked as extrapolation.
 
-  natural, mixture: L(D) fits from laws.fit_law (theta, replicate_thetas, D_range)."""
+  natural, mixture: L(D) fits from laws.fit_laws (theta, replicate_thetas, D_range)."""
+  D = np.asarray(budgets, np.float64)
+  E, B, beta = _law(mixture["theta"])
+  target = E + B / D ** beta
+  d_nat = _tokens_for_loss(*_law(natural["theta"]), target)
+  pairs = min(len(natural["replicate_thetas"]), len(mixture["replicate_thetas"]))
+  reps = None
+  if pairs:
+    Em, Bm, bm = _law(np.asarray(mixture["replicate_thetas"][:pairs])[:, None])   # [reps, 1]
+    En, Bn, bn = _law(np.asarray(natural["replicate_thetas"][:pairs])[:, None])
+    reps = _tokens_for_loss(En, Bn, bn, Em + Bm / D ** bm) / D                  # [reps, D]
   rows = []
-  pairs = list(zip(natural["replicate_thetas"], mixture["replicate_thetas"]))
-  for D in budgets:
-    target = float(laws.predict(["D"], mixture["theta"], D=D))
-    d_nat = laws.tokens_for_loss(natural["theta"], target)
-    reps = [laws.tokens_for_loss(tn, float(laws.predict(["D"], tm, D=D))) / D
-            for tn, tm in pairs]
-    inside = (mixture["D_range"][0] <= D <= mixture["D_range"][1]
-              and natural["D_range"][0] <= d_nat <= natural["D_range"][1])
-    rows.append({"D": float(D), "loss": target, "D_natural": d_nat, "speedup": d_nat / D,
-                 "interval": noise.interval(reps) if reps else None,
+  for j, d in enumerate(D):
+    inside = (mixture["D_range"][0] <= d <= mixture["D_range"][1]
+              and natural["D_range"][0] <= d_nat[j] <= natural["D_range"][1])
+    rows.append({"D": float(d), "loss": float(target[j]), "D_natural": float(d_nat[j]),
+                 "speedup": float(d_nat[j] / d),
+                 "interval": noise.interval(reps[:, j]) if reps is not None else None,
                  "extrapolated": not inside})
   return rows
