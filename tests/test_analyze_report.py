@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from synthjax.analyze import records, report
+from synthjax.analyze.numbers import fmt
 from synthjax.errors import UserError
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "fixtures", "runs.jsonl")
@@ -40,7 +41,7 @@ def test_pngs_are_real_images_with_expected_axes(rendered):
 def test_markdown_tables_hold_the_fitted_numbers(rendered):
   out, md, analysis = rendered
   fit = next(f for f in analysis["budget_fits"] if f["mixture"] == "natural")
-  assert f"| natural | {report._fmt(fit['N'])} | {report._fmt(fit['E'])} | " in md
+  assert f"| natural | {fmt(fit['N'])} | {fmt(fit['E'])} | " in md
   # The fixture's rephrased share acts as exp(2.5 r - 3.8 r^2) more data: on the grid
   # 0, 1/3, 2/3, 1 the best is 1/3, and both ends are clearly worse.
   hq = [b for b in analysis["best_shares"] if b["kind"] == "rephrased_hq"]

@@ -16,8 +16,9 @@ TRUE = {
 
 
 def _draw(shape, shares, rng):
+  curve = TRUE[shape] if isinstance(shape, str) else shape
   records = [{"mixture": f"share{r:.2f}", "N": 1e6, "D": 1e7, "domains": {},
-              "loss": TRUE[shape](r) + rng.normal(0, SEED_SD), "seed": s}
+              "loss": curve(r) + rng.normal(0, SEED_SD), "seed": s}
              for r in shares for s in range(SEEDS)]
   cells = noise.bootstrap_cells(records, n_boot=400, seed=int(rng.integers(1 << 30)))
   point = [cells.point[cells.index((f"share{r:.2f}", 1e6, 1e7)), 0] for r in shares]
@@ -61,6 +62,42 @@ def test_the_old_counterexample_is_no_longer_an_interior_optimum():
   reps = losses + rng.normal(0, 0.002, (400, 4))
   out = share.best_share(shares, losses, reps)
   assert out["verdict"] == "best at 0" and out["grid_argmin"] == 0.0
+
+
+def test_lowest_share_within_noise_of_an_interior_argmin_is_not_best_at_zero():
+  # The report once said "best at 0" here: the set held 0 and 0.33, the argmin was 0.33.
+  shares = [0, 1 / 3, 2 / 3, 1]
+  losses = np.array([3.006, 3.0, 3.04, 3.2])
+  reps = losses + np.random.default_rng(0).normal(0, 0.004, (400, 4))
+  out = share.best_share(shares, losses, reps)
+  assert out["confidence_set"] == [0, 1 / 3]
+  assert out["verdict"] == "not resolved" and out["bound"] == (0.0, 2 / 3)
+
+
+@pytest.mark.parametrize("k", [4, 7])
+@pytest.mark.parametrize("vertex", [0.0, 0.05, 0.1, 0.25, 0.33, 0.6, 0.95, 1.0, 1.2])
+def test_every_verdict_holds_on_random_convex_curves(k, vertex):
+  """Vertices on, between and beside the grid's shares (1.2: beyond it), random curvature:
+  what a verdict claims is true in 95% of draws, and an interior optimum is never called an
+  end while the argmin interval excludes that end."""
+  rng = np.random.default_rng(int(vertex * 100) + k)
+  grid = np.asarray(SHARES[k])
+  held, wrong_end = 0, 0
+  for _ in range(50):
+    curvature = rng.uniform(0.1, 1.5)
+    out = _draw(lambda r: 3.0 + curvature * (r - vertex) ** 2, list(grid), rng)
+    true_best = float(grid[np.argmin((grid - vertex) ** 2)])
+    if out["verdict"].startswith("best at"):
+      held += out["verdict"] == f"best at {true_best:.3g}"
+      end = float(out["verdict"].split()[-1])
+      lo, hi = out["grid_argmin_interval"]
+      wrong_end += 0 < vertex < 1 and not lo <= end <= hi
+    elif out["verdict"] == "interior":
+      held += out["interval"][0] <= vertex <= out["interval"][1]
+    else:
+      bound = out["bound"] or (grid[0], grid[-1])
+      held += bound[0] <= min(max(vertex, 0), 1) <= bound[1]
+  assert held >= 0.95 * 50 and wrong_end == 0
 
 
 def test_without_a_noise_estimate_nothing_is_resolved():

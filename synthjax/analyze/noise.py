@@ -123,7 +123,10 @@ def difference(cells: Cells, a, b, quantity: str = "loss") -> dict:
   q = cells.quantities.index(quantity)
   ia, ib = cells.index(a), cells.index(b)
   diff = cells.point[ia, q] - cells.point[ib, q]
+  if not cells.measured:  # no noise estimate: no interval, nothing called
+    return {"diff": float(diff), "interval": None, "resolved": False,
+            "verdict": "not resolved"}
   lo, hi = interval(cells.reps[:, ia, q] - cells.reps[:, ib, q])
-  resolved = cells.measured and (lo > 0 or hi < 0)
+  resolved = lo > 0 or hi < 0
   return {"diff": float(diff), "interval": (lo, hi), "resolved": bool(resolved),
           "verdict": ("higher" if diff > 0 else "lower") if resolved else "not resolved"}

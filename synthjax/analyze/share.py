@@ -7,9 +7,11 @@ has none. Instead, from the bootstrap replicates of the measured mean losses (no
   loss, where c is the `level` quantile of the largest centred difference between any two
   shares in a replicate. It holds the truly best grid share with probability about `level`
   (simultaneously over all pairs, so flat data rarely excludes anything by chance).
-- Verdict: "best at <lowest share>" when the set holds the lowest share but not the highest;
-  "best at <highest share>" in the mirror case; "interior" when it holds neither end; "not
-  resolved" when it holds both (the differences are within noise) or no noise was measured.
+- Verdict: "best at <lowest share>" only when the set is that share alone (it is the argmin
+  and every other share is resolved worse); "best at <highest share>" in the mirror case;
+  "interior" when the set holds neither end; otherwise "not resolved": the differences are
+  within noise (the set holds both ends), or the set holds one end and shares beside it (the
+  best share is then bounded, and `bound` says by what), or no noise was measured.
 - An interior optimum's interval runs from the grid share below the set to the one above it:
   if loss is convex in the share, its minimum lies there.
 - The grid argmin (the paper's grid search per (N, D)) is reported too, with the interval of
@@ -43,21 +45,29 @@ def best_share(shares: Sequence[float], point: Sequence[float], reps: np.ndarray
   boot_argmin = r[np.argmin(R, axis=1)] if len(R) else r[[np.argmin(m)]]
   out = {"shares": r.tolist(), "losses": m.tolist(), "confidence_set": in_set.tolist(),
          "critical_gap": critical, "grid_argmin": float(r[np.argmin(m)]),
-         "grid_argmin_interval": interval(boot_argmin), "interval": None}
+         "grid_argmin_interval": interval(boot_argmin) if noise_measured else None,
+         "interval": None}
   low, high = bool(inside[0]), bool(inside[-1])
+  first, last = np.flatnonzero(inside)[[0, -1]]
+  out["bound"] = None
   if not noise_measured or critical == 0.0:
     out.update(verdict="not resolved", why="no noise estimate (one seed per cell and no "
                                            "per-document losses)")
   elif low and high:
     out.update(verdict="not resolved", why="the lowest and the highest share are both within "
                                            "noise of the best")
-  elif low:
-    out.update(verdict=f"best at {_share(r[0])}", why="every share above it that differs is "
-                                                      "worse; the highest share is worse")
-  elif high:
-    out.update(verdict=f"best at {_share(r[-1])}", why="the lowest share is worse")
+  elif inside.sum() == 1 and (low or high):
+    end = r[0] if low else r[-1]
+    out.update(verdict=f"best at {_share(end)}",
+               why="every other share is resolved worse")
+  elif low or high:
+    # One end and its neighbours within noise: the best share lies between that end and the
+    # first share resolved worse, but whether it is the end itself is not resolved.
+    out.update(verdict="not resolved", bound=(float(r[0]), float(r[last + 1])) if low
+               else (float(r[first - 1]), float(r[-1])),
+               why=f"the {'lowest' if low else 'highest'} share and shares beside it are "
+                   "within noise of the best")
   else:
-    first, last = np.flatnonzero(inside)[[0, -1]]
     out.update(verdict="interior", interval=(float(r[first - 1]), float(r[last + 1])),
                why="both ends are worse than the best share")
   return out
