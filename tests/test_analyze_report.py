@@ -1,5 +1,7 @@
+import csv
 import json
 import os
+import re
 
 import pytest
 from PIL import Image
@@ -41,7 +43,15 @@ def test_pngs_are_real_images_with_expected_axes(rendered):
 def test_markdown_tables_hold_the_fitted_numbers(rendered):
   out, md, analysis = rendered
   fit = next(f for f in analysis["budget_fits"] if f["mixture"] == "natural")
-  assert f"| natural | {fmt(fit['N'])} | {fmt(fit['E'])} | " in md
+  with open(os.path.join(out, "fits_budget.csv")) as f:
+    row = next(r for r in csv.DictReader(f) if r["mixture"] == "natural")
+  assert float(row["N"]) == fit["N"] and float(row["E"]) == fit["E"]
+  # the first page: per size, the 1/3 mixture's speedup at each measured budget
+  assert md.index("## Answers") < md.index("## Missing")
+  sp = next(r for s in analysis["speedups"] if s["mixture"] == "natural+rephrased_hq@0.33"
+            and s["N"] == 2e6 for r in s["rows"] if r["D"] == 1e7)
+  assert (f"| natural+rephrased_hq@0.33 | {fmt(sp['speedup'], 3)} [{fmt(sp['interval'][0], 3)}"
+          in md)
   # The fixture's rephrased share acts as exp(2.5 r - 3.8 r^2) more data: on the grid
   # 0, 1/3, 2/3, 1 the best is 1/3, and both ends are clearly worse.
   hq = [b for b in analysis["best_shares"] if b["kind"] == "rephrased_hq"]
@@ -92,6 +102,16 @@ def test_one_seed_and_no_document_losses_call_no_difference(tmp_path):
   assert any("noise estimate" in m for m in out["missing"])
   assert all(f["verdict"] == "not resolved" for f in out["findings"])
   assert all(b["verdict"] == "not resolved" for b in out["best_shares"])
+  md = open(report.write(out, str(tmp_path / "out"))).read()
+  assert "No noise estimate" in md
+  # no zero-width interval and no infinite estimate anywhere in the report or its tables
+  text = md + "".join(open(p).read() for p in (tmp_path / "out").glob("*.csv"))
+  assert "inf" not in text.replace("information", "")
+  intervals = re.findall(r"\[(-?[\d.e+-]+), (-?[\d.e+-]+)\]", md)
+  assert not [(lo, hi) for lo, hi in intervals if lo == hi]
+  for name in ("cells.csv", "findings.csv", "domain_gaps.csv", "speedups.csv"):
+    with open(tmp_path / "out" / name) as f:
+      assert all(r["lo" if "lo" in r else "loss_lo"] == "" for r in csv.DictReader(f)), name
 
 
 def test_csv_records_with_seed_and_kind_columns(tmp_path):

@@ -32,14 +32,27 @@ def _rate(shape, k, ok):
   return np.mean([ok(_draw(shape, SHARES[k], rng)) for _ in range(50)])
 
 
+def _at_or_bounded_to(end):
+  """The verdict an end-optimum should get: that end, or (where its neighbour on a fine grid is
+  within noise) a bound on that side."""
+  def ok(o):
+    return (o["verdict"] == f"best at {end}"
+            or (o["verdict"] == "not resolved" and o["bound"] is not None and end in o["bound"]))
+  return ok
+
+
 @pytest.mark.parametrize("k", [4, 7])
 def test_monotone_rising_is_best_at_zero(k):
-  assert _rate("rising", k, lambda o: o["verdict"] == "best at 0") >= 0.9
+  assert _rate("rising", k, _at_or_bounded_to(0)) >= 0.9
+  if k == 4:  # shares 1/3 apart: 0 is resolved best
+    assert _rate("rising", k, lambda o: o["verdict"] == "best at 0") >= 0.9
 
 
 @pytest.mark.parametrize("k", [4, 7])
 def test_monotone_falling_is_best_at_one(k):
-  assert _rate("falling", k, lambda o: o["verdict"] == "best at 1") >= 0.9
+  assert _rate("falling", k, _at_or_bounded_to(1)) >= 0.9
+  if k == 4:
+    assert _rate("falling", k, lambda o: o["verdict"] == "best at 1") >= 0.9
 
 
 @pytest.mark.parametrize("k", [4, 7])

@@ -1,56 +1,39 @@
 """The report as a document: blocks (headings, paragraphs, lists, tables, images) rendered to
 Markdown and HTML."""
+import csv
 import html
-import os
-import posixpath
-from typing import Dict
+import io
+from typing import Dict, List
 
-from synthjax import storage
-from synthjax.analyze.numbers import fmt as _fmt
+from synthjax.analyze import share
+from synthjax.analyze.numbers import fmt as _fmt, short as _short
 
 
 def _iv(iv, digits=3) -> str:
   return f"[{_fmt(iv[0], digits)}, {_fmt(iv[1], digits)}]" if iv else "-"
 
 
-def _law_rows(fits, coef, expo, var, fixed):
-  rows = []
-  for f in fits:
-    iv = f["intervals"]
-    hold = f["holdout"]
-    rows.append([f["mixture"], _fmt(f[fixed]) if fixed else "all", _fmt(f["E"]),
-                 _iv(iv.get("E")), _fmt(f[coef]), _fmt(f[expo]), _iv(iv.get(expo)),
-                 f["n_points"],
-                 f"{hold['relative_error']:.2%} at {var}={_fmt(hold['at'])}" if hold else "-",
-                 f["note"] or ""])
-  return rows
-
-
-def blocks(results: dict, images: Dict[str, str], out_dir: str):
+def blocks(results: dict, images: Dict[str, str]):
+  """The report: a first page that answers the study's questions, then what is missing, the
+  tables beside it (CSV) and the plots."""
   g = results["grid"]
   level = f"{g['level']:.0%}"
+  measured = any(g["noise"].values())
   yield ("h1", "synthjax study report")
-  sources = [name for name, measured in g["noise"].items() if measured]
+  sources = [name for name, m in g["noise"].items() if m]
   yield ("p", f"{g['runs']} runs; model sizes N = {', '.join(_fmt(n) for n in g['N'])}; "
-              f"budgets D = {', '.join(_fmt(d) for d in g['D'])}; mixtures: "
-              f"{', '.join(g['mixtures'])}; seeds per cell: "
-              f"{', '.join(str(s) for s in g['seeds'])}. Intervals are {level}, from a "
-              f"bootstrap over {' and '.join(sources) or 'nothing (no noise measured)'}; a "
-              "difference is called only when its interval excludes 0.")
+              f"budgets D = {', '.join(_fmt(d) for d in g['D'])}; {len(g['mixtures'])} "
+              f"mixtures; seeds per cell: {', '.join(str(s) for s in g['seeds'])}. "
+              + (f"Intervals are {level}, from a bootstrap over {' and '.join(sources)}; a "
+                 "difference is called only when its interval excludes 0." if measured else
+                 "No noise estimate (one seed per cell and no per-document losses): no "
+                 "interval is shown and no difference is called."))
+  yield from _answers(results, images, level)
   if results["missing"]:
     yield ("h2", "Missing")
     yield ("list", results["missing"])
-  if results["findings"]:
-    yield ("h2", "Findings: each mixture against natural data at its largest budget")
-    yield ("p", "Mean validation loss of the mixture minus natural's at equal tokens "
-                f"(negative: the mixture is better), with its {level} interval; per domain, "
-                "how many domains are resolved higher or lower.")
-    rows = [[f["mixture"], _fmt(f["N"]), _fmt(f["D"]), f"{f['diff']:+.4f}",
-             _iv(f["interval"], 3), _finding(f),
-             f"{len(f['domains_higher'])} higher, {len(f['domains_lower'])} lower, "
-             f"{f['domains'] - len(f['domains_higher']) - len(f['domains_lower'])} within noise"]
-            for f in results["findings"]]
-    yield ("table", ["mixture", "N", "D", "loss - natural", level, "verdict", "domains"], rows)
+  yield ("h2", "Tables beside this report")
+  yield ("list", [("link", name, name) for name in csv_tables(results)])
   if results["baselines"]:
     yield ("h2", "How far the models got: unigram baseline per domain")
     yield ("p", "unigram = cross-entropy of the domain's evaluation tokens under the natural "
@@ -77,114 +60,171 @@ def blocks(results: dict, images: Dict[str, str], out_dir: str):
                       f"{_excerpt(e['text'])}" for e in x["examples"]]
              + [f"{x['kind']} {e['id']} (dropped: {e['reason']}): {_excerpt(e['text'])}"
                 for e in x["rejected_examples"]])
-  yield ("h2", "Mean validation loss per cell")
-  yield ("p", "loss in nats per token (token-weighted over domains); bits/byte: the mean over "
-              "domains of each domain's bits per byte of text, comparable across vocabularies.")
-  rows = [[c["mixture"], _fmt(c["N"]), _fmt(c["D"]), c["seeds"], _fmt(c["loss"]),
-           _iv(c["interval"], 4), _fmt(c["bits_per_byte"])] for c in results["cells"]]
-  yield ("table", ["mixture", "N", "D", "seeds", "loss", level, "bits/byte"], rows)
-  if "loss_vs_budget.png" in images:
-    yield ("img", "loss_vs_budget.png", "loss against budget: cell means with intervals")
-  if results["budget_fits"]:
-    yield ("h2", "Data law L(D) = E + B / D^beta per mixture at fixed N")
-    yield ("table", ["mixture", "N", "E", f"E {level}", "B", "beta", f"beta {level}",
-                     "points", "holdout error", "note"],
-           _law_rows(results["budget_fits"], "B", "beta", "D", "N"))
-  if results["model_fits"]:
-    yield ("h2", "Model law L(N) = E + A / N^alpha per mixture at fixed D")
-    yield ("table", ["mixture", "D", "E", f"E {level}", "A", "alpha", f"alpha {level}",
-                     "points", "holdout error", "note"],
-           _law_rows(results["model_fits"], "A", "alpha", "N", "D"))
   if results["joint_fits"]:
     yield ("h2", "L(N, D) = E + A / N^alpha + B / D^beta (Approach 3)")
-    rows = [[f["mixture"], _fmt(f["E"]), _fmt(f["A"]), _fmt(f["alpha"]), _fmt(f["B"]),
-             _fmt(f["beta"]), _fmt(f["objective"], 3), f["n_points"],
+    rows = [[f["mixture"], _fmt(f["E"]), _iv(f["intervals"].get("E"), 4), _fmt(f["A"]),
+             _fmt(f["alpha"]), _fmt(f["B"]), _fmt(f["beta"]), f["n_points"],
              f"{f['holdout']['relative_error']:.2%}" if f["holdout"] else "-", f["note"] or ""]
             for f in results["joint_fits"]]
-    yield ("table", ["mixture", "E", "A", "alpha", "B", "beta", "objective", "points",
+    yield ("table", ["mixture", "E", f"E {level}", "A", "alpha", "B", "beta", "points",
                      "holdout error (largest D)", "note"], rows)
-    if "residuals.png" in images:
-      yield ("img", "residuals.png", "fit residuals")
+  for name, caption in (("loss_vs_budget.png", f"loss against budget ({level} intervals)"),
+                        ("speedup.png", "speedup over natural data against budget (faint: "
+                                        "extrapolated; band: interval)"),
+                        ("loss_vs_share.png", "loss against synthetic share"),
+                        ("domain_heatmap.png", "per-domain loss gaps to natural data"),
+                        ("residuals.png", "L(N, D) fit residuals, every size")):
+    if name in images:
+      yield ("img", name, caption)
+
+
+def _answers(results: dict, images: Dict[str, str], level: str):
+  """The first page: speedups, best shares, the lowest floor, collapse signs."""
+  yield ("h2", "Answers")
   if results["speedups"]:
-    yield ("h2", "Speedup over natural data")
-    yield ("p", "speedup = D_natural(L*) / D_mixture at the loss L* the mixture's L(D) reaches "
-                "with D_mixture tokens; * marks extrapolation beyond the measured budgets.")
-    rows = []
-    for s in results["speedups"]:
-      for r in s["rows"]:
-        rows.append([s["mixture"], _fmt(s["N"]), _fmt(r["D"]), _fmt(r["loss"]),
-                     _fmt(r["D_natural"]), _fmt(r["speedup"], 3) + ("*" if r["extrapolated"]
-                                                                    else ""),
-                     _iv(r["interval"])])
-    yield ("table", ["mixture", "N", "D mixture", "loss", "D natural", "speedup", level], rows)
-    if "speedup.png" in images:
-      yield ("img", "speedup.png", "speedup against budget")
+    yield ("h3", "How much sooner each mixture reaches natural data's loss")
+    yield ("p", "speedup = D_natural(L*) / D: the natural tokens needed for the loss L* the "
+                f"mixture's L(D) fit reaches with D tokens, with its {level} interval, at the "
+                "measured budgets. '> x': natural data's fit does not reach L* within its "
+                "measured budgets, so only the bound x is supported.")
+    for N in sorted({s["N"] for s in results["speedups"]}):
+      here = [s for s in results["speedups"] if s["N"] == N]
+      budgets = sorted({r["D"] for s in here for r in s["rows"]
+                        if r["D"] <= max(results["grid"]["D"])})
+      rows = [[s["mixture"]] + [_speedup_cell(next((r for r in s["rows"] if r["D"] == D),
+                                                   None)) for D in budgets] for s in here]
+      yield ("p", f"N = {_fmt(N)}")
+      yield ("table", ["mixture"] + [f"D = {_short(D)}" for D in budgets], rows)
   if results["best_shares"]:
-    yield ("h2", "Best synthetic share")
-    yield ("p", "From the measured means, no fitted curve: the confidence set holds the shares "
-                "within noise of the lowest loss (95%, simultaneous); an interior optimum's "
-                "interval runs between the grid shares around that set. The grid argmin is the "
-                f"paper's grid search, with the {level} interval of the argmin over replicates.")
-    rows = [[b["kind"], _fmt(b["N"]), _fmt(b["D"]), b["verdict"], _iv(b["interval"] or b["bound"]),
-             _fmt(b["grid_argmin"], 3), _iv(b["grid_argmin_interval"]),
-             ", ".join(_fmt(x, 3) for x in b["confidence_set"])]
-            for b in results["best_shares"]]
-    yield ("table", ["kind", "N", "D", "verdict", "interval", "grid argmin", level,
-                     "confidence set"], rows)
-    if "loss_vs_share.png" in images:
-      yield ("img", "loss_vs_share.png", "loss against share")
-  if results["domain_gaps"]:
-    yield ("h2", "Per-domain loss gap to natural data at each size's largest budget")
-    yield ("p", f"mixture's loss minus natural's (positive: worse) [{level} interval]; "
-                "(~) marks a gap within noise.")
-    domains = sorted({x["domain"] for x in results["domain_gaps"]})
-    largest = {f["N"]: f["D"] for f in results["findings"]}
-    table: Dict[tuple, Dict[str, dict]] = {}
-    for x in results["domain_gaps"]:
-      if largest.get(x["N"]) == x["D"]:
-        table.setdefault((x["mixture"], x["N"], x["D"]), {})[x["domain"]] = x
-    rows = [[m, _fmt(n), _fmt(d)] + [_gap(v.get(dom)) for dom in domains]
-            for (m, n, d), v in sorted(table.items())]
-    yield ("table", ["mixture", "N", "D"] + domains, rows)
-    if "domain_heatmap.png" in images:
-      yield ("img", "domain_heatmap.png", "per-domain loss gaps")
-  yield ("h2", "Runs")
-  rows = [[r["mixture"], _fmt(r["N"]), _fmt(r["D"]), r["seed"], _fmt(r["share"], 3),
-           _fmt(r["loss"]), ", ".join(f"{k} x{v:.3g}" for k, v in r["repeats"].items()
-                                      if v > 1) or "-",
-           _record_link(r["path"], out_dir)]
-          for r in sorted(results["records"],
-                          key=lambda r: (r["N"], r["D"], r["mixture"], r["seed"]))]
-  yield ("table", ["mixture", "N", "D", "seed", "share", "loss", "repeated", "record"], rows)
+    yield ("h3", "Best synthetic share per model size and budget")
+    yield ("p", "From the measured means, no fitted curve. A share: every other share is "
+                "resolved worse. 'a (b-c)': an interior best at grid share a, lying between b "
+                "and c. '<= c' or '>= b': an end and its neighbours are within noise, the best "
+                "lies on that side of c (b). '~': not resolved.")
+    for kind in sorted({b["kind"] for b in results["best_shares"]}):
+      here = [b for b in results["best_shares"] if b["kind"] == kind]
+      Ds = sorted({b["D"] for b in here})
+      rows = [[_fmt(N)] + [share.label(next((b for b in here if (b["N"], b["D"]) == (N, D)),
+                                            None)) for D in Ds]
+              for N in sorted({b["N"] for b in here})]
+      yield ("p", kind)
+      yield ("table", ["N"] + [f"D = {_short(D)}" for D in Ds], rows)
+    if "best_share.png" in images:
+      yield ("img", "best_share.png", "best synthetic share per model size and budget")
+  fits = results["joint_fits"] or []
+  if fits:
+    yield ("h3", "The lowest fitted floor E (L(N, D) per mixture)")
+    ranked = sorted(fits, key=lambda f: f["E"])
+    shown = ranked[:5] + [f for f in ranked[5:] if f["share"] == 0]
+    lower = [f["mixture"] for f in fits if f.get("E_minus_natural")
+             and f["E_minus_natural"]["resolved"] and f["E_minus_natural"]["diff"] < 0]
+    yield ("p", (f"Resolved below natural data's floor: {', '.join(lower)}." if lower else
+                 "No mixture's floor is resolved below natural data's.")
+           + " The five lowest, and natural's:")
+    yield ("table", ["mixture", "E", f"E {level}", "E - natural's", level, "note"],
+           [[f["mixture"], _fmt(f["E"]), _iv(f["intervals"].get("E"), 4),
+             _signed(f["E_minus_natural"]["diff"]) if f.get("E_minus_natural") else "-",
+             _iv(f["E_minus_natural"]["interval"]) if f.get("E_minus_natural") else "-",
+             f["note"] or ""] for f in shown])
+  collapse = _collapse_rows(results)
+  if collapse:
+    yield ("h3", "Signs of collapse: mixtures worse than natural data on every domain")
+    yield ("p", "Per mixture, the (N, D) cells at which its loss is resolved higher than "
+                "natural data's on every evaluation domain, and those resolved lower on every "
+                "domain, of the cells compared.")
+    yield ("table", ["mixture", "worse on every domain", "better on every domain", "cells"],
+           collapse)
+
+
+def _signed(x: float) -> str:
+  return f"{x:+.3g}"
+
+
+def _speedup_cell(r) -> str:
+  if r is None:
+    return "-"
+  if r["natural_reach"] == "beyond":
+    return f"> {_fmt(r['bound'], 3)}"
+  if r["natural_reach"] == "below":
+    return f"< {_fmt(r['bound'], 3)}"
+  return _fmt(r["speedup"], 3) + (f" {_iv(r['interval'])}" if r["interval"] else "")
+
+
+def _collapse_rows(results: dict):
+  cells: Dict[tuple, List[str]] = {}
+  for x in results["domain_gaps"]:
+    cells.setdefault((x["mixture"], x["N"], x["D"]), []).append(x["verdict"])
+  per_mixture: Dict[str, List[int]] = {}
+  for (m, _, _), verdicts in cells.items():
+    count = per_mixture.setdefault(m, [0, 0, 0])
+    count[0] += all(v == "higher" for v in verdicts)
+    count[1] += all(v == "lower" for v in verdicts)
+    count[2] += 1
+  return [[m, worse, better, total] for m, (worse, better, total) in sorted(per_mixture.items())]
+
+
+def csv_tables(results: dict) -> Dict[str, tuple]:
+  """The long tables, one CSV each beside the report: name -> (header, rows). Numbers are
+  written in full; an interval is two columns (lo, hi), empty where there is none."""
+  def iv(x):
+    return list(x) if x else ["", ""]
+
+  def law(fits, fixed):
+    return (["mixture", fixed, "E", "E_lo", "E_hi", "coefficient", "exponent", "exponent_lo",
+             "exponent_hi", "points", "holdout_relative_error", "note"],
+            [[f["mixture"], f[fixed], f["E"], *iv(f["intervals"].get("E")),
+              f.get("B", f.get("A")), f.get("beta", f.get("alpha")),
+              *iv(f["intervals"].get("beta", f["intervals"].get("alpha"))), f["n_points"],
+              f["holdout"]["relative_error"] if f["holdout"] else "", f["note"] or ""]
+             for f in fits])
+
+  return {
+      "cells.csv": (["mixture", "N", "D", "seeds", "loss", "loss_lo", "loss_hi",
+                     "bits_per_byte"],
+                    [[c["mixture"], c["N"], c["D"], c["seeds"], c["loss"], *iv(c["interval"]),
+                      _blank(c["bits_per_byte"])] for c in results["cells"]]),
+      "findings.csv": (["mixture", "N", "D", "loss_minus_natural", "lo", "hi", "verdict",
+                        "domains_higher", "domains_lower", "domains"],
+                       [[f["mixture"], f["N"], f["D"], f["diff"], *iv(f["interval"]),
+                         f["verdict"], " ".join(f["domains_higher"]),
+                         " ".join(f["domains_lower"]), f["domains"]]
+                        for f in results["findings"]]),
+      "fits_budget.csv": law(results["budget_fits"], "N"),
+      "fits_model.csv": law(results["model_fits"], "D"),
+      "speedups.csv": (["mixture", "N", "D", "loss", "D_natural", "speedup", "lo", "hi",
+                        "extrapolated", "natural_reach", "bound"],
+                       [[s["mixture"], s["N"], r["D"], r["loss"],
+                         r["D_natural"] if r["natural_reach"] == "within" else "",
+                         r["speedup"] if r["natural_reach"] == "within" else "",
+                         *iv(r["interval"]), r["extrapolated"], r["natural_reach"],
+                         _blank(r["bound"])]
+                        for s in results["speedups"] for r in s["rows"]]),
+      "best_shares.csv": (["kind", "N", "D", "verdict", "lo", "hi", "bound_lo", "bound_hi",
+                           "grid_argmin", "argmin_lo", "argmin_hi", "confidence_set", "why"],
+                          [[b["kind"], b["N"], b["D"], b["verdict"], *iv(b["interval"]),
+                            *iv(b["bound"]), b["grid_argmin"], *iv(b["grid_argmin_interval"]),
+                            " ".join(f"{x:g}" for x in b["confidence_set"]), b["why"]]
+                           for b in results["best_shares"]]),
+      "domain_gaps.csv": (["mixture", "N", "D", "domain", "gap", "lo", "hi", "verdict"],
+                          [[x["mixture"], x["N"], x["D"], x["domain"], x["gap"],
+                            *iv(x["interval"]), x["verdict"]]
+                           for x in results["domain_gaps"]]),
+      "runs.csv": (["mixture", "N", "D", "seed", "share", "loss", "repeated", "record"],
+                   [[r["mixture"], r["N"], r["D"], r["seed"], r["share"], r["loss"],
+                     " ".join(f"{k}x{v:.3g}" for k, v in r["repeats"].items() if v > 1),
+                     r["path"]]
+                    for r in sorted(results["records"],
+                                    key=lambda r: (r["N"], r["D"], r["mixture"], r["seed"]))]),
+  }
+
+
+def _blank(x):
+  return "" if x is None else x
 
 
 def _excerpt(text: str, chars: int = 300) -> str:
   text = " ".join(text.split())
   return text if len(text) <= chars else text[:chars].rsplit(" ", 1)[0] + " ..."
-
-
-def _finding(f: dict) -> str:
-  if f["verdict"] == "not resolved":
-    return "no difference resolved"
-  return "mixture worse" if f["verdict"] == "higher" else "mixture better"
-
-
-def _gap(x) -> str:
-  if x is None:
-    return "-"
-  return (f"{x['gap']:+.3f} {_iv(x['interval'], 2)}"
-          + (" (~)" if x["verdict"] == "not resolved" else ""))
-
-
-def _record_link(path: str, out_dir: str):
-  """A run.json becomes a link relative to the report; a line of a JSONL/CSV stays text."""
-  if storage.is_remote(path) != storage.is_remote(out_dir):
-    return ("link", path, path) if storage.isfile(path) else path
-  if storage.isfile(path):
-    rel = (posixpath.relpath(path.split("://", 1)[1], out_dir.split("://", 1)[1])
-           if storage.is_remote(path) else os.path.relpath(path, out_dir))
-    return ("link", path, rel)
-  return path
 
 
 def _cell_md(c) -> str:
@@ -197,22 +237,17 @@ def _cell_html(c) -> str:
   return html.escape(str(c))
 
 
-def _ci(fit: dict, key: str) -> str:
-  iv = (fit.get("intervals") or {}).get(key)
-  return f"{_fmt(iv[0], 3)} - {_fmt(iv[1], 3)}" if iv else "-"
-
-
 def markdown(blocks) -> str:
   out = []
   for b in blocks:
     if b[0] == "h1":
       out.append(f"# {b[1]}\n")
-    elif b[0] == "h2":
-      out.append(f"## {b[1]}\n")
+    elif b[0] in ("h2", "h3"):
+      out.append(f"{'#' * int(b[0][1])} {b[1]}\n")
     elif b[0] == "p":
       out.append(b[1] + "\n")
     elif b[0] == "list":
-      out.append("\n".join(f"- {x}" for x in b[1]) + "\n")
+      out.append("\n".join(f"- {_cell_md(x)}" for x in b[1]) + "\n")
     elif b[0] == "table":
       head, rows = b[1], b[2]
       out.append("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
@@ -229,12 +264,12 @@ def to_html(blocks) -> str:
          "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
          "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>"]
   for b in blocks:
-    if b[0] in ("h1", "h2"):
+    if b[0] in ("h1", "h2", "h3"):
       out.append(f"<{b[0]}>{e(b[1])}</{b[0]}>")
     elif b[0] == "p":
       out.append(f"<p>{e(b[1])}</p>")
     elif b[0] == "list":
-      out.append("<ul>" + "".join(f"<li>{e(x)}</li>" for x in b[1]) + "</ul>")
+      out.append("<ul>" + "".join(f"<li>{_cell_html(x)}</li>" for x in b[1]) + "</ul>")
     elif b[0] == "table":
       out.append("<table><tr>" + "".join(f"<th>{e(h)}</th>" for h in b[1]) + "</tr>"
                  + "".join("<tr>" + "".join(f"<td>{_cell_html(c)}</td>" for c in row) + "</tr>"
@@ -242,3 +277,11 @@ def to_html(blocks) -> str:
     elif b[0] == "img":
       out.append(f"<p><img src='{e(b[1])}' alt='{e(b[2])}'></p>")
   return "\n".join(out) + "\n"
+
+
+def csv_text(header, rows) -> str:
+  buffer = io.StringIO()
+  out = csv.writer(buffer, lineterminator="\n")
+  out.writerow(header)
+  out.writerows(rows)
+  return buffer.getvalue()

@@ -101,6 +101,7 @@ def analyze(records: List[dict], n_boot: int = 1000, n_fit_boot: int = 100,
   budget_fits = fit_family(["D"], "N", "L(D)", "D")
   model_fits = fit_family(["N"], "D", "L(N)", "N")
   joint_fits = fit_family(["N", "D"], None, "L(N, D)", "D")
+  _floors_against_natural(joint_fits)
 
   speedups = []
   for f in budget_fits:
@@ -158,6 +159,22 @@ def analyze(records: List[dict], n_boot: int = 1000, n_fit_boot: int = 100,
           "records": records, "missing": missing}
 
 
+def _floors_against_natural(fits: List[dict]) -> None:
+  """Each L(N, D) fit's floor E minus natural data's, with its interval over the paired
+  bootstrap refits (replicate b of every fit refits the same resampled evaluation documents)."""
+  base = next((f for f in fits if f["share"] == 0), None)
+  for f in fits:
+    if base is None or f is base:
+      f["E_minus_natural"] = None
+      continue
+    pairs = min(len(f["replicate_thetas"]), len(base["replicate_thetas"]))
+    reps = (np.exp([t[0] for t in f["replicate_thetas"][:pairs]])
+            - np.exp([t[0] for t in base["replicate_thetas"][:pairs]]))
+    iv = noise.interval(reps) if pairs else None
+    f["E_minus_natural"] = {"diff": f["E"] - base["E"], "interval": iv,
+                            "resolved": bool(iv and (iv[0] > 0 or iv[1] < 0))}
+
+
 def _listing(items: List[str], show: int = 4) -> str:
   more = len(items) - show
   return "; ".join(items[:show]) + (f"; and {more} more" if more > 0 else "")
@@ -187,12 +204,15 @@ def _baselines(records: List[dict], table: List[dict]) -> List[dict]:
   return out
 
 def write(results: dict, out_dir: str) -> str:
-  """Render the report into out_dir; returns the Markdown path. (analysis.json leaves out the
-  per-document losses: they are in the run records.)"""
+  """Render the report into out_dir: report.md and report.html (the first page, then the
+  rest), the long tables as CSV files, analysis.json and PNG plots; returns the Markdown path.
+  (analysis.json leaves out the per-document losses: they are in the run records.)"""
   storage.check_writable(out_dir)
   storage.makedirs(out_dir)
   images = plots.render(results, out_dir)
-  blocks = list(document.blocks(results, images, out_dir))
+  blocks = list(document.blocks(results, images))
+  for name, (header, rows) in document.csv_tables(results).items():
+    storage.write_text(storage.join(out_dir, name), document.csv_text(header, rows))
   slim = dict(results, records=[{k: v for k, v in r.items() if k != "docs"}
                                 for r in results["records"]])
   storage.write_json(storage.join(out_dir, "analysis.json"), _jsonable(slim))

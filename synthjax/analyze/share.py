@@ -17,7 +17,7 @@ has none. Instead, from the bootstrap replicates of the measured mean losses (no
 - The grid argmin (the paper's grid search per (N, D)) is reported too, with the interval of
   the argmin over the replicates.
 """
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
@@ -71,6 +71,22 @@ def best_share(shares: Sequence[float], point: Sequence[float], reps: np.ndarray
     out.update(verdict="interior", interval=(float(r[first - 1]), float(r[last + 1])),
                why="both ends are worse than the best share")
   return out
+
+
+def label(b: Optional[dict]) -> str:
+  """A verdict in a few characters: the best share; 'a (b-c)', an interior best at grid share a
+  lying between b and c; '<= c' or '>= b', the side the best is bounded to; '~', not resolved."""
+  if b is None:
+    return "-"
+  if b["verdict"].startswith("best at"):
+    return b["verdict"].split()[-1]
+  if b["verdict"] == "interior":
+    lo, hi = b["interval"]
+    return f"{b['grid_argmin']:.2g} ({lo:.2g}-{hi:.2g})"
+  if b["bound"]:
+    lo, hi = b["bound"]
+    return f"<= {hi:.2g}" if lo == b["shares"][0] else f">= {lo:.2g}"
+  return "~"
 
 
 def _share(x: float) -> str:

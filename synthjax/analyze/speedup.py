@@ -23,7 +23,9 @@ def speedup_rows(natural: dict, mixture: dict, budgets: Sequence[float]) -> List
   """For each mixture budget D: the loss L* the mixture's L(D) gives there, the natural tokens
   D_natural(L*) for the same loss, speedup = D_natural / D (inf when natural data never gets
   there), and its interval over the paired bootstrap refits. A row outside the measured
-  budgets of either curve is marked as extrapolation.
+  budgets of either curve is marked as extrapolation; where natural data's fit reaches L* only
+  beyond (or below) its measured budgets, `natural_reach` says so and `bound` is the speedup
+  its range still supports (natural needs more than its largest budget: speedup > bound).
 
   natural, mixture: L(D) fits from laws.fit_laws (theta, replicate_thetas, D_range)."""
   D = np.asarray(budgets, np.float64)
@@ -38,10 +40,13 @@ def speedup_rows(natural: dict, mixture: dict, budgets: Sequence[float]) -> List
     reps = _tokens_for_loss(En, Bn, bn, Em + Bm / D ** bm) / D                  # [reps, D]
   rows = []
   for j, d in enumerate(D):
-    inside = (mixture["D_range"][0] <= d <= mixture["D_range"][1]
-              and natural["D_range"][0] <= d_nat[j] <= natural["D_range"][1])
+    low, high = natural["D_range"]
+    reach = "beyond" if d_nat[j] > high else "below" if d_nat[j] < low else "within"
     rows.append({"D": float(d), "loss": float(target[j]), "D_natural": float(d_nat[j]),
                  "speedup": float(d_nat[j] / d),
                  "interval": noise.interval(reps[:, j]) if reps is not None else None,
-                 "extrapolated": not inside})
+                 "extrapolated": not (mixture["D_range"][0] <= d <= mixture["D_range"][1]
+                                      and reach == "within"),
+                 "natural_reach": reach,
+                 "bound": {"beyond": high / d, "below": low / d}.get(reach)})
   return rows
