@@ -290,9 +290,9 @@ def record_paths(cfg, paths) -> list:
 
 def _report_digest(record_paths) -> str:
   """What the report depends on: the run records (and the generation manifests) and the
-  analysis code that reads them."""
+  analysis code that reads them (this file too: it prices the generation)."""
   from synthjax import analyze
-  code = sorted(glob.glob(os.path.join(os.path.dirname(analyze.__file__), "*.py")))
+  code = sorted(glob.glob(os.path.join(os.path.dirname(analyze.__file__), "*.py"))) + [__file__]
   h = hashlib.sha256()
   for path in list(record_paths) + code:
     h.update(path.encode() + b"\0" + storage.read_bytes(path) + b"\0")
@@ -317,10 +317,35 @@ def stage_analyze(cfg, paths):
   if storage.exists(path) and storage.exists(stamp) and storage.read_text(stamp) == digest:
     _log(f"report: {path} (run records and analysis unchanged)")
     return path
-  path = report.report(found, paths["report"], synthetic=synthetic)
+  path = report.report(found, paths["report"], synthetic=synthetic,
+                       generation=_generation_costs(cfg, paths, synthetic))
   storage.write_text(stamp, digest)
   _log(f"report: {path}")
   return path
+
+
+def _generation_costs(cfg, paths, synthetic: dict) -> dict:
+  """Per generated kind, what its set cost to make (analyze/compute.py): the generator's
+  parameters, the tokens it processed, and the kept text's training tokens."""
+  from synthjax.analyze import compute, synthetic as synthetic_lib
+  from synthjax.checkpoints import store
+  from synthjax.data import token_cache
+  from synthjax.generate import job
+  from synthjax.models import flops
+  if not synthetic:
+    return {}
+  gin.bind_parameter("cache_dir.path", paths["tokens"])
+  register(cfg, paths)
+  params = flops.param_count(store.load_config(job.resolve_generator(
+      _generator_dir(cfg, paths))))
+  out = {}
+  for kind, out_dir in synthetic.items():
+    generated = synthetic_lib.generator_tokens(out_dir)
+    trained = token_cache.stats(kind)["tokens"]
+    out[kind] = {"generator_params": params, "generator_tokens": generated,
+                 "set_tokens": trained,
+                 "flops_per_token": compute.flops_per_token(params, generated, trained)}
+  return out
 
 
 def use_tfds_data_dir(cfg: StudyConfig) -> None:

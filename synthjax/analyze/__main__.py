@@ -2,8 +2,10 @@
 
   fit     --csv FILE --n_col NAME (--d_col NAME | --flop_col NAME) --loss_col NAME
           [--drop_highest K]: Approach-3 fit of L(N, D), printed as JSON.
-  report  --runs PATH [PATH ...] --out DIR [--n_boot B --n_fit_boot F]: cell means with
-          intervals, findings, fits, speedups, best shares, plots, report.md.
+  report  --runs PATH [PATH ...] --out DIR [--n_boot B --n_fit_boot F]
+          [--generation KIND=PARAMS:TOKENS ...]: cell means with intervals, findings, fits,
+          speedups (net of generation compute where a kind's cost is given), best shares,
+          decision accuracy, plots, report.md and CSV tables.
   corpus  --natural FILE --synthetic FILE: distribution / collapse diagnostics as JSON
           (files: JSONL with a "text" field, or plain text with one document per line).
 """
@@ -13,7 +15,7 @@ import json
 
 import numpy as np
 
-from synthjax.analyze import diagnostics, report, scaling
+from synthjax.analyze import compute, diagnostics, report, scaling
 from synthjax.errors import ArgumentParser, UserError, exit_on_user_error
 
 
@@ -101,6 +103,10 @@ def main(argv=None):
                  help="bootstrap replicates over seeds and evaluation documents")
   r.add_argument("--n_fit_boot", type=int, default=100,
                  help="replicates refitted for the laws' intervals and the speedups")
+  r.add_argument("--generation", action="append", default=[], metavar="KIND=PARAMS:TOKENS",
+                 help="a synthetic kind's generator parameters and generator tokens (prompt "
+                      "and output) per synthetic training token: the speedup net of "
+                      "generation compute (repeatable)")
   c = sub.add_parser("corpus")
   c.add_argument("--natural", required=True)
   c.add_argument("--synthetic", required=True)
@@ -112,7 +118,10 @@ def main(argv=None):
     for flag in ("n_boot", "n_fit_boot"):
       if getattr(args, flag) < 1:
         raise UserError(f"--{flag} must be at least 1, got {getattr(args, flag)}")
-    print(f"report: {report.report(args.runs, args.out, args.n_boot, args.n_fit_boot)}")
+    generation = dict(compute.parse_option(x) for x in args.generation)
+    path = report.report(args.runs, args.out, args.n_boot, args.n_fit_boot,
+                         generation=generation)
+    print(f"report: {path}")
   else:
     print(json.dumps(diagnostics.compare(_texts(args.natural), _texts(args.synthetic)),
                      indent=2))

@@ -126,6 +126,44 @@ def _answers(results: dict, images: Dict[str, str], level: str):
              _signed(f["E_minus_natural"]["diff"]) if f.get("E_minus_natural") else "-",
              _iv(f["E_minus_natural"]["interval"]) if f.get("E_minus_natural") else "-",
              f["note"] or ""] for f in shown])
+  net = [(s, r) for s in results["speedups"] for r in s["rows"]
+         if r.get("compute_speedup") is not None and not r["extrapolated"]]
+  if net:
+    yield ("h3", "Net of generation compute")
+    yield ("p", "compute speedup: natural data's training FLOPs for the same loss over the "
+                "mixture's training FLOPs plus the generator's FLOPs for the synthetic tokens "
+                "it used (2 x generator parameters per prompt and output token); break-even: "
+                "how many training runs must share one synthetic set before it pays. At each "
+                "size's largest budget that natural data's fit reaches.")
+    rows = []
+    for N in sorted({s["N"] for s, _ in net}):
+      for mixture in sorted({s["mixture"] for s, _ in net if s["N"] == N}):
+        s, r = max(((s, r) for s, r in net if s["N"] == N and s["mixture"] == mixture),
+                   key=lambda x: x[1]["D"])
+        rows.append([mixture, _fmt(N), _short(r["D"]), _fmt(r["speedup"], 3),
+                     _fmt(r["compute_speedup"], 3) + (f" {_iv(r['compute_interval'])}"
+                                                      if r["compute_interval"] else ""),
+                     _runs(r["break_even_runs"]) + (
+                         f" [{_runs(r['break_even_interval'][0])}, "
+                         f"{_runs(r['break_even_interval'][1])}]"
+                         if r["break_even_interval"] else "")])
+    yield ("table", ["mixture", "N", "D", "token speedup", "compute speedup",
+                     "break-even runs"], rows)
+  accuracy = results.get("decision_accuracy") or []
+  if accuracy:
+    target = accuracy[0]["target"]
+    yield ("h3", "Decision accuracy: can the smaller scales be trusted?")
+    yield ("p", f"The share of mixture pairs ordered at each (N, D) as at N = "
+                f"{_fmt(target['N'])}, D = {_fmt(target['D'])} (DataDecide's measure), with "
+                f"its {level} interval.")
+    Ds = sorted({a["D"] for a in accuracy})
+    rows = [[_fmt(N)] + [next((f"{a['accuracy']:.2f}" + (f" {_iv(a['interval'], 2)}"
+                                                         if a["interval"] else "")
+                               for a in accuracy if (a["N"], a["D"]) == (N, D)),
+                              "target" if (N, D) == (target["N"], target["D"]) else "-")
+                         for D in Ds]
+            for N in sorted({a["N"] for a in accuracy} | {target["N"]})]
+    yield ("table", ["N"] + [f"D = {_short(D)}" for D in Ds], rows)
   collapse = _collapse_rows(results)
   if collapse:
     yield ("h3", "Signs of collapse: mixtures worse than natural data on every domain")
@@ -134,6 +172,10 @@ def _answers(results: dict, images: Dict[str, str], level: str):
                 "domain, of the cells compared.")
     yield ("table", ["mixture", "worse on every domain", "better on every domain", "cells"],
            collapse)
+
+
+def _runs(k: float) -> str:
+  return "never" if k == float("inf") else f"{max(k, 0):.3g}"
 
 
 def _signed(x: float) -> str:
@@ -192,13 +234,22 @@ def csv_tables(results: dict) -> Dict[str, tuple]:
       "fits_budget.csv": law(results["budget_fits"], "N"),
       "fits_model.csv": law(results["model_fits"], "D"),
       "speedups.csv": (["mixture", "N", "D", "loss", "D_natural", "speedup", "lo", "hi",
-                        "extrapolated", "natural_reach", "bound"],
+                        "extrapolated", "natural_reach", "bound", "compute_speedup",
+                        "compute_lo", "compute_hi", "break_even_runs", "break_even_lo",
+                        "break_even_hi"],
                        [[s["mixture"], s["N"], r["D"], r["loss"],
                          r["D_natural"] if r["natural_reach"] == "within" else "",
                          r["speedup"] if r["natural_reach"] == "within" else "",
                          *iv(r["interval"]), r["extrapolated"], r["natural_reach"],
-                         _blank(r["bound"])]
+                         _blank(r["bound"]), _blank(r.get("compute_speedup")),
+                         *iv(r.get("compute_interval")), _never(r.get("break_even_runs")),
+                         *[_never(x) for x in iv(r.get("break_even_interval"))]]
                         for s in results["speedups"] for r in s["rows"]]),
+      "decision_accuracy.csv": (["N", "D", "target_N", "target_D", "pairs", "accuracy", "lo",
+                                 "hi"],
+                                [[a["N"], a["D"], a["target"]["N"], a["target"]["D"],
+                                  a["pairs"], a["accuracy"], *iv(a["interval"])]
+                                 for a in results.get("decision_accuracy") or []]),
       "best_shares.csv": (["kind", "N", "D", "verdict", "lo", "hi", "bound_lo", "bound_hi",
                            "grid_argmin", "argmin_lo", "argmin_hi", "confidence_set", "why"],
                           [[b["kind"], b["N"], b["D"], b["verdict"], *iv(b["interval"]),
@@ -220,6 +271,11 @@ def csv_tables(results: dict) -> Dict[str, tuple]:
 
 def _blank(x):
   return "" if x is None else x
+
+
+def _never(runs):
+  """Break-even runs in a table: 'never' where the mixture does not pay at any count."""
+  return "never" if runs == float("inf") else _blank(runs)
 
 
 def _excerpt(text: str, chars: int = 300) -> str:

@@ -10,14 +10,14 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from synthjax import storage
-from synthjax.analyze import (document, laws, noise, plots, records as records_lib,
-                               share as share_lib, speedup)
+from synthjax.analyze import (compute, decision, document, laws, noise, plots,
+                               records as records_lib, share as share_lib, speedup)
 from synthjax.analyze.numbers import fmt
 from synthjax.errors import UserError
 
 
 def analyze(records: List[dict], n_boot: int = 1000, n_fit_boot: int = 100,
-            seed: int = 0) -> dict:
+            seed: int = 0, generation: Optional[Dict[str, dict]] = None) -> dict:
   """Everything the report shows, from run records: cell means with intervals, findings,
   fits, speedups, best shares, per-domain gaps and baselines."""
   cells = noise.bootstrap_cells(records, n_boot, seed)
@@ -112,8 +112,14 @@ def analyze(records: List[dict], n_boot: int = 1000, n_fit_boot: int = 100,
       missing.append(f"speedup of {f['mixture']} at N={fmt(f['N'])}: no natural L(D) fit")
       continue
     budgets = sorted(set(Ds) | {max(Ds) * 3, max(Ds) * 10})
-    speedups.append({"mixture": f["mixture"], "N": f["N"],
-                     "rows": speedup.speedup_rows(base, f, budgets)})
+    rows = speedup.speedup_rows(base, f, budgets)
+    if f["kind"] in (generation or {}):
+      compute.net_rows(rows, f["N"], f["share"], generation[f["kind"]])
+    speedups.append({"mixture": f["mixture"], "N": f["N"], "rows": rows})
+  uncosted = sorted({s["kind"] for s in budget_fits if s["share"] > 0} - set(generation or {}))
+  if speedups and uncosted:
+    missing.append(f"speedup net of generation compute: no generator cost for "
+                   f"{', '.join(uncosted)} (CSV input: --generation KIND=PARAMS:TOKENS)")
 
   best_shares = []
   kinds = sorted({kind_of[m][0] for m in mixtures if kind_of[m][1] > 0})
@@ -156,6 +162,7 @@ def analyze(records: List[dict], n_boot: int = 1000, n_fit_boot: int = 100,
           "cells": table, "findings": findings, "baselines": _baselines(records, table),
           "budget_fits": budget_fits, "model_fits": model_fits, "joint_fits": joint_fits,
           "speedups": speedups, "best_shares": best_shares, "domain_gaps": gaps,
+          "decision_accuracy": decision.accuracy(cells), "generation": generation or {},
           "records": records, "missing": missing}
 
 
@@ -235,15 +242,16 @@ def _jsonable(x):
 
 
 def report(paths, out_dir: str, n_boot: int = 1000, n_fit_boot: int = 100,
-           synthetic: Optional[Dict[str, str]] = None) -> str:
+           synthetic: Optional[Dict[str, str]] = None,
+           generation: Optional[Dict[str, dict]] = None) -> str:
   """The report of run records (files, folders or object-store prefixes) into out_dir (local
   or an object store); `synthetic` (kind -> generation output dir) adds what the synthetic
-  data was."""
+  data was; `generation` (kind -> compute.py's cost) the speedups net of generation compute."""
   from synthjax.analyze import synthetic as synthetic_lib
   storage.check_writable(out_dir)  # before the bootstraps, not after
   recs = records_lib.load(paths)
   if not recs:
     raise UserError("no run records")
-  results = analyze(recs, n_boot=n_boot, n_fit_boot=n_fit_boot)
+  results = analyze(recs, n_boot=n_boot, n_fit_boot=n_fit_boot, generation=generation)
   results["synthetic"] = [synthetic_lib.summarize(k, d) for k, d in (synthetic or {}).items()]
   return write(results, out_dir)

@@ -16,6 +16,14 @@ def _records(out_dir: str, pattern: str) -> List[dict]:
   return out
 
 
+def generator_tokens(out_dir: str) -> int:
+  """Tokens the generator processed for a job: every output's prompt and output, kept or
+  rejected (what its compute is charged by)."""
+  return sum(r["prompt_tokens"] + r["output_tokens"]
+             for pattern in ("shard-*.jsonl", "rejected/shard-*.jsonl")
+             for r in _records(out_dir, pattern))
+
+
 def summarize(kind: str, out_dir: str, examples: int = 3) -> dict:
   """A generation job's output (generate/job.py) in numbers and a few examples."""
   kept = _records(out_dir, "shard-*.jsonl")
