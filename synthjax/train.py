@@ -379,6 +379,7 @@ def _record(cfg: TrainConfig, model_cfg: ModelConfig, source, steps: int, final_
                  if k.endswith("/loss") and not k.startswith("eval/avg")},
       "loss": final_eval.get("eval/avg/loss"), "eval": details,
       "repeats": getattr(source, "repeats", {}),
+      "vocabulary": getattr(source, "vocabulary", ""), "seq_len": cfg.seq_len,
       "flops_per_token": train_flops_per_token(model_cfg, cfg.seq_len),
       "wall_s": wall, "hosts": jax.process_count(),
       "model_dir": storage.abspath(cfg.model_dir), **extra,

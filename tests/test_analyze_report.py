@@ -114,6 +114,32 @@ def test_one_seed_and_no_document_losses_call_no_difference(tmp_path):
       assert all(r["lo" if "lo" in r else "loss_lo"] == "" for r in csv.DictReader(f)), name
 
 
+@pytest.mark.parametrize("field, values", [("vocabulary", ("3f2a", "9c01")),
+                                           ("seq_len", (512, 1024))])
+def test_runs_that_are_not_comparable_are_refused_in_one_line(tmp_path, field, values):
+  rows = [json.loads(l) for l in open(FIXTURE)]
+  for i, r in enumerate(rows):
+    r[field] = values[i % 2]
+  path = tmp_path / "mixed.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  with pytest.raises(UserError, match=rf"runs of different .* are not comparable: "
+                                      rf"{path}:1 has {field} {values[0]}, {path}:2 has "
+                                      rf"{values[1]}") as e:
+    report.report([str(path)], str(tmp_path / "out"))
+  assert "\n" not in str(e.value) and not (tmp_path / "out").exists()
+
+
+def test_runs_evaluated_on_different_documents_are_refused(tmp_path):
+  rows = [json.loads(l) for l in open(FIXTURE)]
+  for r in rows:  # every run evaluated on the same two documents of each domain ...
+    r["eval"] = {d: {"doc_tokens": [512, 512]} for d in r["losses"]}
+  rows[1]["eval"]["code"]["doc_tokens"] = [256, 256]  # ... but one, on shorter ones
+  path = tmp_path / "two_sets.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  with pytest.raises(UserError, match="runs of different evaluation sets are not comparable"):
+    report.analyze(records.load(str(path)))
+
+
 def test_csv_records_with_seed_and_kind_columns(tmp_path):
   path = tmp_path / "runs.csv"
   lines = ["N,D,mixture,kind,share,seed,loss"]

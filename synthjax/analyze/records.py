@@ -15,7 +15,9 @@ loss}, "docs": {name: (per-document loss sums, per-document tokens)}, "baselines
 unigram loss}, "bits_per_byte": {name: bpb}, "repeats": {task: passes}, "path"}.
 """
 import csv
+import hashlib
 import io
+import json
 import math
 from typing import Dict, List
 
@@ -78,7 +80,36 @@ def normalise(rec: dict, where: str) -> dict:
           "bits_per_byte": {d: e["bits_per_byte"] for d, e in evals.items()
                             if "bits_per_byte" in e},
           "repeats": rec.get("repeats") or {}, "path": rec.get("path", where),
-          "model": rec.get("model", "")}
+          "model": rec.get("model", ""), "vocabulary": str(rec.get("vocabulary") or ""),
+          "seq_len": rec.get("seq_len"), "eval_set": _eval_set(evals)}
+
+
+def _eval_set(evals: dict) -> str:
+  """What a run was evaluated on, as a fingerprint: its domains and their documents' token
+  counts ('' when the record does not say)."""
+  if not evals or not all("doc_tokens" in e for e in evals.values()):
+    return ""
+  text = json.dumps({d: e["doc_tokens"] for d, e in sorted(evals.items())})
+  return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+COMPARABLE = {"vocabulary": "vocabularies", "eval_set": "evaluation sets",
+              "seq_len": "sequence lengths"}
+
+
+def check_comparable(records: List[dict]) -> None:
+  """Losses of different vocabularies or evaluation sets are not comparable, nor are runs of
+  different sequence lengths pooled as seeds of one cell: one line naming two records that
+  differ (records that do not say, such as CSV rows, are not checked)."""
+  for field, what in COMPARABLE.items():
+    seen: Dict[object, str] = {}
+    for r in records:
+      if r.get(field) not in ("", None):
+        seen.setdefault(r[field], r["path"])
+    if len(seen) > 1:
+      (a, pa), (b, pb) = list(seen.items())[:2]
+      raise UserError(f"runs of different {what} are not comparable: {pa} has {field} {a}, "
+                      f"{pb} has {b}; report them separately")
 
 
 def _from_csv(path: str) -> List[dict]:

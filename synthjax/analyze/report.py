@@ -20,6 +20,7 @@ def analyze(records: List[dict], n_boot: int = 1000, n_fit_boot: int = 100,
             seed: int = 0, generation: Optional[Dict[str, dict]] = None) -> dict:
   """Everything the report shows, from run records: cell means with intervals, findings,
   fits, speedups, best shares, per-domain gaps and baselines."""
+  records_lib.check_comparable(records)
   cells = noise.bootstrap_cells(records, n_boot, seed)
   missing: List[str] = []
   Ns = sorted({r["N"] for r in records})

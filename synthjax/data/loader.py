@@ -133,6 +133,9 @@ class MixtureLoader:
       raise UserError(f"batch size {batch_size} is not divisible by {process_count} hosts")
     self.shares = tasks_lib.get_components(mixture)
     self.mixture = mixture
+    # what the losses are measured in: runs of other vocabularies are not comparable
+    self.vocabulary = token_cache.vocabulary_info(
+        seqio.get_mixture_or_task(next(iter(self.shares))))["sha256"]
     self.batch_size, self.seq_len, self.segment_ids = batch_size, seq_len, segment_ids
     self.local = batch_size // process_count
     self.offset = process_index * self.local
