@@ -131,43 +131,6 @@ def _same_losses(records, reference):
     assert rec["losses"] == pytest.approx(reference[key]["losses"], abs=1e-5), key
 
 
-def test_the_study_on_a_ray_cluster_gives_the_in_process_records(cluster, corpus, reference,
-                                                                  tmp_path):
-  study_dir = "gs://bkt/study"
-  env = _cluster_env(tmp_path, cluster)
-  args = [*GRID, *_corpus_bindings(*_upload_corpus(corpus)), f"--gin.STUDY_DIR={study_dir}", *RAY]
-  proc = _study(args, env)
-  out, err = proc.communicate(timeout=1800)
-  assert proc.returncode == 0, out[-2000:] + err[-4000:]
-  _same_losses(_records(study_dir), reference)
-  # generation: four parts over the hosts, every chunk of the corpus exactly once
-  from synthjax import storage
-  _each_chunk_once(study_dir)
-  assert f"report: {study_dir}/report/report.md" in out
-  assert storage.exists(storage.join(study_dir, "report", "report.md"))
-  # a rerun finds every run done and trains nothing
-  again = _study(args, env)
-  out2, err2 = again.communicate(timeout=900)
-  assert again.returncode == 0, err2[-3000:]
-  assert "train: 4 of 4 runs done already; 0 to go" in err2
-  assert _train_processes(cluster) == {} and _stage_processes(cluster, "generate") == {}
-
-  # bad input against this cluster: one line within 30 s, nothing started or written
-  local = tmp_path / "local-study"
-  for extra, pattern in [
-      (["--tpu_topology=4x4x4"], "the cluster has no slice of TPU v4 4x4x4 (16 hosts): its "
-                                 "nodes offer "),
-      ([f"--gin.STUDY_DIR={local}"], f"StudyConfig.study_dir {local}: a local folder, but the "
-                                     "cluster has 5 nodes")]:
-    t = time.time()
-    bad = subprocess.run([sys.executable, "-m", "synthjax.study", *args, *extra], env=env,
-                         cwd=REPO, capture_output=True, text=True, timeout=120)
-    lines = [l for l in bad.stderr.splitlines() if l.strip()]
-    assert bad.returncode == 2 and len(lines) == 1 and pattern in lines[0], bad.stderr[-2000:]
-    assert time.time() - t < 30
-  assert not local.exists() and _train_processes(cluster) == {}
-
-
 def _binaries(c, module):
   """pid -> (worker node, command line) of each `python -m MODULE` process on the workers."""
   out = {}
@@ -226,11 +189,12 @@ def _wait_for(what, predicate, timeout=900):
   raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_faults_on_the_cluster_end_in_the_uninterrupted_records(cluster, corpus, reference,
-                                                                tmp_path):
+def test_faults_on_the_cluster_end_in_the_in_process_records(cluster, corpus, reference,
+                                                             tmp_path):
   """A node killed while it generates, then one killed while it trains a run, SIGTERM to one
   process of another run, and the study command killed: the rerun finishes with the records of
-  the in-process study, redoing nothing that was done."""
+  the in-process study, redoing nothing that was done; a further rerun does nothing; bad input
+  against the cluster is one line. (One test: every study on the cluster costs minutes.)"""
   from synthjax import storage
   study_dir = "gs://bkt/faults"
   env = _cluster_env(tmp_path, cluster)
@@ -278,4 +242,28 @@ def test_faults_on_the_cluster_end_in_the_uninterrupted_records(cluster, corpus,
   logs = "".join(storage.read_text(p) for p in storage.glob(
       storage.join(study_dir, "logs", "train", "*", "*.log")))
   assert "exit 143" in logs and "preempted; saved step" in logs  # the SIGTERM'd run saved
+  assert f"report: {study_dir}/report/report.md" in out
+  assert storage.exists(storage.join(study_dir, "report", "report.md"))
+
+  # a rerun of every stage finds everything done: nothing generated or trained
+  final = _study(args, env)
+  out, err = final.communicate(timeout=900)
+  assert final.returncode == 0, err[-3000:]
+  assert "train: 4 of 4 runs done already; 0 to go" in err
+  assert _train_processes(cluster) == {} and _stage_processes(cluster, "generate") == {}
+
+  # bad input against this cluster: one line within 30 s, nothing started or written
+  local = tmp_path / "local-study"
+  for extra, pattern in [
+      (["--tpu_topology=4x4x4"], "the cluster has no slice of TPU v4 4x4x4 (16 hosts): its "
+                                 "nodes offer "),
+      ([f"--gin.STUDY_DIR={local}"], f"StudyConfig.study_dir {local}: a local folder, but the "
+                                     "cluster has 5 nodes")]:
+    t = time.time()
+    bad = subprocess.run([sys.executable, "-m", "synthjax.study", *args, *extra], env=env,
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    lines = [l for l in bad.stderr.splitlines() if l.strip()]
+    assert bad.returncode == 2 and len(lines) == 1 and pattern in lines[0], bad.stderr[-2000:]
+    assert time.time() - t < 30
+  assert not local.exists() and _train_processes(cluster) == {}
 
