@@ -153,6 +153,8 @@ CASES = [
     ("synthjax.data.vocab", ["--input={ws}/corpus.jsonl", "--vocab_size=many",
                              "--out={ws}/v/sp"], r"--vocab_size: invalid int value: 'many'"),
     ("synthjax.data.vocab", ["--out={ws}/v/sp"], r"required: --input"),
+    ("synthjax.data.vocab", ["--input={ws}/corpus.jsonl", "--vocab_size=40", "--out={ws}/sp"],
+     r"sp.model exists; pass --overwrite to replace it"),
     # data.tokenize
     ("synthjax.data.tokenize", ["--gin_file={ws}/data.gin"], r"--task=NAME is required"),
     ("synthjax.data.tokenize", ["--gin_file={ws}/data.gin", "--task=nope"],

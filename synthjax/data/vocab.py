@@ -127,7 +127,11 @@ def main(argv=None):
   p.add_argument("--input", required=True, help="file glob (JSONL with 'text', text, Parquet)")
   p.add_argument("--vocab_size", type=int, default=2048)
   p.add_argument("--out", required=True, help="output prefix; writes OUT.model")
+  p.add_argument("--overwrite", action="store_true", help="replace an existing OUT.model")
   args = p.parse_args(argv)
+  if storage.exists(args.out + ".model") and not args.overwrite:
+    # a vocabulary replaced under tokenized copies and runs would make them unreadable
+    raise UserError(f"{args.out}.model exists; pass --overwrite to replace it")
   path = train_sentencepiece((d["text"] for d in sources.read_documents(args.input)),
                              args.vocab_size, args.out, exact_size=True)
   print(f"wrote {path}")
