@@ -1,4 +1,5 @@
 """The study: the smoke preset end to end, SIGKILL + rerun, and config errors up front."""
+import csv
 import glob
 import json
 import os
@@ -37,6 +38,11 @@ def _records(study_dir):
   return out
 
 
+def _csv(study_dir, name):
+  with open(os.path.join(study_dir, "report", name)) as f:
+    return list(csv.DictReader(f))
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
   d = str(tmp_path_factory.mktemp("smoke") / "study")
@@ -51,7 +57,13 @@ def test_smoke_study_end_to_end(smoke):
   records = _records(d)
   assert len(records) == 2 * 3 * 2 * 2  # sizes x budgets x mixtures x seeds
   md = open(os.path.join(d, "report", "report.md")).read()
-  assert "| natural | " in md and "natural+rephrased_hq@0.50" in md
+  cells = _csv(d, "cells.csv")
+  assert {c["mixture"] for c in cells} == {"natural", "natural+rephrased_hq@0.50"}
+  assert len(cells) == 2 * 3 * 2  # one row per (mixture, N, D)
+  findings = _csv(d, "findings.csv")  # mixture minus natural at the largest budget
+  assert {(f["mixture"], f["D"]) for f in findings} == {("natural+rephrased_hq@0.50", "8192.0")}
+  assert all(float(f["lo"]) <= float(f["loss_minus_natural"]) <= float(f["hi"]) for f in findings)
+  assert "## Answers" in md and "## Tables beside this report" in md
   # what the models were trained on: the generated kind, its kept share and faithfulness
   assert "## What the models were trained on: the synthetic data" in md
   assert re.search(r"\| rephrased_hq \| \d+ \| 100% \| - \| \d+ \| [\d.]+ / [\d.]+ / [\d.]+ \|", md)
@@ -60,9 +72,9 @@ def test_smoke_study_end_to_end(smoke):
   # 3 budgets cannot support L(D) (3 parameters + 2): listed, and no speedup drawn from it
   assert "L(D) fit: needs 5 points (parameters + 2)" in md
   assert not os.path.exists(os.path.join(d, "report", "speedup.png"))
-  # the report links every run record, relative to itself
-  links = re.findall(r"\]\(([^)]*run\.json)\)", md)
-  assert len(links) == 24
+  # runs.csv names every run record, relative to the report
+  links = [r["record"] for r in _csv(d, "runs.csv")]
+  assert len(set(links)) == 24 and not any(os.path.isabs(link) for link in links)
   assert all(os.path.isfile(os.path.join(d, "report", link)) for link in links)
   domains = next(iter(records.values()))[2]
   assert {"python_docs", "python_code", "people"} <= set(domains)

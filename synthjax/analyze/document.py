@@ -3,8 +3,10 @@ Markdown and HTML."""
 import csv
 import html
 import io
+import os
 from typing import Dict, List
 
+from synthjax import storage
 from synthjax.analyze import share
 from synthjax.analyze.numbers import fmt as _fmt, short as _short
 
@@ -205,9 +207,10 @@ def _collapse_rows(results: dict):
   return [[m, worse, better, total] for m, (worse, better, total) in sorted(per_mixture.items())]
 
 
-def csv_tables(results: dict) -> Dict[str, tuple]:
+def csv_tables(results: dict, out_dir: str = "") -> Dict[str, tuple]:
   """The long tables, one CSV each beside the report: name -> (header, rows). Numbers are
-  written in full; an interval is two columns (lo, hi), empty where there is none."""
+  written in full; an interval is two columns (lo, hi), empty where there is none. Run
+  records on local disk are named relative to out_dir, so a moved study folder still links."""
   def iv(x):
     return list(x) if x else ["", ""]
 
@@ -263,10 +266,16 @@ def csv_tables(results: dict) -> Dict[str, tuple]:
       "runs.csv": (["mixture", "N", "D", "seed", "share", "loss", "repeated", "record"],
                    [[r["mixture"], r["N"], r["D"], r["seed"], r["share"], r["loss"],
                      " ".join(f"{k}x{v:.3g}" for k, v in r["repeats"].items() if v > 1),
-                     r["path"]]
+                     _relative(r["path"], out_dir)]
                     for r in sorted(results["records"],
                                     key=lambda r: (r["N"], r["D"], r["mixture"], r["seed"]))]),
   }
+
+
+def _relative(path: str, out_dir: str) -> str:
+  if not out_dir or storage.is_remote(path) or storage.is_remote(out_dir):
+    return path
+  return os.path.relpath(path, out_dir)
 
 
 def _blank(x):

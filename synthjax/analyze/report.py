@@ -219,7 +219,7 @@ def write(results: dict, out_dir: str) -> str:
   storage.makedirs(out_dir)
   images = plots.render(results, out_dir)
   blocks = list(document.blocks(results, images))
-  for name, (header, rows) in document.csv_tables(results).items():
+  for name, (header, rows) in document.csv_tables(results, out_dir).items():
     storage.write_text(storage.join(out_dir, name), document.csv_text(header, rows))
   slim = dict(results, records=[{k: v for k, v in r.items() if k != "docs"}
                                 for r in results["records"]])
