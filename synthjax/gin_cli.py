@@ -198,8 +198,9 @@ RESUMABLE_SETTINGS = ("MODEL_DIR", "TrainConfig.model_dir", "init_distributed.",
                       "TrainConfig.keep_checkpoints", "MixtureLoader.threads")
 
 
-def _settings(config_text: str) -> dict:
-  """`name = value` bindings of an operative config (values may run over several lines)."""
+def settings(config_text: str) -> dict:
+  """`name = value` bindings of an operative config or a preset (values may run over several
+  lines), as written."""
   out, key = {}, None
   for line in config_text.splitlines():
     if not line.strip() or line.lstrip().startswith("#"):
@@ -220,7 +221,7 @@ def changed_settings(directory: str, name: str = "config.gin") -> List[str]:
   path = storage.join(directory, name)
   if not storage.exists(path):
     return []
-  old, new = _settings(storage.read_text(path)), _settings(gin.operative_config_str())
+  old, new = settings(storage.read_text(path)), settings(gin.operative_config_str())
   return [f"{k}: {old[k]} -> {new[k]}" for k in sorted(old.keys() & new.keys())
           if old[k] != new[k] and not k.startswith(RESUMABLE_SETTINGS)]
 

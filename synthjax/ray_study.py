@@ -34,7 +34,7 @@ import threading
 import time
 from typing import Dict, List, Sequence
 
-from synthjax import grid, storage, study
+from synthjax import grid, lease, storage, study
 from synthjax.errors import UserError
 
 
@@ -450,6 +450,9 @@ def run(cfg, args, shape: SliceShape, gin_files: Sequence[str],
          if k in os.environ}
   if cfg.tfds_data_dir:
     env["TFDS_DATA_DIR"] = cfg.tfds_data_dir
+  # The study folder's lease is this driver's; the stages it runs as jobs hold it through it.
+  held = lease.Lease(cfg.study_dir, "a study on Ray")
+  env[study.LEASE_ENV] = held.mine["owner"]
   connect(address, env)
   try:
     nodes = alive_nodes()
@@ -460,18 +463,25 @@ def run(cfg, args, shape: SliceShape, gin_files: Sequence[str],
                   storage.join(cfg.study_dir, "logs"),
                   args.generate_parts or 2 * slices * shape.hosts)
     storage.makedirs(cfg.study_dir)
-    for stage in stages:
-      t = time.time()
-      print(f"stage {stage} ...", flush=True)
-      if stage == "generate":
-        generate_stage(ctx)
-      elif stage == "train":
-        study.check_budgets(cfg, study.study_paths(cfg))  # the tokenized copies' stats
-        train_stage(ctx, slices)
-      else:
-        cpu_stage(ctx, stage)
-      print(f"stage {stage} done in {time.time() - t:.0f}s", flush=True)
-    if "analyze" in stages:
-      print(f"report: {storage.join(study.study_paths(cfg)['report'], 'report.md')}", flush=True)
+    with held:
+      _stages(ctx, cfg, stages, slices)
   finally:
     ray.shutdown()
+
+
+def _stages(ctx, cfg, stages, slices) -> None:
+  """Each stage in turn: CPU stages on the head node, generation on accelerator hosts, the
+  training runs on slices."""
+  for stage in stages:
+    t = time.time()
+    print(f"stage {stage} ...", flush=True)
+    if stage == "generate":
+      generate_stage(ctx)
+    elif stage == "train":
+      study.check_budgets(cfg, study.study_paths(cfg))  # the tokenized copies' stats
+      train_stage(ctx, slices)
+    else:
+      cpu_stage(ctx, stage)
+    print(f"stage {stage} done in {time.time() - t:.0f}s", flush=True)
+  if "analyze" in stages:
+    print(f"report: {storage.join(study.study_paths(cfg)['report'], 'report.md')}", flush=True)

@@ -8,6 +8,7 @@ finished work and a killed study resumes: the corpus and vocabulary are written 
 generation resumes per shard, each training run resumes from its checkpoint (and a finished
 one returns its run record), and the report is rebuilt from the run records.
 """
+import contextlib
 import functools
 import glob
 import hashlib
@@ -18,9 +19,11 @@ import time
 
 import gin
 
-from synthjax import gin_cli, storage
+from synthjax import gin_cli, lease, storage
 from synthjax.errors import UserError
 from synthjax.study_config import EMBEDDED, StudyConfig
+
+LEASE_ENV = "SYNTHJAX_STUDY_LEASE"  # the owner id of the study folder's lease a driver holds
 
 
 def _log(msg: str) -> None:
@@ -362,14 +365,25 @@ def run(cfg: StudyConfig) -> str:
   storage.makedirs(cfg.study_dir)
   t0 = time.time()
   report_path = None
-  for stage in cfg.stages:
-    t = time.time()
-    _log(f"stage {stage} ...")
-    out = globals()[f"stage_{stage}"](cfg, paths)
-    report_path = out or report_path
-    _log(f"stage {stage} done in {time.time() - t:.0f}s")
+  with _hold(cfg.study_dir):
+    for stage in cfg.stages:
+      t = time.time()
+      _log(f"stage {stage} ...")
+      out = globals()[f"stage_{stage}"](cfg, paths)
+      report_path = out or report_path
+      _log(f"stage {stage} done in {time.time() - t:.0f}s")
   _log(f"finished in {time.time() - t0:.0f}s")
   return report_path
+
+
+def _hold(study_dir: str):
+  """The study folder's lease (one study writes there at a time): taken here, or held already
+  by the Ray driver that started this process to run one stage, which passes its owner id
+  down in LEASE_ENV."""
+  owner = os.environ.get(LEASE_ENV)
+  if owner and (lease.holder(study_dir) or {}).get("owner") == owner:
+    return contextlib.nullcontext()
+  return lease.Lease(study_dir, "a study")
 
 
 def main(argv=None):

@@ -8,9 +8,11 @@ import gin
 
 from synthjax import assets, gin_cli, storage
 from synthjax.errors import UserError, check_field_types
+from synthjax.models.config import ModelConfig
 
 STAGES = ("corpus", "vocab", "generate", "tokenize", "train", "analyze")
 EMBEDDED = "embedded"
+MODEL_MAX_LEN = ModelConfig.__dataclass_fields__["max_len"].default  # where a preset is silent
 
 
 @gin.configurable
@@ -70,6 +72,12 @@ class StudyConfig:
              or not 0 <= r <= 1]
       if off:
         raise UserError(f"StudyConfig.shares[{kind!r}]: {off[0]!r} is not a share in [0, 1]")
+      # A mixture's name carries its shares to two decimals, and the run trains at the name's.
+      inexact = [r for r in shares if abs(round(float(r), 2) - float(r)) > 1e-9]
+      if inexact:
+        raise UserError(f"StudyConfig.shares[{kind!r}]: {inexact[0]!r} has more than two "
+                        f"decimals; its mixture would be named and trained at "
+                        f"{round(float(inexact[0]), 2):.2f}: give shares in steps of 0.01")
     for field in ("vocab_size", "seq_len", "batch_size", "eval_tokens"):
       if getattr(self, field) <= 0:
         raise UserError(f"StudyConfig.{field} must be positive, got {getattr(self, field)}")
@@ -100,8 +108,14 @@ class StudyConfig:
                         f"more than the source's {self.natural_tokens:.3g} "
                         "(StudyConfig.natural_tokens); cap the budgets")
     for size in self.model_sizes:
-      if not os.path.exists(os.path.join(gin_cli.GIN_CONFIGS, "models", f"{size}.gin")):
+      preset = os.path.join(gin_cli.GIN_CONFIGS, "models", f"{size}.gin")
+      if not os.path.exists(preset):
         raise UserError(f"StudyConfig.model_sizes: no preset {size!r} in gin_configs/models")
+      with open(preset) as f:
+        max_len = int(gin_cli.settings(f.read()).get("ModelConfig.max_len", MODEL_MAX_LEN))
+      if self.seq_len > max_len:
+        raise UserError(f"StudyConfig.seq_len={self.seq_len} is longer than the {size} "
+                        f"preset's ModelConfig.max_len={max_len}")
     if not self.seeds:
       raise UserError("StudyConfig.seeds: give at least one seed")
     if self.natural != EMBEDDED and not self.eval_domains:

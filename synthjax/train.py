@@ -11,6 +11,7 @@ with 143 (not done: a launcher retries it).
 --dry_run checks the mesh, the data (budgets against the tokenized copies' stats) and the
 evaluation sets, prints what the run would do, and writes nothing.
 """
+import contextlib
 import functools
 import json
 import math
@@ -26,6 +27,7 @@ import numpy as np
 
 from synthjax import gin_cli, sharding, storage
 from synthjax.errors import UserError
+from synthjax.lease import Lease
 from synthjax.models.config import ModelConfig
 from synthjax.models.flops import param_count, train_flops_per_token
 from synthjax.models.llama import Transformer
@@ -174,10 +176,18 @@ def _memory_check(cfg: TrainConfig, model_cfg: ModelConfig,
   return fit
 
 
+def _check_seq_len(cfg: TrainConfig, model_cfg: ModelConfig) -> None:
+  if cfg.seq_len > model_cfg.max_len:
+    raise UserError(f"TrainConfig.seq_len={cfg.seq_len} is longer than ModelConfig.max_len="
+                    f"{model_cfg.max_len}, the longest sequence the model is built for; lower "
+                    "SEQ_LEN or raise ModelConfig.max_len")
+
+
 def dry_run(cfg: TrainConfig, model_cfg: ModelConfig,
             opt_cfg: optimizer_lib.OptimizerConfig) -> dict:
   """Everything a run checks before its first write (mesh, data, budgets against the
   tokenized copies' stats, evaluation sets), and what it would do; writes nothing."""
+  _check_seq_len(cfg, model_cfg)
   mesh = _mesh(cfg)
   source, eval_sets = _data_sources(cfg, mesh)
   branches = _branch_points(cfg, opt_cfg)
@@ -198,6 +208,7 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
           opt_cfg: optimizer_lib.OptimizerConfig) -> dict:
   t_start = time.time()
   primary = jax.process_index() == 0
+  _check_seq_len(cfg, model_cfg)
   if storage.isfile(cfg.model_dir):
     raise UserError(f"MODEL_DIR {cfg.model_dir}: is a file, not a folder")
   mesh = _mesh(cfg)
@@ -214,6 +225,42 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
   _memory_check(cfg, model_cfg, opt_cfg)
   storage.check_writable(cfg.model_dir)
   storage.makedirs(cfg.model_dir)
+  with _hold_model_dir(cfg.model_dir, primary) as held:
+    if storage.exists(record_path):  # finished by a holder that ended since the check above
+      return storage.read_json(record_path)
+    return _train(cfg, model_cfg, opt_cfg, mesh, source, eval_sets, branches, held, t_start)
+
+
+@contextlib.contextmanager
+def _hold_model_dir(model_dir: str, primary: bool):
+  """Process 0 holds MODEL_DIR's lease for the whole run (a second job on it is refused);
+  every process learns whether it got it, so a refused job stops on all of them instead of
+  waiting in a collective."""
+  held = Lease(model_dir, "a training run") if primary else None
+  refused = None
+  if held:
+    try:
+      held.__enter__()
+    except UserError as e:
+      refused, held = e, None
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    if np.any(multihost_utils.process_allgather(np.asarray([refused is not None]))):
+      raise refused or UserError(f"MODEL_DIR {model_dir}: process 0 found it in use")
+  if refused:
+    raise refused
+  try:
+    yield held
+  finally:
+    if held:
+      held.__exit__(None, None, None)
+
+
+def _train(cfg: TrainConfig, model_cfg: ModelConfig, opt_cfg: optimizer_lib.OptimizerConfig,
+           mesh, source, eval_sets, branches, held, t_start: float) -> dict:
+  """The run itself, with MODEL_DIR held."""
+  primary = jax.process_index() == 0
+  record_path = storage.join(cfg.model_dir, "run.json")
   _check_model_dir(cfg.model_dir, model_cfg)
   rules = sharding.logical_axis_rules()
   abstract, shardings, init, train_step, eval_step = _programs(
@@ -315,6 +362,8 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
         pending = None
         if extra:
           final_eval, final_details = extra, details
+        if held:
+          held.check()  # another process took MODEL_DIR over: stop before writing more
         ckpt.save(step, state, source.get_state())
         writer.sync()  # the metrics up to a committed step reach MODEL_DIR with it
         last_good = step

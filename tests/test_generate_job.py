@@ -160,6 +160,21 @@ def test_templates_and_chunking():
   assert " ".join(pieces).split() == doc.split()  # nothing lost or reordered
 
 
+def test_a_long_document_without_sentence_ends_is_cut_in_linear_work():
+  """A 10 MB document with no sentence end (it hung generation): every piece is found by
+  counting at most chunk_tokens words a few times, never the rest of the document."""
+  words = [f"w{i % 997}" for i in range(1_500_000)]
+  counted = []
+
+  def count(text):
+    counted.append(len(text.split()))
+    return counted[-1]
+  pieces = prompts.chunk(" ".join(words), 300, count)
+  assert " ".join(pieces).split() == words
+  assert max(counted) <= 300 and len(counted) <= 3 * len(pieces)
+  assert all(225 <= len(p.split()) <= 300 for p in pieces[:-1])  # cut in steps of 3/4
+
+
 @pytest.mark.slow
 def test_smollm2_writes_on_topic_english_in_each_style(tmp_path, capsys):
   """The embedded generator on two Wikipedia leads: every style's output shares content

@@ -1,6 +1,7 @@
 """The train binary: resume after SIGKILL, multi-process, meshes, accumulation, errors."""
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -215,6 +216,30 @@ def test_sigterm_saves_and_a_rerun_finishes(tmp_path):
   assert f"resumed from step {saved}" in rerun.stderr
   assert sorted(_losses(d)) == list(range(1, 401))
   assert os.path.exists(os.path.join(d, "run.json"))
+
+
+def test_a_second_job_on_a_running_model_dir_is_refused_and_the_first_is_intact(tmp_path):
+  d = str(tmp_path / "run")
+  cmd = _train_cmd(d, 8 * 32 * 300, "--gin.TrainConfig.log_every=1")
+  first = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True)
+  deadline = time.time() + 300
+  while time.time() < deadline and not (
+      os.path.exists(os.path.join(d, "metrics.jsonl"))
+      and sum(1 for _ in open(os.path.join(d, "metrics.jsonl"))) >= 2):
+    time.sleep(0.05)
+  second = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
+  assert first.poll() is None, "the first job ended before the second started"
+  lines = [l for l in second.stderr.splitlines() if l.strip()]
+  assert second.returncode == 2 and len(lines) == 1, second.stderr[-2000:]
+  assert re.search(rf"run is in use by a training run on host \S+ \(pid {first.pid}, for \d+s\)",
+                   lines[0]), lines[0]
+  _, err = first.communicate(timeout=600)
+  assert first.returncode == 0, err[-2000:]
+  steps = [m["step"] for m in _metrics(d)]
+  assert steps == list(range(1, 301))  # each step once, in order: one writer
+  assert os.path.exists(os.path.join(d, "run.json"))
+  assert not os.path.exists(os.path.join(d, "lease.json"))
 
 
 def test_divergence_stops_with_a_clear_message_and_keeps_the_good_checkpoint(tmp_path):

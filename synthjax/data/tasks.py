@@ -60,6 +60,9 @@ def parse_mixture(name: str) -> Dict[str, float]:
   shares: Dict[str, Optional[float]] = {}
   for i, part in enumerate(parts):
     m = _SHARE.match(part)
+    task = m.group("task") if m else part
+    if task in shares:
+      raise UserError(f"mixture {name!r}: {task!r} is named twice; give each task once")
     if m:
       try:
         share = float(m.group("share"))

@@ -35,6 +35,7 @@ from synthjax.data import sources
 from synthjax.errors import UserError, check_field_types
 from synthjax.generate import filters, prompts
 from synthjax.generate.engine import Engine, Request, Sampling, batching
+from synthjax.lease import Lease
 from synthjax.models import quantize
 
 
@@ -93,9 +94,18 @@ class GenerateConfig:
                   "host_count", "tensor_parallel"):
       if getattr(self, field) <= 0:
         raise UserError(f"GenerateConfig.{field} must be positive, got {getattr(self, field)}")
-    for field in ("draft_tokens", "decode_steps", "prefill_batch"):  # 0: off / automatic
+    for field in ("draft_tokens", "decode_steps", "prefill_batch", "max_documents", "top_k"):
+      # 0: off, automatic or all
       if getattr(self, field) < 0:
         raise UserError(f"GenerateConfig.{field} must be 0 or more, got {getattr(self, field)}")
+    if not 0 <= self.temperature < math.inf:  # below 0 would favour the least likely tokens
+      raise UserError(f"GenerateConfig.temperature must be 0 (greedy) or more, got "
+                      f"{self.temperature}")
+    if not 0 < self.top_p <= 1:
+      raise UserError(f"GenerateConfig.top_p must be in (0, 1], got {self.top_p}")
+    if not 0 < self.repetition_penalty < math.inf:
+      raise UserError(f"GenerateConfig.repetition_penalty must be positive (1: none), got "
+                      f"{self.repetition_penalty}")
     if self.weights not in ("", *quantize.PRECISIONS):
       raise UserError(f"GenerateConfig.weights must be '' or one of {quantize.PRECISIONS}, "
                       f"got {self.weights!r}")
@@ -224,22 +234,25 @@ def run(cfg: GenerateConfig) -> dict:
   first = next(todo, None)  # its prompts are checked before anything is written
   storage.check_writable(cfg.output_dir)
   storage.makedirs(storage.join(cfg.output_dir, "rejected"))
-  _check_manifest(cfg.output_dir, _signature(cfg, template, generator_dir))
-  if first is not None:
-    params = store.load_params(generator_dir, model_cfg)
-    if cfg.weights:
-      model_cfg, params = quantize.convert(model_cfg, params, cfg.weights)
-    engine = Engine(model_cfg, params, eos_ids=[meta.get("eos_id", -1)], slots=cfg.slots,
-                    max_len=cfg.max_len, mesh=_mesh(cfg.slots, cfg.tensor_parallel),
-                    decode_text=tokenizer.decode, draft_tokens=cfg.draft_tokens,
-                    decode_steps=cfg.decode_steps, prefill_batch=cfg.prefill_batch,
-                    cache_dtype=cfg.kv_cache or None,
-                    shared_prefix=_template_head(template, fmt, tokenizer) if cfg.prefix_cache
-                    else ())
-    _generate_shards(cfg, engine, tokenizer, template, itertools.chain([first], todo),
-                     generator_dir)
-  storage.write_json(_host_path(cfg.output_dir, cfg.host_count, cfg.host_index),
-                     {"shards": owned})
+  # One writer per part: two jobs on one part would write its shards twice.
+  with Lease(cfg.output_dir, f"generation part {cfg.host_index} of {cfg.host_count}",
+             name=f"lease-{cfg.host_count}-{cfg.host_index}.json"):
+    _check_manifest(cfg.output_dir, _signature(cfg, template, generator_dir))
+    if first is not None:
+      params = store.load_params(generator_dir, model_cfg)
+      if cfg.weights:
+        model_cfg, params = quantize.convert(model_cfg, params, cfg.weights)
+      engine = Engine(model_cfg, params, eos_ids=[meta.get("eos_id", -1)], slots=cfg.slots,
+                      max_len=cfg.max_len, mesh=_mesh(cfg.slots, cfg.tensor_parallel),
+                      decode_text=tokenizer.decode, draft_tokens=cfg.draft_tokens,
+                      decode_steps=cfg.decode_steps, prefill_batch=cfg.prefill_batch,
+                      cache_dtype=cfg.kv_cache or None,
+                      shared_prefix=_template_head(template, fmt, tokenizer) if cfg.prefix_cache
+                      else ())
+      _generate_shards(cfg, engine, tokenizer, template, itertools.chain([first], todo),
+                       generator_dir)
+    storage.write_json(_host_path(cfg.output_dir, cfg.host_count, cfg.host_index),
+                       {"shards": owned})
   return finalize(cfg.output_dir, cfg.host_count)
 
 

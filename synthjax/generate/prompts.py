@@ -79,20 +79,22 @@ def chunk(text: str, max_tokens: int, count: Callable[[str], int]) -> List[str]:
     if not sentence:
       continue
     candidate = f"{current} {sentence}".strip()
-    if count(candidate) <= max_tokens:
+    if len(candidate.split()) <= max_tokens and count(candidate) <= max_tokens:
       current = candidate
       continue
     if current:
       pieces.append(current)
     current = ""
-    words = sentence.split()
-    while words:  # the sentence alone is too long: take as many words as fit
-      take = len(words)
-      while take > 1 and count(" ".join(words[:take])) > max_tokens:
+    words, start = sentence.split(), 0
+    while start < len(words):  # the sentence alone is too long: take as many words as fit
+      take = len(words) - start
+      while take > max(1, max_tokens):  # every word is a token at least: no need to count
+        take = take * 3 // 4
+      while take > 1 and count(" ".join(words[start:start + take])) > max_tokens:
         take = max(1, take * 3 // 4)
-      piece = " ".join(words[:take])
-      words = words[take:]
-      if words:
+      piece = " ".join(words[start:start + take])
+      start += take
+      if start < len(words):
         pieces.append(piece)
       else:
         current = piece
