@@ -16,7 +16,9 @@ import json
 import os
 import posixpath
 import shutil
+import socket
 import tempfile
+import urllib.parse
 from typing import List, Tuple
 
 # Before gcsfs or etils.epath are imported or used: plain GCS buckets (gcsfs's default probes
@@ -41,10 +43,46 @@ def is_remote(path: str) -> bool:
   return "://" in str(path) and not str(path).startswith("file://")
 
 
+def _endpoint(protocol: str):
+  """(host, port) a store's client connects to, where known; None under a proxy (whose own
+  reach is not ours to test) or for stores without one (memory://)."""
+  if os.environ.get("HTTPS_PROXY") or os.environ.get("https_proxy"):
+    return None
+  if protocol in ("gs", "gcs"):
+    url = os.environ.get("STORAGE_EMULATOR_HOST") or "https://storage.googleapis.com"
+  elif protocol in ("s3", "s3a"):
+    url = (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+           or "https://s3.amazonaws.com")
+  else:
+    return None
+  parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+  return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
+
+
+_REACHED = set()
+PROBE_TIMEOUT_S = 5.0
+
+
+def _probe(path: str) -> None:
+  """One TCP connection to the store's endpoint, once per process and endpoint: an
+  unreachable store is one line within seconds, before any work, instead of after the
+  client's minute of retries."""
+  endpoint = _endpoint(str(path).split("://", 1)[0])
+  if endpoint is None or endpoint in _REACHED:
+    return
+  try:
+    socket.create_connection(endpoint, timeout=PROBE_TIMEOUT_S).close()
+  except OSError as e:
+    raise UserError(f"{path}: cannot reach the object store at {endpoint[0]}:{endpoint[1]} "
+                    f"({e.strerror or e or 'no answer'})") from None
+  _REACHED.add(endpoint)
+
+
 def filesystem(path: str) -> Tuple[fsspec.AbstractFileSystem, str]:
   """(filesystem, path within it)."""
   try:
     if is_remote(path):  # no cached listings: other jobs and hosts write here too
+      _probe(path)
       return fsspec.core.url_to_fs(str(path), use_listings_cache=False)
     return fsspec.core.url_to_fs(str(path))
   except (ImportError, ValueError) as e:
