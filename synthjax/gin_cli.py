@@ -10,8 +10,10 @@ Errors in the config (unknown name, unparsable value, missing required macro, mi
 become one line naming the problem.
 """
 import ast
+import io
 import logging
 import os
+import tokenize
 from typing import Callable, List, Optional, Sequence
 
 import gin
@@ -142,8 +144,27 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = (),
     gin.parse_config_files_and_bindings(files, bindings, finalize_config=False)
   except (ValueError, SyntaxError, IOError, TypeError, KeyError) as e:
     raise UserError(f"bad gin config: {_one_line(e)}") from None
+  except tokenize.TokenError as e:  # gin's tokenizer names neither the file nor the line
+    raise UserError(f"bad gin config: {_unfinished_statement(files, bindings) or e.args[0]}"
+                    ) from None
   finally:
     root.setLevel(level)
+
+
+def _unfinished_statement(files: Sequence[str], bindings: Sequence[str]) -> Optional[str]:
+  """Where a statement that never ends (an unclosed bracket or string) starts: the first
+  file or binding Python's tokenizer (which gin's parser uses) cannot finish."""
+  sources = [(f, open(f).read()) for f in files] + [(None, b) for b in bindings]
+  for name, text in sources:
+    start = 1
+    try:
+      for token in tokenize.generate_tokens(io.StringIO(text).readline):
+        if token.type == tokenize.NEWLINE:
+          start = token.end[0] + 1
+    except tokenize.TokenError as e:
+      where = f"{name}, line {start}" if name else f"binding {text!r}"
+      return f"{where}: {e.args[0]} (an unclosed bracket or string?)"
+  return None
 
 
 def _one_line(e: BaseException) -> str:

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 
@@ -52,6 +53,7 @@ ModelConfig.V = 40
   (root / "no_text.jsonl").write_text('{"text": "one"}\n{"body": "two"}\n')
   (root / "bad.jsonl").write_text('{"text": "one"\n')
   (root / "fit.csv").write_text("N,D,loss\n1e6,1e8,3.1\n2e6,1e8,x\n")
+  (root / "unclosed.gin").write_text("# a comment\nTRAIN_TOKENS = 1024\nSEQ_LEN = (32,\n  64\n")
   (root / "existing").mkdir()
   (root / "existing" / "keep.txt").write_text("a generation job's shard\n")
   train.main(["--gin_file=train/tiny_markov.gin", f"--gin.MODEL_DIR={root / 'finished'}",
@@ -119,6 +121,10 @@ CASES = [
      r"TrainConfig.train_tokens must be int, got 'abc'"),
     ("synthjax.train", TRAIN + ["--gin.MODEL_DIR={ws}/run", "--gin_file=nope.gin"],
      r"nope.gin"),
+    ("synthjax.train", TRAIN + ["--gin.MODEL_DIR={ws}/run", "--gin_file={ws}/unclosed.gin"],
+     r"unclosed.gin, line 3: EOF in multi-line statement \(an unclosed bracket or string\?\)"),
+    ("synthjax.train", TRAIN + ["--gin.MODEL_DIR={ws}/run", "--gin.BATCH_SIZE=[8"],
+     r"binding 'BATCH_SIZE = \[8': EOF in multi-line statement"),
     # a finished run asked again with other settings: refused, its record untouched
     ("synthjax.train", TRAIN + ["--gin.MODEL_DIR={ws}/finished", "--gin.TRAIN_TOKENS=512"],
      r"finished holds a run with other settings: TRAIN_TOKENS: 1024 -> 512"),
@@ -317,6 +323,34 @@ def test_an_unreachable_store_is_one_line_at_once(binary, args, ws, capsys, monk
   assert exit_.value.code not in (0, None) and len(lines) == 1, lines
   assert "gs://bkt/" in lines[0] and "cannot reach the object store at 127.0.0.1:9" in lines[0]
   assert elapsed < 30, f"{elapsed:.0f}s: waited out the client's retries"
+  assert _tree(ws) == before
+
+
+def test_a_binary_started_afresh_prints_no_library_line_on_error(ws, tmp_path):
+  """In a fresh process, where libraries print their start-up lines (TensorFlow's CUDA probe,
+  absl, Beam), an error is still the one line: every binary at once, as subprocesses."""
+  env = dict(os.environ, PYTHONPATH=REPO, HOME=str(tmp_path), JAX_PLATFORMS="",
+             XLA_FLAGS="")
+  env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+  runs = {
+      "train": TRAIN + ["--gin.MODEL_DIR={ws}/a_file"],
+      "study": STUDY + ["--gin.StudyConfig.seeds=[]"],
+      "data.vocab": ["--input={ws}/missing*.jsonl", "--out={ws}/v/sp"],
+      "data.tokenize": ["--gin_file={ws}/data.gin", "--task=nope"],
+      "generate": GEN + ["--gin.INPUT='{ws}/empty.jsonl'"],
+      "analyze": ["fit", "--csv={ws}/nope.csv", "--n_col=N", "--loss_col=loss", "--d_col=D"],
+      "convert": ["--gguf={ws}/nope.gguf", "--out={ws}/m"],
+  }
+  before = _tree(ws)
+  procs = {name: subprocess.Popen(
+      [sys.executable, "-m", f"synthjax.{name}", *[a.format(ws=ws) for a in args]],
+      cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      for name, args in runs.items()}
+  for name, proc in procs.items():
+    out, err = proc.communicate(timeout=300)
+    lines = [l for l in (out + err).splitlines() if l.strip()]
+    assert proc.returncode not in (0, None), (name, lines)
+    assert len(lines) == 1 and lines[0].startswith(f"synthjax.{name}: error: "), (name, lines)
   assert _tree(ws) == before
 
 

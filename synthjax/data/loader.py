@@ -18,7 +18,10 @@ from typing import Dict, List, Optional, Sequence, Union
 import gin
 import grain
 import numpy as np
-import seqio
+from synthjax import quiet
+
+quiet.import_tensorflow()  # seqio loads it: its start-up lines stay out of a binary's output
+import seqio  # noqa: E402
 
 from synthjax.data import tasks as tasks_lib
 from synthjax.data import token_cache

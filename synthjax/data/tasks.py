@@ -16,7 +16,10 @@ import re
 from typing import Callable, Dict, Mapping, Optional, Sequence, Union
 
 import gin
-import seqio
+from synthjax import quiet
+
+quiet.import_tensorflow()  # seqio loads it: its start-up lines stay out of a binary's output
+import seqio  # noqa: E402
 
 from synthjax.data import sources
 from synthjax.errors import UserError

@@ -20,7 +20,10 @@ from typing import Dict, List
 
 import gin
 import numpy as np
-import seqio
+from synthjax import quiet
+
+quiet.import_tensorflow()  # seqio loads it: its start-up lines stay out of a binary's output
+import seqio  # noqa: E402
 
 from synthjax import storage
 from synthjax.errors import UserError

@@ -10,7 +10,10 @@ import os
 import tempfile
 from typing import Iterable
 
-import seqio
+from synthjax import quiet
+
+quiet.import_tensorflow()  # seqio loads it: its start-up lines stay out of a binary's output
+import seqio  # noqa: E402
 
 from synthjax import storage
 from synthjax.errors import ArgumentParser, UserError, exit_on_user_error
@@ -119,8 +122,6 @@ def load_vocabulary(path: str) -> seqio.Vocabulary:
 
 @exit_on_user_error("synthjax.data.vocab")
 def main(argv=None):
-  from synthjax import quiet
-  quiet.import_tensorflow()  # its start-up lines stay out of this binary's output
   from synthjax.data import sources
   p = ArgumentParser(prog="python -m synthjax.data.vocab", description=__doc__,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
