@@ -195,3 +195,30 @@ def test_the_report_is_the_same_in_every_process(tmp_path):
                    env=dict(os.environ, PYTHONHASHSEED=hash_seed), capture_output=True)
     outs.append((out / "report.md").read_text().replace(str(out), "OUT"))
   assert outs[0] == outs[1]
+
+
+def test_floors_the_losses_do_not_show_are_not_compared(tmp_path):
+  """Losses of a pure power law (true floor E = 0) put every fitted E at its bound: no floor
+  is then called lower than natural data's (the micro study's report once did, with a
+  zero-width interval of 3e-13 nats)."""
+  path = tmp_path / "runs.csv"
+  lines = ["N,D,mixture,kind,share,seed,loss"]
+  for N in (1e6, 2e6, 4e6):
+    for D in (1e7, 2e7, 4e7, 8e7):
+      for share in (0, 0.5):
+        for seed, noise in ((0, 0.004), (1, -0.004), (2, 0.0)):
+          loss = 20 / N ** 0.2 + 30 / (D * (1 + share)) ** 0.15 + noise
+          name = "natural" if share == 0 else "natural+mine@0.5"
+          lines.append(f"{N},{D},{name},{'natural' if share == 0 else 'mine'},{share},{seed},"
+                       f"{loss}")
+  path.write_text("\n".join(lines) + "\n")
+  out = report.analyze(records.load(str(path)), n_boot=200, n_fit_boot=20)
+  fits = {f["mixture"]: f for f in out["joint_fits"]}
+  assert "E" not in fits["natural"]["intervals"]  # not identified
+  assert fits["natural+mine@0.5"]["E_minus_natural"]["diff"] is None
+  md = open(report.write(out, str(tmp_path / "out"))).read()
+  assert "Natural data's floor E is not identified" in md
+  assert "Resolved below natural data's floor" not in md
+  floors = md.split("### The lowest fitted floor")[1].split("###")[0]
+  rows = [l for l in floors.splitlines() if l.startswith("| natural")]
+  assert len(rows) == 2 and all(l.split(" | ")[1:5] == ["-"] * 4 for l in rows), rows

@@ -78,6 +78,10 @@ def test_sigkill_then_rerun_gives_every_chunk_exactly_once(tmp_path, inputs, tin
   manifest = json.load(open(os.path.join(out, "manifest.json")))
   assert manifest["complete"] and manifest["chunks"] == len(expected)
   assert manifest["kept"] + sum(manifest["rejected"].values()) == len(expected)
+  records = job.all_records(out)  # the totals the analysis charges generation compute by
+  assert manifest["prompt_tokens"] == sum(r["prompt_tokens"] for r in records) > 0
+  assert manifest["output_tokens"] == sum(r["output_tokens"] for r in records) > 0
+  assert not [f for f in os.listdir(out) if f.startswith("lease")]  # gone with its holder
   # same per-chunk seeds: the resumed job wrote what the uninterrupted one did
   by_id = lambda d: {r["id"]: r["text"] for r in job.all_records(d)}
   assert by_id(out) == by_id(ref)

@@ -116,17 +116,26 @@ def _answers(results: dict, images: Dict[str, str], level: str):
   fits = results["joint_fits"] or []
   if fits:
     yield ("h3", "The lowest fitted floor E (L(N, D) per mixture)")
-    ranked = sorted(fits, key=lambda f: f["E"])
+    identified = lambda f: "E" in f["intervals"]
+    # identified floors first, lowest first; a floor the data do not show is not ranked
+    ranked = sorted(fits, key=lambda f: (not identified(f), f["E"]))
     shown = ranked[:5] + [f for f in ranked[5:] if f["share"] == 0]
     lower = [f["mixture"] for f in fits if f.get("E_minus_natural")
              and f["E_minus_natural"]["resolved"] and f["E_minus_natural"]["diff"] < 0]
-    yield ("p", (f"Resolved below natural data's floor: {', '.join(lower)}." if lower else
+    natural = next((f for f in fits if f["share"] == 0), None)
+    if natural and not identified(natural):
+      summary = ("Natural data's floor E is not identified (its losses show no floor yet), so "
+                 "no floor is compared with it.")
+    else:
+      summary = (f"Resolved below natural data's floor: {', '.join(lower)}." if lower else
                  "No mixture's floor is resolved below natural data's.")
-           + " The five lowest, and natural's:")
+    diff = lambda f: (f.get("E_minus_natural") or {}).get("diff")
+    yield ("p", summary + " The lowest floors (identified ones first), and natural's:")
     yield ("table", ["mixture", "E", f"E {level}", "E - natural's", level, "note"],
-           [[f["mixture"], _fmt(f["E"]), _iv(f["intervals"].get("E"), 4),
-             _signed(f["E_minus_natural"]["diff"]) if f.get("E_minus_natural") else "-",
-             _iv(f["E_minus_natural"]["interval"]) if f.get("E_minus_natural") else "-",
+           [[f["mixture"], _fmt(f["E"]) if identified(f) else "-",
+             _iv(f["intervals"].get("E"), 4),
+             _signed(diff(f)) if diff(f) is not None else "-",
+             _iv(f["E_minus_natural"]["interval"]) if diff(f) is not None else "-",
              f["note"] or ""] for f in shown])
   net = [(s, r) for s in results["speedups"] for r in s["rows"]
          if r.get("compute_speedup") is not None and not r["extrapolated"]]

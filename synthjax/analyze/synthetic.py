@@ -18,7 +18,11 @@ def _records(out_dir: str, pattern: str) -> List[dict]:
 
 def generator_tokens(out_dir: str) -> int:
   """Tokens the generator processed for a job: every output's prompt and output, kept or
-  rejected (what its compute is charged by)."""
+  rejected (what its compute is charged by), from its manifest's totals."""
+  manifest = storage.read_json(storage.join(out_dir, "manifest.json"))
+  if "prompt_tokens" in manifest:
+    return manifest["prompt_tokens"] + manifest["output_tokens"]
+  # a job finished before its manifest counted prompt tokens: its records
   return sum(r["prompt_tokens"] + r["output_tokens"]
              for pattern in ("shard-*.jsonl", "rejected/shard-*.jsonl")
              for r in _records(out_dir, pattern))

@@ -377,7 +377,7 @@ def finalize(out_dir: str, hosts: int) -> dict:
   if not all(storage.exists(p) for p in host_files):
     return manifest
   names = sorted(n for p in host_files for n in storage.read_json(p)["shards"])
-  chunks, kept, reasons, tokens = 0, 0, {}, 0
+  chunks, kept, reasons, tokens, prompt_tokens = 0, 0, {}, 0, 0
   for name in names:
     for rejected in (False, True):
       for line in storage.read_text(_shard_path(out_dir, name, rejected)).splitlines():
@@ -385,12 +385,13 @@ def finalize(out_dir: str, hosts: int) -> dict:
           rec = json.loads(line)
           chunks += 1
           tokens += rec["output_tokens"]
+          prompt_tokens += rec["prompt_tokens"]
           if rejected:
             reasons[rec["rejected"]] = reasons.get(rec["rejected"], 0) + 1
           else:
             kept += 1
-  manifest.update(chunks=chunks, shards=len(names), kept=kept,
-                  rejected=reasons, output_tokens=tokens, complete=True)
+  manifest.update(chunks=chunks, shards=len(names), kept=kept, rejected=reasons,
+                  output_tokens=tokens, prompt_tokens=prompt_tokens, complete=True)
   storage.write_json(path, manifest)
   return manifest
 
