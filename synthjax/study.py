@@ -351,6 +351,11 @@ def _generation_costs(cfg, paths, synthetic: dict) -> dict:
   return out
 
 
+# In the order a study runs them (study_config.STAGES names the same ones).
+STAGES = {"corpus": stage_corpus, "vocab": stage_vocab, "generate": stage_generate,
+          "tokenize": stage_tokenize, "train": stage_train, "analyze": stage_analyze}
+
+
 def use_tfds_data_dir(cfg: StudyConfig) -> None:
   """TFDS reads its datasets from TFDS_DATA_DIR: the study's, for this process and the ones it
   starts."""
@@ -369,7 +374,7 @@ def run(cfg: StudyConfig) -> str:
     for stage in cfg.stages:
       t = time.time()
       _log(f"stage {stage} ...")
-      out = globals()[f"stage_{stage}"](cfg, paths)
+      out = STAGES[stage](cfg, paths)
       report_path = out or report_path
       _log(f"stage {stage} done in {time.time() - t:.0f}s")
   _log(f"finished in {time.time() - t0:.0f}s")

@@ -64,3 +64,8 @@ def test_the_paper_grid_cost_is_6ND_plus_attention_with_and_without_branches():
   assert line.startswith("cost: 312 runs, one per budget: ")
   assert hours(cost["flops"]) in line and hours(cost["flops_branched"]) in line
   assert "52 runs with a cooldown branch per smaller budget" in line
+
+
+def test_every_stage_the_config_accepts_is_one_the_study_runs_in_order():
+  from synthjax import study, study_config
+  assert tuple(study.STAGES) == study_config.STAGES
