@@ -151,6 +151,34 @@ def test_bad_input_is_one_clear_line(tmp_path, inputs, tiny_generator):
            "--gin.GenerateConfig.slots=2")[3:])
 
 
+@pytest.mark.slow
+def test_bad_input_found_mid_way_keeps_the_shards_before_it(tmp_path, inputs, tiny_generator):
+  """The input is streamed, not read ahead: a bad line after good ones stops the job with one
+  error line saying the shards written before it are kept, and once the line is fixed the
+  rerun resumes from them, giving what a job on the good input gives."""
+  import re
+  good = open(inputs).read()
+  bad = tmp_path / "docs.jsonl"
+  bad.write_text(good + '{"text": "cut off"\n')
+  out = str(tmp_path / "out")
+  proc = subprocess.run(_cmd(str(bad), out, tiny_generator), env=_env(), capture_output=True,
+                        text=True)
+  errors = [l for l in proc.stderr.splitlines() if not l.startswith("generate: ")]
+  assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
+  kept = re.search(r"docs.jsonl:13: invalid JSON .*\((\d+) shards written before it are kept: "
+                   r"once the input is fixed, a rerun resumes from them\)", errors[0])
+  assert kept and int(kept.group(1)) == len([f for f in os.listdir(out)
+                                             if f.startswith("shard-")]) > 0, errors[0]
+  bad.write_text(good)
+  subprocess.run(_cmd(str(bad), out, tiny_generator), env=_env(), check=True,
+                 capture_output=True)
+  ref = str(tmp_path / "ref")
+  subprocess.run(_cmd(inputs, ref, tiny_generator), env=_env(), check=True, capture_output=True)
+  assert set(_chunk_ids(out).values()) == {1}
+  by_id = lambda d: {r["id"]: r["text"] for r in job.all_records(d)}
+  assert by_id(out) == by_id(ref)
+
+
 def test_templates_and_chunking():
   for style in prompts.STYLES:
     t = prompts.load_template(style)

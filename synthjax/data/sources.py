@@ -14,6 +14,9 @@ from synthjax.errors import UserError
 
 def expand(pattern: str) -> List[str]:
   files = storage.glob(pattern)
+  if not files and storage.isdir(pattern):
+    raise UserError(f"{pattern}: a folder, not a file glob; name its files, e.g. "
+                    f"{storage.join(pattern, '*.jsonl')}")
   if not files:
     raise UserError(f"{pattern}: no such file (nothing matches)")
   return files

@@ -249,8 +249,15 @@ def run(cfg: GenerateConfig) -> dict:
                       cache_dtype=cfg.kv_cache or None,
                       shared_prefix=_template_head(template, fmt, tokenizer) if cfg.prefix_cache
                       else ())
-      _generate_shards(cfg, engine, tokenizer, template, itertools.chain([first], todo),
-                       generator_dir)
+      try:
+        _generate_shards(cfg, engine, tokenizer, template, itertools.chain([first], todo),
+                         generator_dir)
+      except UserError as e:  # bad input found mid-way: the input is streamed, not pre-read
+        done = len(storage.glob(storage.join(cfg.output_dir, "shard-*.jsonl")))
+        if not done:
+          raise
+        raise UserError(f"{e} ({done} shards written before it are kept: once the input is "
+                        "fixed, a rerun resumes from them)") from None
     storage.write_json(_host_path(cfg.output_dir, cfg.host_count, cfg.host_index),
                        {"shards": owned})
   return finalize(cfg.output_dir, cfg.host_count)

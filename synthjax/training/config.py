@@ -38,6 +38,8 @@ class TrainConfig:
 
   def __post_init__(self):
     check_field_types(self)
+    if not self.model_dir.strip():
+      raise UserError("TrainConfig.model_dir (MODEL_DIR) is empty: give the run's folder")
     if not callable(self.data_source):
       raise UserError(f"TrainConfig.data_source must be a source factory such as "
                       f"@MarkovSource, got {self.data_source!r}")
