@@ -123,7 +123,10 @@ class Lease:
       if held and held.get("owner") != self.mine["owner"]:
         self.lost = True
         return
-      storage.write_bytes(self.path, self._body())
+      try:
+        storage.write_bytes(self.path, self._body())
+      except UserError:  # a blip of the store: the next renewal may reach it within the ttl
+        continue
 
   def check(self):
     """Stop the work (one line) when another process has taken the lease over."""
@@ -135,7 +138,7 @@ class Lease:
 
 def holder(folder: str, name: str = "lease.json"):
   """The lease now on `folder` (owner, host, pid, what, heartbeat), or None."""
-  return Lease(folder, "")._read() if name == "lease.json" else Lease(folder, "", name)._read()
+  return Lease(folder, "", name)._read()
 
 
 def _alive(pid) -> bool:
