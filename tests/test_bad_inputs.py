@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -289,9 +290,12 @@ def test_bad_input_is_one_line_and_changes_nothing(case, ws, capsys, monkeypatch
   argv = [a.format(ws=ws) for a in args]
   before = _tree(ws)
   capsys.readouterr()
+  t = time.time()
   with pytest.raises(SystemExit) as exit_:
     _main(binary)(argv)
+  elapsed = time.time() - t
   lines = [l for l in capsys.readouterr().err.splitlines() if l.strip()]
+  assert elapsed < 30, f"{elapsed:.0f}s before the error: checked late, or waited on something"
   assert exit_.value.code not in (0, None)
   assert len(lines) == 1, lines
   assert "Traceback" not in lines[0] and "--verbose" not in lines[0], lines[0]
@@ -311,7 +315,6 @@ def test_bad_input_is_one_line_and_changes_nothing(case, ws, capsys, monkeypatch
 def test_an_unreachable_store_is_one_line_at_once(binary, args, ws, capsys, monkeypatch):
   """Nothing listens at the store's address: one probe says so before any work, instead of
   a minute of the client's retries (55-94 s before the probe)."""
-  import time
   from synthjax import storage
   monkeypatch.chdir(ws / "cwd")
   monkeypatch.setenv("HOME", str(ws / "home"))
