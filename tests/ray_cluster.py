@@ -104,18 +104,27 @@ class LoopbackCluster:
       time.sleep(1)
 
   def pids(self, marker: str) -> List[int]:
-    """Processes whose environment holds this marker (a node's, or the whole cluster's)."""
-    out = []
+    """Processes whose environment holds this marker (a node's, or the whole cluster's), and
+    their descendants: Ray's agents retitle themselves (setproctitle), which overwrites the
+    environment /proc shows, so they are found as their raylet's children."""
+    marked, parent = set(), {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
       try:
         with open(f"/proc/{pid}/environ", "rb") as f:
           environ = f.read().split(b"\0")
-      except OSError:
+        with open(f"/proc/{pid}/stat") as f:
+          parent[int(pid)] = int(f.read().rsplit(")", 1)[1].split()[1])
+      except (OSError, IndexError, ValueError):
         continue
       if any(e.startswith(b"SYNTHJAX_TEST_") and e.endswith(b"=" + marker.encode())
-             for e in environ) and int(pid) != os.getpid():
-        out.append(int(pid))
-    return out
+             for e in environ):
+        marked.add(int(pid))
+    found, grew = set(marked), True
+    while grew:
+      children = {p for p, pp in parent.items() if pp in found} - found
+      found |= children
+      grew = bool(children)
+    return sorted(found - {os.getpid()})
 
   def kill_node(self, name: str) -> int:
     """SIGKILL to every process of the node, as when its machine dies; how many there were."""
