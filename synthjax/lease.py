@@ -32,7 +32,6 @@ class Lease:
 
   def __init__(self, folder: str, what: str, name: str = "lease.json", ttl_s: float = TTL_S):
     self.path = storage.join(folder, name)
-    self.what = what
     self.ttl_s = ttl_s
     self.mine = {"owner": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
                  "what": what, "ttl_s": ttl_s}
