@@ -3,6 +3,7 @@ becomes one line on stderr (the full traceback only with --verbose)."""
 import argparse
 import dataclasses
 import functools
+import os
 import sys
 
 
@@ -43,12 +44,23 @@ def describe(e: BaseException) -> str:
   return f"{type(e).__name__}: {_first_line(e)[:300]}"
 
 
+def _exit(code: int, whole_process: bool):
+  """Exit after the one error line. A binary run as a program closes fd 2 to what follows:
+  libraries' threads cut short by the error (orbax's cancelled writes) print tracebacks while
+  Python shuts down. Called in a process that goes on (a test), it only raises SystemExit."""
+  if whole_process:
+    sys.stderr.flush()
+    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)
+  sys.exit(code)
+
+
 def exit_on_user_error(prog: str):
   """Decorator for a binary's main(argv=None). A UserError becomes `prog: error: message`
   (exit 2); any other error one line naming it (exit 1), or its traceback with --verbose."""
   def wrap(fn):
     @functools.wraps(fn)
     def run(argv=None):
+      whole_process = argv is None
       argv = list(sys.argv[1:] if argv is None else argv)
       verbose = "--verbose" in argv
       argv = [a for a in argv if a != "--verbose"]
@@ -60,7 +72,7 @@ def exit_on_user_error(prog: str):
         # gin appends "In call to configurable ..." lines; the first line says it all.
         print(f"{prog}: error: {_first_line(e) or type(e).__name__}", file=sys.stderr,
               flush=True)
-        sys.exit(2)
+        _exit(2, whole_process)
       except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
         sys.exit(130)
@@ -69,6 +81,6 @@ def exit_on_user_error(prog: str):
           raise
         print(f"{prog}: error: {describe(e)} (rerun with --verbose for the traceback)",
               file=sys.stderr, flush=True)
-        sys.exit(1)
+        _exit(1, whole_process)
     return run
   return wrap

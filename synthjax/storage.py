@@ -253,6 +253,21 @@ def remove(path: str) -> None:
     fs.rm_file(p)
 
 
+def remove_tree(path: str) -> None:
+  """A file or a folder with everything in it; nothing when it does not exist."""
+  fs, p = filesystem(path)
+  with _edge(path):
+    if fs.exists(p):
+      fs.rm(p, recursive=True)
+
+
+def remove_empty_folder(path: str) -> None:
+  """A local folder that holds nothing (object stores have no folders)."""
+  if not is_remote(path):
+    with contextlib.suppress(OSError):
+      os.rmdir(path)
+
+
 def stamp(path: str) -> list:
   """What says a file changed without reading it: size plus the store's checksum, generation
   or modification time."""

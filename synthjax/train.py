@@ -34,6 +34,7 @@ from synthjax.models.llama import Transformer
 from synthjax.training import memory
 from synthjax.training import optimizer as optimizer_lib
 from synthjax.training.checkpointing import TrainCheckpointer
+from synthjax.training import failure
 from synthjax.training.config import TrainConfig
 from synthjax.training.metrics import MetricsWriter, Progress
 from synthjax.training.step import make_eval_step, make_train_step
@@ -224,11 +225,21 @@ def train(cfg: TrainConfig, model_cfg: ModelConfig,
     return storage.read_json(record_path)
   _memory_check(cfg, model_cfg, opt_cfg)
   storage.check_writable(cfg.model_dir)
+  created = not storage.exists(cfg.model_dir)
   storage.makedirs(cfg.model_dir)
   with _hold_model_dir(cfg.model_dir, primary) as held:
     if storage.exists(record_path):  # finished by a holder that ended since the check above
       return storage.read_json(record_path)
-    return _train(cfg, model_cfg, opt_cfg, mesh, source, eval_sets, branches, held, t_start)
+    try:
+      return _train(cfg, model_cfg, opt_cfg, mesh, source, eval_sets, branches, held, t_start)
+    except Exception as e:  # a divergence or a full disk: clean up, then one line
+      error = failure.after(e, cfg.model_dir) if primary else None
+      if error is None:
+        raise
+      cause = e
+  if created:  # a run that kept nothing leaves no folder either
+    storage.remove_empty_folder(cfg.model_dir)
+  raise error from cause
 
 
 @contextlib.contextmanager
@@ -269,6 +280,7 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, opt_cfg: optimizer_lib.Opti
       s for _, s in branches.values()]))
   lrs = _lr_table(opt_cfg, cfg.steps, warmup)
 
+  failure.report_full_disk_once()
   ckpt = TrainCheckpointer(cfg.model_dir, cfg.keep_checkpoints, cfg.milestones,
                            cfg.checkpoint_ocdbt)
   start = ckpt.latest_step()
@@ -277,6 +289,8 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, opt_cfg: optimizer_lib.Opti
   if start is None:
     state = init(jax.random.key(cfg.seed))
     start = 0
+    if primary:  # the record of an earlier attempt that diverged
+      storage.remove(storage.join(cfg.model_dir, failure.DIVERGED))
   else:
     state, data_state = ckpt.restore(start, target)
     source.set_state(data_state)
@@ -291,7 +305,6 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, opt_cfg: optimizer_lib.Opti
   preempted = []
   previous_handler = signal.signal(signal.SIGTERM, lambda *_: preempted.append(True))
   tokens_per_step = cfg.batch_size * cfg.seq_len
-  last_good = start
   pending = None  # (step, metrics on device): read one step behind
   timer = (time.time(), start)
   final_eval: Dict[str, float] = {}
@@ -301,10 +314,9 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, opt_cfg: optimizer_lib.Opti
     nonlocal timer
     values = {k: float(v) for k, v in jax.device_get(metrics).items()}
     if not math.isfinite(values["train/loss"]):
-      saved = (f"the last good checkpoint is step {last_good} in {cfg.model_dir}/checkpoints"
-               if last_good else "no checkpoint was saved before it")
-      raise UserError(f"training diverged: train/loss is {values['train/loss']} at step "
-                      f"{step}; {saved} (a lower OptimizerConfig.peak_lr may help)")
+      raise failure.Diverged(f"training diverged: train/loss is {values['train/loss']} at "
+                             f"step {step} (a lower OptimizerConfig.peak_lr may help)",
+                             step, values["train/loss"])
     if step % cfg.log_every == 0 or extra or step == cfg.steps:
       now = time.time()
       tps = (step - timer[1]) * tokens_per_step / max(now - timer[0], 1e-9)
@@ -329,8 +341,8 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, opt_cfg: optimizer_lib.Opti
       state, metrics = train_step(state, batch, branch_lrs[s - 1])
     loss = float(jax.device_get(metrics["train/loss"]))
     if not math.isfinite(loss):
-      raise UserError(f"training diverged: train/loss is {loss} at step {steps} of the "
-                      f"cooldown branch to {budget} tokens")
+      raise failure.Diverged(f"training diverged: train/loss is {loss} at step {steps} of "
+                             f"the cooldown branch to {budget} tokens", steps, loss)
     extra, details = evaluate(eval_step, state["params"], eval_sets)
     record = _record(cfg, model_cfg, source, steps, extra, details, time.time() - t,
                      branch={"from_step": step, "of_steps": cfg.steps})
@@ -366,7 +378,6 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, opt_cfg: optimizer_lib.Opti
           held.check()  # another process took MODEL_DIR over: stop before writing more
         ckpt.save(step, state, source.get_state())
         writer.sync()  # the metrics up to a committed step reach MODEL_DIR with it
-        last_good = step
       if stop:
         ckpt.close()
         raise Preempted(step)
@@ -376,6 +387,10 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, opt_cfg: optimizer_lib.Opti
       read(*pending)
     if not final_eval and eval_sets:  # killed after the last save, before the record
       final_eval, final_details = evaluate(eval_step, state["params"], eval_sets)
+  except BaseException:
+    with contextlib.suppress(Exception):
+      ckpt.close()  # no save is still writing when the caller cleans up after a failure
+    raise
   finally:
     signal.signal(signal.SIGTERM, previous_handler)
     writer.close()

@@ -7,6 +7,7 @@ line is part of main); launch scripts run as the shell commands they are."""
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -359,6 +360,56 @@ def test_a_binary_started_afresh_prints_no_library_line_on_error(ws, tmp_path):
     assert proc.returncode not in (0, None), (name, lines)
     assert len(lines) == 1 and lines[0].startswith(f"synthjax.{name}: error: "), (name, lines)
   assert _tree(ws) == before
+
+
+def test_a_run_that_diverges_before_its_first_checkpoint_leaves_only_its_record(
+    ws, capsys, monkeypatch):
+  from synthjax import train
+  monkeypatch.chdir(ws / "cwd")
+  before = _tree(ws)
+  t = time.time()
+  with pytest.raises(SystemExit) as exit_:
+    train.main(TRAIN + [f"--gin.MODEL_DIR={ws}/nan", "--gin.OptimizerConfig.peak_lr=1e12",
+                        "--gin.OptimizerConfig.warmup_fraction=0.0",
+                        "--gin.OptimizerConfig.clip_norm=1e12"])
+  lines = [l for l in capsys.readouterr().err.splitlines()
+           if l.strip() and not l.startswith("step ")]
+  assert exit_.value.code == 2 and time.time() - t < 30
+  assert len(lines) == 1 and re.search(
+      r"training diverged: train/loss is (nan|inf) at step \d+ .*/nan/diverged.json records "
+      "it, nothing else of the run is kept", lines[0]), lines
+  after = _tree(ws)
+  assert sorted(set(after) - set(before)) == [f"{ws}/nan", f"{ws}/nan/diverged.json"]
+  assert {p: after[p] for p in before} == before
+  why = json.loads((ws / "nan" / "diverged.json").read_text())
+  assert why["checkpoints"] == [] and why["step"] < 20  # TrainConfig.checkpoint_every
+  shutil.rmtree(ws / "nan")
+
+
+def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
+  """The disk is a 1 MB tmpfs: room for the run's small files, not for its first checkpoint
+  (tests/test_train.py has the disk that fills after one)."""
+  disk = str(tmp_path / "disk")
+  os.makedirs(disk)
+  mount = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", disk],
+                         capture_output=True, text=True)
+  if mount.returncode:
+    pytest.skip(f"a full disk is a small tmpfs, and mount failed here: {mount.stderr.strip()}")
+  try:
+    d = os.path.join(disk, "run")
+    proc = subprocess.run(
+        [sys.executable, "-m", "synthjax.train", *TRAIN, f"--gin.MODEL_DIR={d}",
+         "--gin.TRAIN_TOKENS=10240"], capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, PYTHONPATH=REPO, JAX_PLATFORMS="cpu"))
+    lines = [l for l in proc.stderr.splitlines() if l.strip()]
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    # The progress lines until the failed save surfaced, then one line; no library log.
+    assert all(l.startswith("step ") for l in lines[:-1]), lines
+    assert lines[-1] == (f"synthjax.train: error: no space left on device writing MODEL_DIR "
+                         f"{d}; nothing was saved and the run's files are removed"), lines
+    assert os.listdir(disk) == []
+  finally:
+    subprocess.run(["umount", disk], check=True)
 
 
 def test_verbose_gives_the_traceback(ws, monkeypatch):

@@ -242,13 +242,21 @@ def test_a_second_job_on_a_running_model_dir_is_refused_and_the_first_is_intact(
   assert not os.path.exists(os.path.join(d, "lease.json"))
 
 
+DIVERGING = ["OptimizerConfig.peak_lr = 1e12", "OptimizerConfig.warmup_fraction = 0.0",
+             "OptimizerConfig.clip_norm = 1e12"]
+
+
 def test_divergence_stops_with_a_clear_message_and_keeps_the_good_checkpoint(tmp_path):
   d = str(tmp_path / "nan")
-  with pytest.raises(UserError, match=r"training diverged: train/loss is (nan|inf)"):
-    _in_process(d, 8 * 32 * 40, ["OptimizerConfig.peak_lr = 1e12",
-                                 "OptimizerConfig.warmup_fraction = 0.0",
-                                 "OptimizerConfig.clip_norm = 1e12",
-                                 "TrainConfig.checkpoint_every = 1"])
+  with pytest.raises(UserError, match=r"training diverged: train/loss is (nan|inf) at step "
+                     r"\d+ .*diverged.json records it, the checkpoint of step \d+ is kept"):
+    _in_process(d, 8 * 32 * 40, DIVERGING + ["TrainConfig.checkpoint_every = 1"])
+  why = json.load(open(os.path.join(d, "diverged.json")))
+  assert not np.isfinite(why["loss"]) and why["checkpoints"][-1] < why["step"]
+  assert "OptimizerConfig.peak_lr = 1e+12" in why["config"].replace("1000000000000.0", "1e+12")
+  # Only committed checkpoints: nothing half-written is left beside them.
+  assert sorted(os.listdir(os.path.join(d, "checkpoints"))) == [
+      str(s) for s in sorted(why["checkpoints"], key=str)]
   from synthjax.training.checkpointing import TrainCheckpointer
   ckpt = TrainCheckpointer(d)
   step = ckpt.latest_step()
@@ -259,6 +267,36 @@ def test_divergence_stops_with_a_clear_message_and_keeps_the_good_checkpoint(tmp
   leaves = [np.asarray(x) for x in __import__("jax").tree.leaves(state)]
   assert all(np.isfinite(x).all() for x in leaves if x.dtype.kind == "f")
   ckpt.close()
+
+
+def _mount_small_disk(path, size):
+  os.makedirs(path)
+  proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path],
+                        capture_output=True, text=True)
+  if proc.returncode:
+    pytest.skip(f"a full disk is made with a small tmpfs, and mount failed here: "
+                f"{proc.stderr.strip()}")
+
+
+@pytest.mark.slow
+def test_a_disk_that_fills_after_a_checkpoint_keeps_it_and_a_rerun_resumes(tmp_path):
+  disk = str(tmp_path / "disk")
+  _mount_small_disk(disk, "3500k")  # one checkpoint of this model (~2.2 MB), not two
+  try:
+    d = os.path.join(disk, "run")
+    cmd = _train_cmd(d, 8 * 32 * 40, "--gin.TrainConfig.checkpoint_every=20")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].endswith(
+        "the checkpoint of step 20 is kept: rerun to resume once there is room"), proc.stderr
+    assert os.listdir(os.path.join(d, "checkpoints")) == ["20"]  # nothing half-written
+    subprocess.run(["mount", "-o", "remount,size=16m", disk], check=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "resumed from step 20" in proc.stderr
+    assert [m["step"] for m in _metrics(d)] == list(range(5, 41, 5))
+  finally:
+    subprocess.run(["umount", disk], check=True)
 
 
 def _one_error_line(args, cwd):

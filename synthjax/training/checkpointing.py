@@ -50,5 +50,7 @@ class TrainCheckpointer:
     self.manager.wait_until_finished()
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    try:
+      self.manager.wait_until_finished()  # raises a failed background save's error
+    finally:
+      self.manager.close()
