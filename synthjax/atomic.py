@@ -1,4 +1,5 @@
 """Write-to-temporary-then-rename, so a killed job never leaves a half-written output."""
+
 import contextlib
 import json
 import os
@@ -8,6 +9,7 @@ import tempfile
 
 def write_text(path: str, text: str) -> None:
   from synthjax import storage  # one implementation: a temporary file renamed into place
+
   storage.write_text(path, text)
 
 
@@ -27,6 +29,7 @@ def directory(path: str, overwrite: bool = False):
     if os.path.exists(path):
       if not overwrite:
         from synthjax.errors import UserError
+
         raise UserError(f"{path} already exists; pass --overwrite to replace it")
       shutil.rmtree(path)
     os.replace(tmp, path)

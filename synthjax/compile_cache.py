@@ -12,6 +12,7 @@ the compile options, the devices and the jax/XLA versions, so a stale one is nev
 size limit turns on JAX's least-recently-used eviction, which takes a file lock around every
 read and write, so the processes of a local multi-process job can share the folder.
 """
+
 import os
 from typing import Optional
 

@@ -8,6 +8,7 @@
 Any problem with the input (missing tensor, wrong shape, unknown architecture, truncated
 file) is reported on one line, and no output directory is left behind.
 """
+
 import argparse
 import os
 import sys
@@ -21,8 +22,11 @@ def convert_hf(hf_dir: str, out: str, scan_layers: bool = False, overwrite: bool
   cfg = cfg.replace(scan_layers=scan_layers)
   if scan_layers:
     from synthjax.checkpoints import layout
-    params = {**{k: v for k, v in params.items() if not k.startswith("layers_")},
-              **layout.stack_layers(cfg, [params[f"layers_{i}"] for i in range(cfg.L)])}
+
+    params = {
+        **{k: v for k, v in params.items() if not k.startswith("layers_")},
+        **layout.stack_layers(cfg, [params[f"layers_{i}"] for i in range(cfg.L)]),
+    }
   tokenizer, meta = _hf_tokenizer(hf_dir)
   store.save_model(out, cfg, params, tokenizer, meta, overwrite=overwrite)
   return cfg
@@ -31,7 +35,9 @@ def convert_hf(hf_dir: str, out: str, scan_layers: bool = False, overwrite: bool
 def _hf_tokenizer(hf_dir: str):
   import json
   import os
+
   from tokenizers import Tokenizer
+
   path = os.path.join(hf_dir, "tokenizer.json")
   if not os.path.exists(path):
     return None, None
@@ -41,13 +47,16 @@ def _hf_tokenizer(hf_dir: str):
     with open(cfg_path) as f:
       gen = json.load(f)
     eos = gen.get("eos_token_id")
-    meta = {"bos_id": gen.get("bos_token_id", -1),
-            "eos_id": eos[0] if isinstance(eos, list) else (eos if eos is not None else -1)}
+    meta = {
+        "bos_id": gen.get("bos_token_id", -1),
+        "eos_id": eos[0] if isinstance(eos, list) else (eos if eos is not None else -1),
+    }
   return Tokenizer.from_file(path), meta
 
 
 def convert_gguf(path: str, out: str, overwrite: bool = False):
   from synthjax import assets
+
   cfg, params, tokenizer, meta = gguf_import.load(assets.resolve_gguf(path))
   store.save_model(out, cfg, params, tokenizer, meta, overwrite=overwrite)
   return cfg
@@ -74,16 +83,24 @@ def _check_out(out: str, overwrite: bool) -> None:
 
 @exit_on_user_error("synthjax.convert")
 def main(argv=None):
-  parser = ArgumentParser(prog="python -m synthjax.convert", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = ArgumentParser(
+      prog="python -m synthjax.convert",
+      description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   source = parser.add_mutually_exclusive_group(required=True)
   source.add_argument("--hf_dir", help="HF directory: config.json + *.safetensors")
-  source.add_argument("--gguf", help="a llama.cpp GGUF file, or 'smollm2-135m-instruct' for "
-                      "the embedded generator")
+  source.add_argument(
+      "--gguf",
+      help="a llama.cpp GGUF file, or 'smollm2-135m-instruct' for " "the embedded generator",
+  )
   source.add_argument("--export_hf", help="a synthjax model directory to export to HF")
   parser.add_argument("--out", required=True, help="output directory (created atomically)")
-  parser.add_argument("--scan_layers", action="store_true",
-                      help="store layers stacked, for training with scan_layers=True")
+  parser.add_argument(
+      "--scan_layers",
+      action="store_true",
+      help="store layers stacked, for training with scan_layers=True",
+  )
   parser.add_argument("--overwrite", action="store_true")
   args = parser.parse_args(argv)
   _check_out(args.out, args.overwrite)
@@ -94,6 +111,7 @@ def main(argv=None):
   else:
     cfg = export_hf(args.export_hf, args.out, args.overwrite)
   from synthjax.models.flops import param_count
+
   print(f"wrote {args.out}: {cfg.name}, {param_count(cfg) / 1e6:.1f}M params", file=sys.stderr)
 
 

@@ -1,5 +1,6 @@
 """One error type for bad user input, and the edge of every binary: whatever goes wrong
 becomes one line on stderr (the full traceback only with --verbose)."""
+
 import argparse
 import dataclasses
 import functools
@@ -26,10 +27,10 @@ def check_field_types(cfg) -> None:
   for f in dataclasses.fields(cfg):
     value = getattr(cfg, f.name)
     allowed = simple.get(f.type)
-    if allowed and (not isinstance(value, allowed) or (f.type is not bool and
-                                                       isinstance(value, bool))):
-      raise UserError(f"{type(cfg).__name__}.{f.name} must be {f.type.__name__}, "
-                      f"got {value!r}")
+    if allowed and (
+        not isinstance(value, allowed) or (f.type is not bool and isinstance(value, bool))
+    ):
+      raise UserError(f"{type(cfg).__name__}.{f.name} must be {f.type.__name__}, " f"got {value!r}")
 
 
 def _first_line(e: BaseException) -> str:
@@ -57,6 +58,7 @@ def _exit(code: int, whole_process: bool):
 def exit_on_user_error(prog: str):
   """Decorator for a binary's main(argv=None). A UserError becomes `prog: error: message`
   (exit 2); any other error one line naming it (exit 1), or its traceback with --verbose."""
+
   def wrap(fn):
     @functools.wraps(fn)
     def run(argv=None):
@@ -70,8 +72,7 @@ def exit_on_user_error(prog: str):
         if verbose:
           raise
         # gin appends "In call to configurable ..." lines; the first line says it all.
-        print(f"{prog}: error: {_first_line(e) or type(e).__name__}", file=sys.stderr,
-              flush=True)
+        print(f"{prog}: error: {_first_line(e) or type(e).__name__}", file=sys.stderr, flush=True)
         _exit(2, whole_process)
       except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr, flush=True)
@@ -79,8 +80,13 @@ def exit_on_user_error(prog: str):
       except Exception as e:  # a library's error: one line, the traceback on request
         if verbose:
           raise
-        print(f"{prog}: error: {describe(e)} (rerun with --verbose for the traceback)",
-              file=sys.stderr, flush=True)
+        print(
+            f"{prog}: error: {describe(e)} (rerun with --verbose for the traceback)",
+            file=sys.stderr,
+            flush=True,
+        )
         _exit(1, whole_process)
+
     return run
+
   return wrap

@@ -9,6 +9,7 @@ taken as a string, so quoting is optional); `--gin_search_paths` lists folders t
 Errors in the config (unknown name, unparsable value, missing required macro, missing file)
 become one line naming the problem.
 """
+
 import ast
 import io
 import logging
@@ -23,8 +24,7 @@ from synthjax.errors import UserError
 # The presets: in a wheel they are package data (synthjax/gin_configs, mapped there by
 # setup.py); in a source checkout or an editable install, the repository's top-level folder.
 _PACKAGED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gin_configs")
-_CHECKOUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                         "gin_configs")
+_CHECKOUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin_configs")
 GIN_CONFIGS = _PACKAGED if os.path.isdir(_PACKAGED) else _CHECKOUT
 
 _WORDS = {"true": "True", "false": "False", "none": "None"}
@@ -50,7 +50,9 @@ def _default_type(name: str):
   default or annotation; None for macros, strings and anything unknown."""
   import dataclasses
   import inspect
+
   from gin import config as gin_config
+
   if "." not in name:
     return None
   selector, param = name.rsplit(".", 1)
@@ -81,11 +83,13 @@ def check_bare_words(argv: Sequence[str]) -> None:
     if not (name.startswith("--gin.") and eq):
       continue
     if _gin_value(value) == repr(value):  # it was quoted: a bare word
-      kind = _default_type(name[len("--gin."):])
+      kind = _default_type(name[len("--gin.") :])
       if kind is not None:
-        raise UserError(f"{arg}: {name[len('--gin.'):]} takes {'an' if kind is int else 'a'} "
-                        f"{kind.__name__}, not the word "
-                        f"{value!r}" + (" (use true or false)" if kind is bool else ""))
+        raise UserError(
+            f"{arg}: {name[len('--gin.'):]} takes {'an' if kind is int else 'a'} "
+            f"{kind.__name__}, not the word "
+            f"{value!r}" + (" (use true or false)" if kind is bool else "")
+        )
 
 
 def split_argv(argv: Sequence[str]):
@@ -126,8 +130,9 @@ def _resolve(path: str, search_paths: Sequence[str]) -> str:
   raise UserError(f"gin file {path!r} not found (searched ., {', '.join(search_paths)})")
 
 
-def parse(gin_files: Sequence[str], bindings: Sequence[str] = (),
-          search_paths: Sequence[str] = ()) -> None:
+def parse(
+    gin_files: Sequence[str], bindings: Sequence[str] = (), search_paths: Sequence[str] = ()
+) -> None:
   """Clear gin, then parse files and bindings; any config error becomes a UserError."""
   search_paths = list(search_paths) + [GIN_CONFIGS]
   gin.clear_config()
@@ -135,6 +140,7 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = (),
   # appends): gin's package-resource reader errors on an include like 'models/x.gin' when the
   # working directory happens to hold a folder named 'models'.
   from gin import config as gin_config
+
   gin_config._LOCATION_PREFIXES[:] = search_paths + [""]
   files = [_resolve(f, search_paths) for f in gin_files]
   root = logging.getLogger()
@@ -145,8 +151,9 @@ def parse(gin_files: Sequence[str], bindings: Sequence[str] = (),
   except (ValueError, SyntaxError, IOError, TypeError, KeyError) as e:
     raise UserError(f"bad gin config: {_one_line(e)}") from None
   except tokenize.TokenError as e:  # gin's tokenizer names neither the file nor the line
-    raise UserError(f"bad gin config: {_unfinished_statement(files, bindings) or e.args[0]}"
-                    ) from None
+    raise UserError(
+        f"bad gin config: {_unfinished_statement(files, bindings) or e.args[0]}"
+    ) from None
   finally:
     root.setLevel(level)
 
@@ -177,11 +184,13 @@ def missing_required_macros() -> List[str]:
   """Macros still bound to %gin.REQUIRED (gin itself only checks REQUIRED on parameters, not
   on macros, so t5x-style run files need this; reads gin 0.5.0's config table)."""
   from gin import config as gin_config
+
   missing = []
   for (scope, selector), bindings in gin_config._CONFIG.items():
     value = bindings.get("value")
     if selector == "gin.macro" and getattr(value, "scoped_selector", None) == (
-        "gin.REQUIRED/gin.constant"):
+        "gin.REQUIRED/gin.constant"
+    ):
       missing.append(scope)
   return sorted(missing)
 
@@ -190,8 +199,9 @@ def call_configured(fn: Callable, *args, **kwargs):
   """Call a gin-configured function; a missing REQUIRED macro or parameter becomes a UserError."""
   missing = missing_required_macros()
   if missing:
-    raise UserError(f"missing required gin binding {missing[0]} (set it with "
-                    f"--gin.{missing[0]}=...)")
+    raise UserError(
+        f"missing required gin binding {missing[0]} (set it with " f"--gin.{missing[0]}=...)"
+    )
   name = getattr(fn, "__name__", str(fn))
   try:
     return fn(*args, **kwargs)
@@ -207,6 +217,7 @@ def call_configured(fn: Callable, *args, **kwargs):
 def write_operative_config(directory: str, name: str = "config.gin") -> str:
   """Save the config actually used (t5x's operative config) beside the outputs."""
   from synthjax import storage
+
   path = storage.join(directory, name)
   storage.write_text(path, gin.operative_config_str())
   return path
@@ -214,9 +225,15 @@ def write_operative_config(directory: str, name: str = "config.gin") -> str:
 
 # Settings a resumed run may change: where it lives (a moved folder), how often it reports
 # and saves, how many hosts run it.
-RESUMABLE_SETTINGS = ("MODEL_DIR", "TrainConfig.model_dir", "init_distributed.",
-                      "TrainConfig.log_every", "TrainConfig.checkpoint_every",
-                      "TrainConfig.keep_checkpoints", "MixtureLoader.threads")
+RESUMABLE_SETTINGS = (
+    "MODEL_DIR",
+    "TrainConfig.model_dir",
+    "init_distributed.",
+    "TrainConfig.log_every",
+    "TrainConfig.checkpoint_every",
+    "TrainConfig.keep_checkpoints",
+    "MixtureLoader.threads",
+)
 
 
 def settings(config_text: str) -> dict:
@@ -239,12 +256,16 @@ def changed_settings(directory: str, name: str = "config.gin") -> List[str]:
   'NAME: old -> new'); settings only one of them has, or a resume may change, are not
   compared."""
   from synthjax import storage
+
   path = storage.join(directory, name)
   if not storage.exists(path):
     return []
   old, new = settings(storage.read_text(path)), settings(gin.operative_config_str())
-  return [f"{k}: {old[k]} -> {new[k]}" for k in sorted(old.keys() & new.keys())
-          if old[k] != new[k] and not k.startswith(RESUMABLE_SETTINGS)]
+  return [
+      f"{k}: {old[k]} -> {new[k]}"
+      for k in sorted(old.keys() & new.keys())
+      if old[k] != new[k] and not k.startswith(RESUMABLE_SETTINGS)
+  ]
 
 
 def main(prog: str, run: Callable[[List[str]], None], argv: Optional[Sequence[str]] = None):
@@ -254,6 +275,7 @@ def main(prog: str, run: Callable[[List[str]], None], argv: Optional[Sequence[st
   @exit_on_user_error(prog)
   def go(args):
     from synthjax import compile_cache, quiet
+
     quiet.import_tensorflow()
     compile_cache.enable()
     files, bindings, paths, rest = split_argv(args)

@@ -1,4 +1,5 @@
 """Reading JSON Lines with errors that name the file, the line and the problem."""
+
 import json
 from typing import Iterator, Tuple
 

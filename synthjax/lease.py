@@ -12,6 +12,7 @@ this host and that process is gone. An object store has no exclusive create thro
 the lease is written, left to settle, and read back: of two writers inside the window the
 later write wins, and the earlier one sees it on reading back and stops.
 """
+
 import fcntl
 import json
 import os
@@ -23,8 +24,8 @@ import uuid
 from synthjax import storage
 from synthjax.errors import UserError
 
-TTL_S = 60.0     # object stores: a holder that has not renewed for this long is taken to be dead
-SETTLE_S = 1.0   # object stores: how long a racing write may take to land
+TTL_S = 60.0  # object stores: a holder that has not renewed for this long is taken to be dead
+SETTLE_S = 1.0  # object stores: how long a racing write may take to land
 
 
 class Lease:
@@ -33,8 +34,13 @@ class Lease:
   def __init__(self, folder: str, what: str, name: str = "lease.json", ttl_s: float = TTL_S):
     self.path = storage.join(folder, name)
     self.ttl_s = ttl_s
-    self.mine = {"owner": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
-                 "what": what, "ttl_s": ttl_s}
+    self.mine = {
+        "owner": uuid.uuid4().hex,
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "what": what,
+        "ttl_s": ttl_s,
+    }
     self.lost = False  # set when another process took the lease over (this one was presumed dead)
     self._stop = threading.Event()
     self._thread = None
@@ -70,12 +76,16 @@ class Lease:
 
   def _refuse(self, held: dict):
     age = time.time() - held.get("heartbeat", 0)
-    who = (f"{storage.dirname(self.path)} is in use by {held.get('what', 'another process')} "
-           f"on host {held.get('host')} (pid {held.get('pid')}")
+    who = (
+        f"{storage.dirname(self.path)} is in use by {held.get('what', 'another process')} "
+        f"on host {held.get('host')} (pid {held.get('pid')}"
+    )
     if storage.is_remote(self.path):
-      raise UserError(f"{who}, last heartbeat {age:.0f}s ago); a crashed holder's lease "
-                      f"({self.path}) expires {held.get('ttl_s', self.ttl_s):.0f}s after its "
-                      "last heartbeat, or at once on its own host")
+      raise UserError(
+          f"{who}, last heartbeat {age:.0f}s ago); a crashed holder's lease "
+          f"({self.path}) expires {held.get('ttl_s', self.ttl_s):.0f}s after its "
+          "last heartbeat, or at once on its own host"
+      )
     raise UserError(f"{who}, for {age:.0f}s); it is free again when that process ends")
 
   def _dead(self, held: dict) -> bool:
@@ -130,9 +140,11 @@ class Lease:
   def check(self):
     """Stop the work (one line) when another process has taken the lease over."""
     if self.lost:
-      raise UserError(f"{self.path}: the lease was taken over by another process (this one "
-                      f"did not renew it within {self.ttl_s:.0f}s); stopping so that only one "
-                      "writes here")
+      raise UserError(
+          f"{self.path}: the lease was taken over by another process (this one "
+          f"did not renew it within {self.ttl_s:.0f}s); stopping so that only one "
+          "writes here"
+      )
 
 
 def holder(folder: str, name: str = "lease.json"):

@@ -6,6 +6,7 @@ stop them in 2.21). Importing it once with fd 2 pointed at /dev/null keeps a bin
 its own; an import that fails restores fd 2 first, so its error still shows. TensorFlow is
 kept off the GPUs (JAX owns them).
 """
+
 import os
 import sys
 
@@ -31,6 +32,7 @@ def import_tensorflow() -> None:
     os.close(devnull)
     os.close(saved)
   import absl.logging
+
   absl.logging.set_verbosity(absl.logging.WARNING)
 
 
@@ -40,6 +42,7 @@ def import_beam() -> None:
   if "apache_beam" in sys.modules:
     return
   import logging
+
   root = logging.getLogger()
   level = root.level
   root.setLevel(logging.ERROR)

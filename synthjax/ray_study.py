@@ -22,6 +22,7 @@ after a growing pause, on whichever slice Ray gives, and resumes from its checkp
 that fails `--retries` more times stops the study before analyze, naming its log. The study
 folder must be a store every node reads (gs://) once the cluster has more than one node.
 """
+
 import concurrent.futures
 import ctypes
 import dataclasses
@@ -44,32 +45,44 @@ def _log(msg: str) -> None:
 
 # ----------------------------------------------------------------------------- the cluster
 
+
 def connect(address: str, env: Dict[str, str]) -> None:
   """Join the cluster at `address` (RAY_ADDRESS), or say in one line why not. The address is
   probed first: ray.init on an address where nothing listens retries for a minute."""
   import ray
+
   if not address:
-    raise UserError("--launcher=ray needs a cluster: set RAY_ADDRESS (the address `ray start "
-                    "--head` prints, host:6379) or pass --ray_address")
+    raise UserError(
+        "--launcher=ray needs a cluster: set RAY_ADDRESS (the address `ray start "
+        "--head` prints, host:6379) or pass --ray_address"
+    )
   host, _, port = address.replace("ray://", "").rpartition(":")
   try:
     socket.create_connection((host, int(port)), timeout=5).close()
   except (OSError, ValueError) as e:
     raise UserError(f"no Ray cluster at RAY_ADDRESS={address}: {e}") from None
-  ray.init(address=address, runtime_env={"env_vars": env}, logging_level="ERROR",
-           log_to_driver=False, configure_logging=True)
+  ray.init(
+      address=address,
+      runtime_env={"env_vars": env},
+      logging_level="ERROR",
+      log_to_driver=False,
+      configure_logging=True,
+  )
 
 
 def alive_nodes() -> List[dict]:
   import ray
+
   return [n for n in ray.nodes() if n.get("Alive")]
 
 
 def require_shared_store(study_dir: str, nodes: Sequence[dict]) -> None:
   if len(nodes) > 1 and not storage.is_remote(study_dir):
-    raise UserError(f"StudyConfig.study_dir {study_dir}: a local folder, but the cluster has "
-                    f"{len(nodes)} nodes, and each would see only its own disk: put the study on "
-                    "a store every node reads (gs://BUCKET/...)")
+    raise UserError(
+        f"StudyConfig.study_dir {study_dir}: a local folder, but the cluster has "
+        f"{len(nodes)} nodes, and each would see only its own disk: put the study on "
+        "a store every node reads (gs://BUCKET/...)"
+    )
 
 
 def require_tfds_data_dir(cfg) -> None:
@@ -77,15 +90,18 @@ def require_tfds_data_dir(cfg) -> None:
   would try to build the dataset itself."""
   sources = [cfg.natural, *cfg.eval_domains.values()]
   if any(s.startswith("tfds:") for s in sources) and not storage.is_remote(cfg.tfds_data_dir):
-    raise UserError(f"StudyConfig.natural {cfg.natural}: a TFDS source on a cluster needs "
-                    "StudyConfig.tfds_data_dir on a store every node reads (gs://...), where "
-                    f"the dataset is prepared; got {cfg.tfds_data_dir!r}")
+    raise UserError(
+        f"StudyConfig.natural {cfg.natural}: a TFDS source on a cluster needs "
+        "StudyConfig.tfds_data_dir on a store every node reads (gs://...), where "
+        f"the dataset is prepared; got {cfg.tfds_data_dir!r}"
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class SliceShape:
   """The hosts one training run holds: a TPU slice (version and topology, as Ray's TPU
   placement names them), or `hosts` machines with `gpus` GPUs each."""
+
   tpu_version: str = ""
   tpu_topology: str = ""
   hosts: int = 1
@@ -109,25 +125,32 @@ class SliceShape:
 
 def _tpu_chips_per_host(shape: SliceShape) -> int:
   from ray._private.accelerators.tpu import get_chips_per_host
+
   return get_chips_per_host(shape.tpu_topology, shape.tpu_version)
 
 
 def slice_shape(args) -> SliceShape:
   if args.tpu_version or args.tpu_topology:
     if not (args.tpu_version and args.tpu_topology):
-      raise UserError("a TPU slice needs both --tpu_version (v4, v5p, v5litepod, v6e) and "
-                      "--tpu_topology (2x2x2, 4x4, ...)")
+      raise UserError(
+          "a TPU slice needs both --tpu_version (v4, v5p, v5litepod, v6e) and "
+          "--tpu_topology (2x2x2, 4x4, ...)"
+      )
     from ray._private.accelerators.tpu import get_num_chips_from_topology
+
     try:
       chips = get_num_chips_from_topology(args.tpu_topology)
     except Exception:
-      raise UserError(f"--tpu_topology={args.tpu_topology}: not a TPU topology such as 2x2x2 "
-                      "or 4x4") from None
+      raise UserError(
+          f"--tpu_topology={args.tpu_topology}: not a TPU topology such as 2x2x2 " "or 4x4"
+      ) from None
     shape = SliceShape(args.tpu_version, args.tpu_topology)
     return dataclasses.replace(shape, hosts=max(1, chips // _tpu_chips_per_host(shape)))
   if args.slice_hosts < 1 or args.gpus_per_host < 0:
-    raise UserError(f"--slice_hosts must be at least 1 and --gpus_per_host at least 0, got "
-                    f"{args.slice_hosts} and {args.gpus_per_host}")
+    raise UserError(
+        f"--slice_hosts must be at least 1 and --gpus_per_host at least 0, got "
+        f"{args.slice_hosts} and {args.gpus_per_host}"
+    )
   return SliceShape(hosts=args.slice_hosts, gpus=args.gpus_per_host)
 
 
@@ -135,33 +158,46 @@ def count_slices(shape: SliceShape, nodes: Sequence[dict]) -> int:
   """How many whole slices of this shape the cluster has now."""
   if shape.is_tpu:
     from ray.util.tpu import get_num_tpu_slices
+
     return get_num_tpu_slices(shape.tpu_topology, "TPU-" + shape.tpu_version.upper())
   need = shape.host_resources()
-  hosts = sum(all(n["Resources"].get(k, 0) >= v for k, v in need.items()) for n in nodes
-              if not n["Resources"].get("node:__internal_head__"))
+  hosts = sum(
+      all(n["Resources"].get(k, 0) >= v for k, v in need.items())
+      for n in nodes
+      if not n["Resources"].get("node:__internal_head__")
+  )
   return hosts // shape.hosts
 
 
 def require_slices(shape: SliceShape, nodes: Sequence[dict]) -> int:
   n = count_slices(shape, nodes)
   if n == 0:
-    raise UserError(f"the cluster has no slice of {shape.describe()}: its nodes offer "
-                    f"{_node_summary(nodes)}")
+    raise UserError(
+        f"the cluster has no slice of {shape.describe()}: its nodes offer "
+        f"{_node_summary(nodes)}"
+    )
   return n
 
 
 def _node_summary(nodes: Sequence[dict]) -> str:
   parts = []
   for n in nodes:
-    res = {k: v for k, v in n["Resources"].items()
-           if k in ("CPU", "GPU", "TPU") or k.startswith("TPU-")}
-    labels = {k.split("/")[-1]: v for k, v in (n.get("Labels") or {}).items()
-              if k.startswith("ray.io/tpu")}
+    res = {
+        k: v
+        for k, v in n["Resources"].items()
+        if k in ("CPU", "GPU", "TPU") or k.startswith("TPU-")
+    }
+    labels = {
+        k.split("/")[-1]: v
+        for k, v in (n.get("Labels") or {}).items()
+        if k.startswith("ray.io/tpu")
+    }
     parts.append(f"{n['NodeManagerAddress']} {res}" + (f" {labels}" if labels else ""))
   return "; ".join(parts)
 
 
 # ------------------------------------------------------------------------ work on the nodes
+
 
 def _die_with_parent() -> None:
   """The binary goes when the Ray worker that started it goes (a lost node, a cancel)."""
@@ -173,15 +209,22 @@ def run_binary(argv: Sequence[str], env: Dict[str, str], log_path: str) -> dict:
   here), its output appended to log_path (on the store). Returns the exit code and the
   output's last lines."""
   import ray
+
   node = ray.util.get_node_ip_address()
   argv = [sys.executable if argv[0] == "python3" else argv[0], *argv[1:]]
-  proc = subprocess.run(list(argv), env={**os.environ, **env}, capture_output=True, text=True,
-                        preexec_fn=_die_with_parent)
+  proc = subprocess.run(
+      list(argv),
+      env={**os.environ, **env},
+      capture_output=True,
+      text=True,
+      preexec_fn=_die_with_parent,
+  )
   out = proc.stdout + proc.stderr
   try:
     old = storage.read_text(log_path) if storage.exists(log_path) else ""
-    storage.write_text(log_path, old + f"=== {node}: {' '.join(argv[:3])} exit "
-                       f"{proc.returncode} ===\n" + out)
+    storage.write_text(
+        log_path, old + f"=== {node}: {' '.join(argv[:3])} exit " f"{proc.returncode} ===\n" + out
+    )
   except Exception as e:  # the log is for people: it never decides the outcome
     out += f"\n(log not written to {log_path}: {e})"
   return {"code": proc.returncode, "node": node, "tail": out[-3000:]}
@@ -190,6 +233,7 @@ def run_binary(argv: Sequence[str], env: Dict[str, str], log_path: str) -> dict:
 def free_port() -> tuple:
   """This node's address and a port free on it now: the coordinator of a multi-host run."""
   import ray
+
   s = socket.socket()
   s.bind(("", 0))
   port = s.getsockname()[1]
@@ -199,6 +243,7 @@ def free_port() -> tuple:
 
 # ---------------------------------------------------------------------------------- stages
 
+
 @dataclasses.dataclass
 class Context:
   cfg: object
@@ -207,14 +252,17 @@ class Context:
   shape: SliceShape
   retries: int
   backoff_s: float
-  logs: str            # where each unit of work appends its output (on the study's store)
+  logs: str  # where each unit of work appends its output (on the study's store)
   generate_parts: int
 
 
 def _study_args(ctx: Context, stage: str) -> List[str]:
-  return (["python3", "-m", "synthjax.study"] + [f"--gin_file={f}" for f in ctx.gin_files]
-          + [f"--gin_bindings={b}" for b in ctx.bindings]
-          + [f'--gin_bindings=StudyConfig.stages = ["{stage}"]'])
+  return (
+      ["python3", "-m", "synthjax.study"]
+      + [f"--gin_file={f}" for f in ctx.gin_files]
+      + [f"--gin_bindings={b}" for b in ctx.bindings]
+      + [f'--gin_bindings=StudyConfig.stages = ["{stage}"]']
+  )
 
 
 def _on_head(fn):
@@ -224,26 +272,39 @@ def _on_head(fn):
 
 def cpu_stage(ctx: Context, stage: str) -> None:
   import ray
+
   task = _on_head(ray.remote(run_binary))
   log = storage.join(ctx.logs, f"{stage}.log")
   res = ray.get(task.remote(_study_args(ctx, stage), {}, log))
   if res["code"] != 0:
-    raise UserError(f"stage {stage} failed on {res['node']} (exit {res['code']}; log: {log}): "
-                    f"{_last_line(res['tail'])}")
+    raise UserError(
+        f"stage {stage} failed on {res['node']} (exit {res['code']}; log: {log}): "
+        f"{_last_line(res['tail'])}"
+    )
 
 
 def generate_stage(ctx: Context) -> None:
   """The corpus in parts, each a Ray task on one accelerator host; Ray retries a part whose
   host was lost (max_retries), and the part skips the shards already written."""
   import ray
+
   parts = ctx.generate_parts
-  task = ray.remote(run_binary).options(num_cpus=0, resources=ctx.shape.host_resources(),
-                                         max_retries=ctx.retries, retry_exceptions=False)
+  task = ray.remote(run_binary).options(
+      num_cpus=0,
+      resources=ctx.shape.host_resources(),
+      max_retries=ctx.retries,
+      retry_exceptions=False,
+  )
   refs = {}
   for i in range(parts):
     env = {"SYNTHJAX_PROCESS_ID": str(i), "SYNTHJAX_NUM_PROCESSES": str(parts)}
-    refs[task.remote(_study_args(ctx, "generate"), env,
-                     storage.join(ctx.logs, f"generate-{i}-of-{parts}.log"))] = i
+    refs[
+        task.remote(
+            _study_args(ctx, "generate"),
+            env,
+            storage.join(ctx.logs, f"generate-{i}-of-{parts}.log"),
+        )
+    ] = i
   failed = []
   pending = list(refs)
   while pending:
@@ -251,17 +312,21 @@ def generate_stage(ctx: Context) -> None:
     i = refs[ready[0]]
     try:
       res = ray.get(ready[0])
-    except (ray.exceptions.RayError) as e:
+    except ray.exceptions.RayError as e:
       failed.append(f"part {i}: {type(e).__name__}")
       continue
     if res["code"] != 0:
       failed.append(f"part {i} on {res['node']}: {_last_line(res['tail'])}")
     else:
-      _log(f"generate: part {i} done on {res['node']} "
-           f"({parts - len(pending) - len(failed)} of {parts} parts)")
+      _log(
+          f"generate: part {i} done on {res['node']} "
+          f"({parts - len(pending) - len(failed)} of {parts} parts)"
+      )
   if failed:
-    raise UserError(f"stage generate: {len(failed)} of {parts} parts failed ({failed[0]}; logs "
-                    f"in {ctx.logs}); rerun the command to resume")
+    raise UserError(
+        f"stage generate: {len(failed)} of {parts} parts failed ({failed[0]}; logs "
+        f"in {ctx.logs}); rerun the command to resume"
+    )
 
 
 class _Slice:
@@ -269,29 +334,41 @@ class _Slice:
 
   def __init__(self, shape: SliceShape):
     from ray.util.placement_group import placement_group
+
     self._tpu = None
     if shape.is_tpu:
       from ray.util.tpu import SlicePlacementGroup
-      self._tpu = SlicePlacementGroup(topology=shape.tpu_topology,
-                                      accelerator_version=shape.tpu_version,
-                                      head_reservation_timeout_s=None)
+
+      self._tpu = SlicePlacementGroup(
+          topology=shape.tpu_topology,
+          accelerator_version=shape.tpu_version,
+          head_reservation_timeout_s=None,
+      )
       self.pg = self._tpu.placement_group
     else:
-      self.pg = placement_group([dict(shape.host_resources()) for _ in range(shape.hosts)],
-                                strategy="STRICT_SPREAD")
+      self.pg = placement_group(
+          [dict(shape.host_resources()) for _ in range(shape.hosts)], strategy="STRICT_SPREAD"
+      )
     self.hosts = shape.hosts
 
   def ready(self) -> None:
     import ray
+
     ray.get(self.pg.ready())
 
   def on_host(self, fn, i: int):
     from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
-    return fn.options(num_cpus=0, scheduling_strategy=PlacementGroupSchedulingStrategy(
-        placement_group=self.pg, placement_group_bundle_index=i))
+
+    return fn.options(
+        num_cpus=0,
+        scheduling_strategy=PlacementGroupSchedulingStrategy(
+            placement_group=self.pg, placement_group_bundle_index=i
+        ),
+    )
 
   def release(self) -> None:
     from ray.util.placement_group import remove_placement_group
+
     try:
       if self._tpu is not None:
         self._tpu.shutdown()
@@ -319,8 +396,10 @@ class Progress:
       rate = self.trained / max(time.time() - self.t0, 1e-9)
       left = sum(self.tokens.values()) - self.trained
       eta = f"{left / rate / 60:.0f} min" if rate > 0 and left > 0 else "-"
-      _log(f"train: {self.done} of {self.total} done, {self.running} running, "
-           f"{self.retried} retried, {self.failed} failed; {rate:,.0f} tokens/s; ETA {eta}")
+      _log(
+          f"train: {self.done} of {self.total} done, {self.running} running, "
+          f"{self.retried} retried, {self.failed} failed; {rate:,.0f} tokens/s; ETA {eta}"
+      )
 
 
 def train_run(ctx: Context, job: grid.Job, budget: int, progress: Progress) -> str:
@@ -346,6 +425,7 @@ def _attempt(ctx: Context, job: grid.Job, logs: str, progress: Progress) -> str:
   """Hold a slice, start the run's binary on every host at once, let the slice go when they
   end. Returns why the attempt failed, or '' when every host exited 0."""
   import ray
+
   try:
     held = _Slice(ctx.shape)
   except Exception as e:  # Ray could not reserve a slice (a timeout, a slice gone)
@@ -357,10 +437,16 @@ def _attempt(ctx: Context, job: grid.Job, logs: str, progress: Progress) -> str:
       ip, port = ray.get(held.on_host(ray.remote(free_port), 0).remote())
       refs = []
       for i in range(held.hosts):
-        env = {"SYNTHJAX_COORDINATOR": f"{ip}:{port}",
-               "SYNTHJAX_NUM_PROCESSES": str(held.hosts), "SYNTHJAX_PROCESS_ID": str(i)}
-        refs.append(held.on_host(ray.remote(run_binary), i).remote(
-            job.args(), env, storage.join(logs, f"host{i}.log")))
+        env = {
+            "SYNTHJAX_COORDINATOR": f"{ip}:{port}",
+            "SYNTHJAX_NUM_PROCESSES": str(held.hosts),
+            "SYNTHJAX_PROCESS_ID": str(i),
+        }
+        refs.append(
+            held.on_host(ray.remote(run_binary), i).remote(
+                job.args(), env, storage.join(logs, f"host{i}.log")
+            )
+        )
       results = _all_or_none(refs)
     except ray.exceptions.RayError as e:  # the coordinator's node was lost
       return f"a host was lost ({type(e).__name__})"
@@ -373,14 +459,18 @@ def _attempt(ctx: Context, job: grid.Job, logs: str, progress: Progress) -> str:
     return ""
   i, r = failed[0]
   codes = ", ".join("lost" if r is None else str(r["code"]) for r in results)
-  return (f"host {i} " + ("was lost" if r is None else f"exited {r['code']}: "
-                          f"{_last_line(r['tail'])}") + f" (exit codes {codes})")
+  return (
+      f"host {i} "
+      + ("was lost" if r is None else f"exited {r['code']}: " f"{_last_line(r['tail'])}")
+      + f" (exit codes {codes})"
+  )
 
 
 def _all_or_none(refs) -> list:
   """Every host's result; when one host fails or is lost the others are stopped (a run's
   hosts wait on each other in jax.distributed), their results None."""
   import ray
+
   results = {r: None for r in refs}
   pending = list(refs)
   while pending:
@@ -411,26 +501,34 @@ def train_stage(ctx: Context, slices: int) -> None:
   cfg = ctx.cfg
   runs = cfg.train_runs()
   jobs = study.train_jobs(cfg, study.study_paths(cfg))
-  todo = [(j, r["budget"]) for j, r in zip(jobs, runs)
-          if not all(storage.exists(p) for p in j.records)]
-  _log(f"train: {len(jobs) - len(todo)} of {len(jobs)} runs done already; {len(todo)} to go "
-       f"on {slices} slices of {ctx.shape.describe()}")
+  todo = [
+      (j, r["budget"]) for j, r in zip(jobs, runs) if not all(storage.exists(p) for p in j.records)
+  ]
+  _log(
+      f"train: {len(jobs) - len(todo)} of {len(jobs)} runs done already; {len(todo)} to go "
+      f"on {slices} slices of {ctx.shape.describe()}"
+  )
   progress = Progress([j for j, _ in todo], {j.name: b for j, b in todo})
   # Each thread waits on Ray for one run: Ray's placement groups decide which runs hold
   # slices now; the rest wait in Ray's queue.
   with concurrent.futures.ThreadPoolExecutor(max(1, min(len(todo), 4 * slices))) as pool:
-    outcomes = dict(zip([j.name for j, _ in todo],
-                        pool.map(lambda jb: train_run(ctx, jb[0], jb[1], progress), todo)))
+    outcomes = dict(
+        zip(
+            [j.name for j, _ in todo],
+            pool.map(lambda jb: train_run(ctx, jb[0], jb[1], progress), todo),
+        )
+    )
   failed = {n: o for n, o in outcomes.items() if o != "done"}
   if failed:
     name, why = sorted(failed.items())[0]
-    raise UserError(f"stage train: {len(failed)} of {len(todo)} runs failed ({name}: {why}); "
-                    "later stages need them, so the study stops here; rerun the command to "
-                    "resume")
+    raise UserError(
+        f"stage train: {len(failed)} of {len(todo)} runs failed ({name}: {why}); "
+        "later stages need them, so the study stops here; rerun the command to "
+        "resume"
+    )
 
 
-def run(cfg, args, shape: SliceShape, gin_files: Sequence[str],
-        bindings: Sequence[str]) -> None:
+def run(cfg, args, shape: SliceShape, gin_files: Sequence[str], bindings: Sequence[str]) -> None:
   """Every stage of the study on the cluster at RAY_ADDRESS, in order; a dry run names the
   stages and the runs and reaches no cluster."""
   require_tfds_data_dir(cfg)
@@ -438,16 +536,29 @@ def run(cfg, args, shape: SliceShape, gin_files: Sequence[str],
   if args.dry_run:
     for stage in stages:
       where = {"generate": "accelerator hosts", "train": f"slices of {shape.describe()}"}
-      print(f"stage {stage}: on {where.get(stage, 'the head node')}"
-            + (f", {len(cfg.train_runs())} runs" if stage == "train" else ""), flush=True)
+      print(
+          f"stage {stage}: on {where.get(stage, 'the head node')}"
+          + (f", {len(cfg.train_runs())} runs" if stage == "train" else ""),
+          flush=True,
+      )
     return
   import ray
+
   address = args.ray_address or os.environ.get("RAY_ADDRESS", "")
   # What every process of this study needs to see of the environment (an emulated store).
-  env = {k: os.environ[k] for k in ("STORAGE_EMULATOR_HOST", "TENSORSTORE_GCS_HTTP_URL",
-                                    "JAX_PLATFORMS", "XLA_FLAGS", "SYNTHJAX_COMPILE_CACHE",
-                                    "TF_CPP_MIN_LOG_LEVEL", "PYTHONPATH")
-         if k in os.environ}
+  env = {
+      k: os.environ[k]
+      for k in (
+          "STORAGE_EMULATOR_HOST",
+          "TENSORSTORE_GCS_HTTP_URL",
+          "JAX_PLATFORMS",
+          "XLA_FLAGS",
+          "SYNTHJAX_COMPILE_CACHE",
+          "TF_CPP_MIN_LOG_LEVEL",
+          "PYTHONPATH",
+      )
+      if k in os.environ
+  }
   if cfg.tfds_data_dir:
     env["TFDS_DATA_DIR"] = cfg.tfds_data_dir
   # The study folder's lease is this driver's; the stages it runs as jobs hold it through it.
@@ -459,9 +570,16 @@ def run(cfg, args, shape: SliceShape, gin_files: Sequence[str],
     require_shared_store(cfg.study_dir, nodes)
     slices = require_slices(shape, nodes)
     _log(f"ray: {len(nodes)} nodes at {address}; {slices} slices of {shape.describe()}")
-    ctx = Context(cfg, gin_files, bindings, shape, args.retries, args.backoff_s,
-                  storage.join(cfg.study_dir, "logs"),
-                  args.generate_parts or 2 * slices * shape.hosts)
+    ctx = Context(
+        cfg,
+        gin_files,
+        bindings,
+        shape,
+        args.retries,
+        args.backoff_s,
+        storage.join(cfg.study_dir, "logs"),
+        args.generate_parts or 2 * slices * shape.hosts,
+    )
     storage.makedirs(cfg.study_dir)
     with held:
       _stages(ctx, cfg, stages, slices)

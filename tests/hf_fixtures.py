@@ -1,13 +1,23 @@
 """Random tiny transformers models saved with save_pretrained (nothing downloaded)."""
+
 import os
 
 
 def save_tiny_hf(torch, kind: str, out_dir: str, **overrides) -> str:
   import transformers
+
   torch.manual_seed(0)
-  common = dict(vocab_size=211, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                rms_norm_eps=1e-6, tie_word_embeddings=False)
+  common = dict(
+      vocab_size=211,
+      hidden_size=64,
+      intermediate_size=96,
+      num_hidden_layers=2,
+      num_attention_heads=4,
+      num_key_value_heads=2,
+      max_position_embeddings=256,
+      rms_norm_eps=1e-6,
+      tie_word_embeddings=False,
+  )
   common.update(overrides)
   if kind == "llama":
     config = transformers.LlamaConfig(**common)

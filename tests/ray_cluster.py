@@ -12,6 +12,7 @@ and JAX runs on the CPU.
 A node is killed as a machine dies: SIGKILL to every process started under it (its raylet,
 its Ray workers, the binaries they run), found by a marker in their environment.
 """
+
 import json
 import os
 import signal
@@ -48,16 +49,35 @@ class LoopbackCluster:
     self.nodes: Dict[str, List[str]] = {}  # node name -> its `ray start` arguments
 
   def _env(self, node: str, extra: Dict[str, str]) -> Dict[str, str]:
-    return {**os.environ, **self.env, **extra, "RAY_USAGE_STATS_ENABLED": "0",
-            "SYNTHJAX_TEST_CLUSTER": self.marker, "SYNTHJAX_TEST_NODE": f"{self.marker}-{node}"}
+    return {
+        **os.environ,
+        **self.env,
+        **extra,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "SYNTHJAX_TEST_CLUSTER": self.marker,
+        "SYNTHJAX_TEST_NODE": f"{self.marker}-{node}",
+    }
 
   def start(self) -> "LoopbackCluster":
     """The head, then each worker in turn (started at once, they overloaded 2 cores: a raylet
     timed out registering). Whatever started is stopped if a node fails to."""
     common = ["--node-ip-address", IP, "--disable-usage-stats"]
     try:
-      self._start("head", [_ray_bin(), "start", "--head", "--port", str(self.port),
-                           "--num-cpus", "2", "--include-dashboard=false", *common], {})
+      self._start(
+          "head",
+          [
+              _ray_bin(),
+              "start",
+              "--head",
+              "--port",
+              str(self.port),
+              "--num-cpus",
+              "2",
+              "--include-dashboard=false",
+              *common,
+          ],
+          {},
+      )
       for name, (args, env) in self._worker_specs(common).items():
         self._start(name, args, env)
       self.wait_for_nodes(1 + self.slices * self.hosts)
@@ -71,19 +91,41 @@ class LoopbackCluster:
     for s in range(self.slices):
       for h in range(self.hosts):
         resources = {"TPU": CHIPS_PER_HOST, **({f"TPU-{POD_TYPE}-head": 1} if h == 0 else {})}
-        labels = {"ray.io/tpu-slice-name": f"slice-{s}", "ray.io/tpu-worker-id": str(h),
-                  "ray.io/tpu-pod-type": POD_TYPE, "ray.io/tpu-topology": TOPOLOGY}
+        labels = {
+            "ray.io/tpu-slice-name": f"slice-{s}",
+            "ray.io/tpu-worker-id": str(h),
+            "ray.io/tpu-pod-type": POD_TYPE,
+            "ray.io/tpu-topology": TOPOLOGY,
+        }
         specs[f"s{s}h{h}"] = (
-            [_ray_bin(), "start", "--address", self.address, "--num-cpus", "1",
-             "--resources", json.dumps(resources),
-             "--labels", ",".join(f"{k}={v}" for k, v in labels.items()), *common],
-            {"TPU_NAME": f"slice-{s}", "TPU_WORKER_ID": str(h)})
+            [
+                _ray_bin(),
+                "start",
+                "--address",
+                self.address,
+                "--num-cpus",
+                "1",
+                "--resources",
+                json.dumps(resources),
+                "--labels",
+                ",".join(f"{k}={v}" for k, v in labels.items()),
+                *common,
+            ],
+            {"TPU_NAME": f"slice-{s}", "TPU_WORKER_ID": str(h)},
+        )
     return specs
 
   def _start(self, name, args, env):
     self.nodes[name] = (args, env)
-    p = subprocess.run(args, env=self._env(name, env), stdout=subprocess.PIPE,
-                       stderr=subprocess.STDOUT, text=True, cwd=self.tmp, timeout=300)
+    p = subprocess.run(
+        args,
+        env=self._env(name, env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=self.tmp,
+        timeout=300,
+    )
     assert p.returncode == 0, f"node {name}: " + p.stdout[-2000:]
 
   def restart_node(self, name: str) -> None:
@@ -91,10 +133,20 @@ class LoopbackCluster:
     self._start(name, args, env)
 
   def alive_nodes(self) -> int:
-    out = subprocess.run([sys.executable, "-c", (
-        "import ray; ray.init(address=%r, logging_level='ERROR', log_to_driver=False); "
-        "print(sum(n['Alive'] for n in ray.nodes()))" % self.address)],
-        capture_output=True, text=True, timeout=120, env={**os.environ, **self.env})
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import ray; ray.init(address=%r, logging_level='ERROR', log_to_driver=False); "
+                "print(sum(n['Alive'] for n in ray.nodes()))" % self.address
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, **self.env},
+    )
     return int(out.stdout.strip().splitlines()[-1])
 
   def wait_for_nodes(self, n: int, timeout: float = 120) -> None:
@@ -116,8 +168,9 @@ class LoopbackCluster:
           parent[int(pid)] = int(f.read().rsplit(")", 1)[1].split()[1])
       except (OSError, IndexError, ValueError):
         continue
-      if any(e.startswith(b"SYNTHJAX_TEST_") and e.endswith(b"=" + marker.encode())
-             for e in environ):
+      if any(
+          e.startswith(b"SYNTHJAX_TEST_") and e.endswith(b"=" + marker.encode()) for e in environ
+      ):
         marked.add(int(pid))
     found, grew = set(marked), True
     while grew:

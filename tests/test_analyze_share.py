@@ -1,4 +1,5 @@
 """The best-share estimator on synthetic losses whose true answer is known, boring cases too."""
+
 import numpy as np
 import pytest
 
@@ -17,13 +18,21 @@ TRUE = {
 
 def _draw(shape, shares, rng):
   curve = TRUE[shape] if isinstance(shape, str) else shape
-  records = [{"mixture": f"share{r:.2f}", "N": 1e6, "D": 1e7, "domains": {},
-              "loss": curve(r) + rng.normal(0, SEED_SD), "seed": s}
-             for r in shares for s in range(SEEDS)]
+  records = [
+      {
+          "mixture": f"share{r:.2f}",
+          "N": 1e6,
+          "D": 1e7,
+          "domains": {},
+          "loss": curve(r) + rng.normal(0, SEED_SD),
+          "seed": s,
+      }
+      for r in shares
+      for s in range(SEEDS)
+  ]
   cells = noise.bootstrap_cells(records, n_boot=400, seed=int(rng.integers(1 << 30)))
   point = [cells.point[cells.index((f"share{r:.2f}", 1e6, 1e7)), 0] for r in shares]
-  reps = np.stack([cells.reps[:, cells.index((f"share{r:.2f}", 1e6, 1e7)), 0]
-                   for r in shares], 1)
+  reps = np.stack([cells.reps[:, cells.index((f"share{r:.2f}", 1e6, 1e7)), 0] for r in shares], 1)
   return share.best_share(shares, point, reps, cells.measured)
 
 
@@ -35,9 +44,12 @@ def _rate(shape, k, ok):
 def _at_or_bounded_to(end):
   """The verdict an end-optimum should get: that end, or (where its neighbour on a fine grid is
   within noise) a bound on that side."""
+
   def ok(o):
-    return (o["verdict"] == f"best at {end}"
-            or (o["verdict"] == "not resolved" and o["bound"] is not None and end in o["bound"]))
+    return o["verdict"] == f"best at {end}" or (
+        o["verdict"] == "not resolved" and o["bound"] is not None and end in o["bound"]
+    )
+
   return ok
 
 
@@ -64,6 +76,7 @@ def test_flat_is_not_resolved(k):
 def test_interior_interval_covers_the_true_optimum(k):
   def ok(o):
     return o["verdict"] == "interior" and o["interval"][0] <= 0.3 <= o["interval"][1]
+
   assert _rate("interior", k, ok) >= 0.9
 
 
@@ -98,7 +111,7 @@ def test_every_verdict_holds_on_random_convex_curves(k, vertex):
   held, wrong_end = 0, 0
   for _ in range(50):
     curvature = rng.uniform(0.1, 1.5)
-    out = _draw(lambda r: 3.0 + curvature * (r - vertex) ** 2, list(grid), rng)
+    out = _draw(lambda r, c=curvature: 3.0 + c * (r - vertex) ** 2, list(grid), rng)
     true_best = float(grid[np.argmin((grid - vertex) ** 2)])
     if out["verdict"].startswith("best at"):
       held += out["verdict"] == f"best at {true_best:.3g}"
@@ -114,13 +127,15 @@ def test_every_verdict_holds_on_random_convex_curves(k, vertex):
 
 
 def test_without_a_noise_estimate_nothing_is_resolved():
-  out = share.best_share([0, 0.5, 1], [3.0, 2.5, 3.0], np.array([[3.0, 2.5, 3.0]]),
-                         noise_measured=False)
+  out = share.best_share(
+      [0, 0.5, 1], [3.0, 2.5, 3.0], np.array([[3.0, 2.5, 3.0]]), noise_measured=False
+  )
   assert out["verdict"] == "not resolved" and "no noise estimate" in out["why"]
 
 
 def test_fewer_than_three_shares_is_an_error():
   from synthjax.errors import UserError
+
   with pytest.raises(UserError, match="3 or more distinct shares"):
     share.best_share([0, 1], [3.0, 3.1], np.zeros((10, 2)))
 
@@ -136,8 +151,17 @@ def _doc_records(shift, rng, docs=200, seeds=4):
       per_token = difficulty + extra + rng.normal(0, 0.02, docs) + rng.normal(0, 0.01)
       sums = per_token * tokens
       loss = float(sums.sum() / tokens.sum())
-      out.append({"mixture": mixture, "N": 1.0, "D": 1.0, "seed": seed, "loss": loss,
-                  "domains": {"d": loss}, "docs": {"d": (sums.tolist(), tokens.tolist())}})
+      out.append(
+          {
+              "mixture": mixture,
+              "N": 1.0,
+              "D": 1.0,
+              "seed": seed,
+              "loss": loss,
+              "domains": {"d": loss},
+              "docs": {"d": (sums.tolist(), tokens.tolist())},
+          }
+      )
   return out
 
 
@@ -148,7 +172,13 @@ def test_document_bootstrap_is_paired_and_calibrated():
   out = noise.difference(cells, ("mix", 1.0, 1.0), ("natural", 1.0, 1.0))
   assert out["verdict"] == "higher" and out["interval"][0] > 0.0
   # No shift: the 90% interval covers 0 in about 90% of draws.
-  covered = [noise.difference(noise.bootstrap_cells(_doc_records(0.0, rng), n_boot=300),
-                              ("mix", 1.0, 1.0), ("natural", 1.0, 1.0))["verdict"]
-             == "not resolved" for _ in range(50)]
+  covered = [
+      noise.difference(
+          noise.bootstrap_cells(_doc_records(0.0, rng), n_boot=300),
+          ("mix", 1.0, 1.0),
+          ("natural", 1.0, 1.0),
+      )["verdict"]
+      == "not resolved"
+      for _ in range(50)
+  ]
   assert np.mean(covered) >= 0.8

@@ -1,5 +1,6 @@
 """The attention forms agree with the materialized reference on packed, padded batches, forward
 and gradient, and the blocked form never holds a T x T score matrix."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -35,6 +36,7 @@ def _output_and_grads(form, batch, block):
   def loss(q, k, v):
     out = attention.self_attention(q, k, v, positions, segments, form, block)
     return jnp.sum(out * d_out), out * weight
+
   # f32 products in full (a GPU would otherwise round them through TF32)
   with jax.default_matmul_precision("highest"):
     (_, out), grads = jax.jit(jax.value_and_grad(loss, (0, 1, 2), has_aux=True))(q, k, v)
@@ -63,8 +65,10 @@ def test_splash_matches_xla():
 
 @pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention needs a GPU")
 def test_cudnn_matches_xla():
-  batch = [jnp.asarray(x, jnp.bfloat16) if x.dtype == np.float32 else x
-           for x in _packed_batch(128, Dh=64)]
+  batch = [
+      jnp.asarray(x, jnp.bfloat16) if x.dtype == np.float32 else x
+      for x in _packed_batch(128, Dh=64)
+  ]
   ref_out, _ = _output_and_grads("xla", batch, 128)
   out, _ = _output_and_grads("cudnn", batch, 128)
   np.testing.assert_allclose(np.float32(out), np.float32(ref_out), atol=2e-2)
@@ -77,6 +81,7 @@ def _temp_bytes(form, T, H=4, Dh=16):
 
   def loss(q, k, v, positions, segments):
     return jnp.sum(attention.self_attention(q, k, v, positions, segments, form, 128))
+
   grad = jax.jit(jax.grad(loss, (0, 1, 2)))
   compiled = grad.lower(shape_q, shape_kv, shape_kv, ids, ids).compile()
   return compiled.memory_analysis().temp_size_in_bytes
@@ -92,12 +97,19 @@ def test_blocked_never_holds_the_score_matrix():
 CFG = ModelConfig(V=97, D=32, L=2, H=4, K=2, Dh=8, F=48, attention_block=16)
 
 
-@pytest.mark.parametrize("changes", [dict(attention="blocked"), dict(remat="full"),
-                                     dict(remat="save_dots"), dict(remat="save_attention"),
-                                     dict(attention="blocked", remat="save_dots",
-                                          scan_layers=True)])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        dict(attention="blocked"),
+        dict(remat="full"),
+        dict(remat="save_dots"),
+        dict(remat="save_attention"),
+        dict(attention="blocked", remat="save_dots", scan_layers=True),
+    ],
+)
 def test_model_forms_and_remat_give_the_same_logits_and_gradients(changes):
   from synthjax.checkpoints import layout
+
   _, _, _, positions, segments = _packed_batch(48)
   tokens = np.random.default_rng(3).integers(0, CFG.V, positions.shape)
   params = nn.unbox(Transformer(CFG).init(jax.random.key(0), tokens))["params"]
@@ -115,13 +127,20 @@ def test_model_forms_and_remat_give_the_same_logits_and_gradients(changes):
     def loss(p):
       logits = Transformer(cfg).apply({"params": p}, tokens, positions, segments)
       return jnp.sum(logits * probe), logits * weight
+
     return jax.jit(jax.value_and_grad(loss, has_aux=True))(p)
+
   (_, ref_logits), ref_grads = run(CFG, params)
   (_, logits), grads = run(cfg, other)
   np.testing.assert_allclose(logits, ref_logits, atol=1e-4)
   if cfg.scan_layers:
-    grads = dict(grads, **{f"layers_{i}": jax.tree.map(lambda x: x[i], grads["layers"]["block"])
-                           for i in range(CFG.L)})
+    grads = dict(
+        grads,
+        **{
+            f"layers_{i}": jax.tree.map(lambda x, i=i: x[i], grads["layers"]["block"])
+            for i in range(CFG.L)
+        },
+    )
     grads.pop("layers")
   for path, g in jax.tree_util.tree_leaves_with_path(ref_grads):
     other_g = grads

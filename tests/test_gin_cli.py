@@ -15,8 +15,16 @@ def _job(model_dir=gin.REQUIRED, steps=10):
 
 def test_split_argv_understands_t5x_flags():
   files, bindings, paths, rest = gin_cli.split_argv(
-      ["--gin_file=a.gin", "--gin_file", "b.gin", "--gin.MODEL_DIR=/tmp/x y",
-       "--gin.STEPS=5", "--gin_search_paths=p1,p2", "--other=1"])
+      [
+          "--gin_file=a.gin",
+          "--gin_file",
+          "b.gin",
+          "--gin.MODEL_DIR=/tmp/x y",
+          "--gin.STEPS=5",
+          "--gin_search_paths=p1,p2",
+          "--other=1",
+      ]
+  )
   assert files == ["a.gin", "b.gin"]
   assert bindings == ["MODEL_DIR = '/tmp/x y'", "STEPS = 5"]
   assert paths == ["p1", "p2"] and rest == ["--other=1"]
@@ -24,8 +32,9 @@ def test_split_argv_understands_t5x_flags():
 
 def test_model_preset_parses_and_macros_bind(tmp_path):
   run = tmp_path / "run.gin"
-  run.write_text("include 'models/tiny.gin'\nMODEL_DIR = %gin.REQUIRED\n"
-                 "_job.model_dir = %MODEL_DIR\n")
+  run.write_text(
+      "include 'models/tiny.gin'\nMODEL_DIR = %gin.REQUIRED\n" "_job.model_dir = %MODEL_DIR\n"
+  )
   gin_cli.parse([str(run)], ["MODEL_DIR = '/out'", "_job.steps = 3"])
   assert ModelConfig().name == "tiny" and ModelConfig().D == 64
   assert gin_cli.call_configured(_job) == ("/out", 3)
@@ -50,6 +59,7 @@ def test_missing_required_macro_is_one_clear_line(tmp_path):
 
 def test_every_model_preset_builds_a_valid_config():
   from synthjax.models.flops import param_count
+
   folder = os.path.join(gin_cli.GIN_CONFIGS, "models")
   sizes = {}
   for name in sorted(os.listdir(folder)):
@@ -66,19 +76,23 @@ def test_every_model_preset_builds_a_valid_config():
   assert 70e9 < sizes["llama3_70b"] < 71e9
 
 
-@pytest.mark.parametrize("word,value", [("false", False), ("FALSE", False), ("True", True),
-                                        ("none", None)])
+@pytest.mark.parametrize(
+    "word,value", [("false", False), ("FALSE", False), ("True", True), ("none", None)]
+)
 def test_booleans_and_none_on_the_command_line(word, value):
   import synthjax.data.loader  # noqa: F401  (registers MixtureLoader)
+
   _, bindings, _, _ = gin_cli.split_argv([f"--gin.MixtureLoader.allow_repeat={word}"])
   gin_cli.parse([], bindings)
   import gin as gin_lib
+
   assert gin_lib.query_parameter("MixtureLoader.allow_repeat") is value
 
 
 def test_a_bare_word_for_a_number_or_boolean_names_the_flag():
   import synthjax.data.loader  # noqa: F401
   from synthjax.training.config import TrainConfig  # noqa: F401
+
   argv = ["--gin.MixtureLoader.allow_repeat=yes"]
   gin_cli.parse([], gin_cli.split_argv(argv)[1])
   with pytest.raises(UserError, match=r"--gin.MixtureLoader.allow_repeat=yes: .* takes a bool"):

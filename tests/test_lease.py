@@ -1,5 +1,6 @@
 """One writer per folder (synthjax.lease): on a local disk and on the GCS emulator, a second
 holder is refused with one line naming the first, and a dead holder's lease is taken over."""
+
 import json
 import os
 import signal
@@ -19,8 +20,11 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_local_second_holder_is_refused_until_the_first_ends(tmp_path):
   with lease.Lease(str(tmp_path), "a training run"):
-    with pytest.raises(UserError, match=rf"{tmp_path} is in use by a training run on host "
-                                        rf"\S+ \(pid {os.getpid()}, for \d+s\); it is free "):
+    with pytest.raises(
+        UserError,
+        match=rf"{tmp_path} is in use by a training run on host "
+        rf"\S+ \(pid {os.getpid()}, for \d+s\); it is free ",
+    ):
       with lease.Lease(str(tmp_path), "another run"):
         pass
   assert os.listdir(tmp_path) == []  # the lease file goes with its holder
@@ -30,10 +34,17 @@ def test_local_second_holder_is_refused_until_the_first_ends(tmp_path):
 
 def test_local_lease_of_a_killed_process_is_free_at_once(tmp_path):
   holder = subprocess.Popen(
-      [sys.executable, "-c", "import sys, time; from synthjax import lease\n"
-       "with lease.Lease(sys.argv[1], 'a holder'):\n  print('held', flush=True); time.sleep(600)",
-       str(tmp_path)], stdout=subprocess.PIPE, text=True,
-      env=dict(os.environ, PYTHONPATH=REPO))
+      [
+          sys.executable,
+          "-c",
+          "import sys, time; from synthjax import lease\n"
+          "with lease.Lease(sys.argv[1], 'a holder'):\n  print('held', flush=True); time.sleep(600)",
+          str(tmp_path),
+      ],
+      stdout=subprocess.PIPE,
+      text=True,
+      env=dict(os.environ, PYTHONPATH=REPO),
+  )
   assert holder.stdout.readline().strip() == "held"
   with pytest.raises(UserError, match=rf"pid {holder.pid}"):
     with lease.Lease(str(tmp_path), "a second"):
@@ -54,15 +65,28 @@ def bucket():
 def test_store_second_holder_refused_and_a_lost_lease_stops_its_holder(bucket):
   folder = f"{bucket}/run-a"
   with lease.Lease(folder, "a training run", ttl_s=4) as first:
-    with pytest.raises(UserError, match=r"run-a is in use by a training run .* last heartbeat "
-                                        r"\d+s ago\); a crashed holder's lease .* expires 4s"):
+    with pytest.raises(
+        UserError,
+        match=r"run-a is in use by a training run .* last heartbeat "
+        r"\d+s ago\); a crashed holder's lease .* expires 4s",
+    ):
       with lease.Lease(folder, "a second run"):
         pass
     first.check()  # still its own
     # another process that took the lease over (having found this one dead) owns it now
-    storage.write_text(f"{folder}/lease.json", json.dumps(
-        {"owner": "someone-else", "host": "another-host", "pid": 1, "what": "x",
-         "ttl_s": 60, "heartbeat": time.time()}))
+    storage.write_text(
+        f"{folder}/lease.json",
+        json.dumps(
+            {
+                "owner": "someone-else",
+                "host": "another-host",
+                "pid": 1,
+                "what": "x",
+                "ttl_s": 60,
+                "heartbeat": time.time(),
+            }
+        ),
+    )
     deadline = time.time() + 10
     while not first.lost and time.time() < deadline:
       time.sleep(0.05)
@@ -72,19 +96,32 @@ def test_store_second_holder_refused_and_a_lost_lease_stops_its_holder(bucket):
   assert json.loads(storage.read_text(f"{folder}/lease.json"))["owner"] == "someone-else"
 
 
-@pytest.mark.parametrize("host,age,taken", [
-    ("another-host", 5, False),     # alive elsewhere: refused
-    ("another-host", 120, True),    # its heartbeat is older than its ttl (60 s): dead
-    ("this-host", 5, True),         # on this host and its process is gone: dead at once
-])
+@pytest.mark.parametrize(
+    "host,age,taken",
+    [
+        ("another-host", 5, False),  # alive elsewhere: refused
+        ("another-host", 120, True),  # its heartbeat is older than its ttl (60 s): dead
+        ("this-host", 5, True),  # on this host and its process is gone: dead at once
+    ],
+)
 def test_store_lease_of_a_dead_holder_is_taken_over(bucket, host, age, taken):
   folder = f"{bucket}/run-{host}-{age}"
-  dead_pid = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                            capture_output=True, text=True).stdout.strip()
-  storage.write_text(f"{folder}/lease.json", json.dumps(
-      {"owner": "old", "host": socket.gethostname() if host == "this-host" else host,
-       "pid": int(dead_pid), "what": "an old run", "ttl_s": 60,
-       "heartbeat": time.time() - age}))
+  dead_pid = subprocess.run(
+      [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+  ).stdout.strip()
+  storage.write_text(
+      f"{folder}/lease.json",
+      json.dumps(
+          {
+              "owner": "old",
+              "host": socket.gethostname() if host == "this-host" else host,
+              "pid": int(dead_pid),
+              "what": "an old run",
+              "ttl_s": 60,
+              "heartbeat": time.time() - age,
+          }
+      ),
+  )
   if not taken:
     with pytest.raises(UserError, match=r"in use by an old run on host another-host"):
       with lease.Lease(folder, "a new run"):

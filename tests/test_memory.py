@@ -1,8 +1,8 @@
 """The memory check: every paper preset fits the slice the study names, a preset made too large
 fails naming its cause, and the parameter and optimizer figures are the bytes a real sharded
 train state holds per device."""
+
 import jax
-import numpy as np
 import pytest
 
 from synthjax import gin_cli, grid, sharding
@@ -56,14 +56,19 @@ def test_remat_and_attention_order_the_activations():
     plan = memory.check(_paper_3b(remat=remat), OptimizerConfig(), 512, 2048, 1, PAPER_MESH, V4)
     acts[remat] = plan["parts"]["activations"]
   assert acts["none"] > acts["save_dots"] > acts["save_attention"] > acts["full"] > 0
-  xla, fused = (memory.check(_paper_3b(attention=form, remat="none"), OptimizerConfig(), 512,
-                             2048, 1, PAPER_MESH, V4) for form in ("xla", "auto"))
+  xla, fused = (
+      memory.check(
+          _paper_3b(attention=form, remat="none"), OptimizerConfig(), 512, 2048, 1, PAPER_MESH, V4
+      )
+      for form in ("xla", "auto")
+  )
   # materialized f32 scores and probabilities: 2,048 of each per head and token
   assert xla["parts"]["activations"] > 3 * fused["parts"]["activations"]
 
 
 def test_parameter_and_optimizer_bytes_are_what_a_sharded_state_holds():
   from synthjax import train
+
   cfg = ModelConfig(V=256, D=64, L=2, H=4, K=2, Dh=16, F=128)
   opt = OptimizerConfig()
   for axes in ({"data": 1, "fsdp": 8, "tensor": 1}, {"data": 2, "fsdp": 2, "tensor": 2}):
@@ -73,9 +78,14 @@ def test_parameter_and_optimizer_bytes_are_what_a_sharded_state_holds():
     state = init(jax.random.key(0))
     device = jax.devices()[0]
 
-    def on_device(tree):
-      return sum(s.data.nbytes for leaf in jax.tree.leaves(tree)
-                 for s in leaf.addressable_shards if s.device == device)
+    def on_device(tree, device=device):
+      return sum(
+          s.data.nbytes
+          for leaf in jax.tree.leaves(tree)
+          for s in leaf.addressable_shards
+          if s.device == device
+      )
+
     plan = memory.estimate(cfg, opt, 8, 32, 1, axes, "cpu")
     assert plan["parts"]["parameters"] == on_device(state["params"])
     # the optimizer's step counter is replicated: a few bytes beyond the moments
@@ -87,13 +97,23 @@ def test_train_dry_run_prints_the_estimate_and_refuses_a_job_that_cannot_fit(tmp
   import json
   import subprocess
   import sys
-  base = [sys.executable, "-m", "synthjax.train", "--gin_file=train/tiny_markov.gin",
-          f"--gin.MODEL_DIR={tmp_path / 'run'}", "--gin.TRAIN_TOKENS=4096"]
+
+  base = [
+      sys.executable,
+      "-m",
+      "synthjax.train",
+      "--gin_file=train/tiny_markov.gin",
+      f"--gin.MODEL_DIR={tmp_path / 'run'}",
+      "--gin.TRAIN_TOKENS=4096",
+  ]
   out = subprocess.run(base + ["--dry_run"], capture_output=True, text=True, check=True)
   plan = json.loads(out.stdout.strip().splitlines()[-1])["memory"]
   assert plan["verdict"] == "unknown" and plan["parts"]["parameters"] > 0  # CPU: no limit
-  tiny = subprocess.run(base + ["--gin.Slice.device_gib=0.0001", "--gin.Slice.name='a toy'"],
-                        capture_output=True, text=True)
+  tiny = subprocess.run(
+      base + ["--gin.Slice.device_gib=0.0001", "--gin.Slice.name='a toy'"],
+      capture_output=True,
+      text=True,
+  )
   assert tiny.returncode != 0
   assert "needs" in tiny.stderr and "GiB per device on a toy" in tiny.stderr
   assert not (tmp_path / "run").exists()  # refused before anything was written

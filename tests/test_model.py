@@ -52,6 +52,7 @@ def test_packed_segments_equal_separate_sequences():
 
 def test_scan_and_remat_match_unrolled_layers():
   from synthjax.checkpoints import layout
+
   tokens = np.random.default_rng(2).integers(0, CFG.V, (2, 7))
   params = _init(CFG, tokens)["params"]
   scanned_cfg = CFG.replace(scan_layers=True, remat="full")
@@ -76,9 +77,16 @@ def test_kv_cache_decoding_equals_full_forward():
   steps = []
   for t in range(9):
     kv_seg = (np.arange(S) <= t).astype(np.int32)[None].repeat(2, 0)
-    logits, cache = model.apply(params, tokens[:, t:t + 1], np.full((2, 1), t),
-                                np.ones((2, 1), np.int32), cache, np.full((2,), t),
-                                kv_pos, kv_seg)
+    logits, cache = model.apply(
+        params,
+        tokens[:, t : t + 1],
+        np.full((2, 1), t),
+        np.ones((2, 1), np.int32),
+        cache,
+        np.full((2,), t),
+        kv_pos,
+        kv_seg,
+    )
     steps.append(logits[:, 0])
   np.testing.assert_allclose(np.stack(steps, 1), full, atol=1e-5)
 
@@ -90,6 +98,7 @@ def test_cache_write_puts_each_rows_entries_at_its_offset(name, dtype, T):
   # A bf16 decode step writes with a select, the other cases with a scatter: same result, in
   # the keys' layout (BxKxDhxS) and the values' (BxKxSxDh).
   from synthjax.models.llama import _write_cache
+
   rng = np.random.default_rng(0)
   B, K, S, Dh = 3, 2, 10, 4
   cache = rng.normal(size=(B, K, S, Dh)).astype(np.float32)
@@ -97,20 +106,22 @@ def test_cache_write_puts_each_rows_entries_at_its_offset(name, dtype, T):
   starts = np.array([0, 4, S - T])
   expected = cache.copy()
   for b in range(B):
-    expected[b, :, starts[b]:starts[b] + T] = new[b].swapaxes(0, 1)
+    expected[b, :, starts[b] : starts[b] + T] = new[b].swapaxes(0, 1)
   layout = (lambda x: x.swapaxes(2, 3)) if name == "k" else (lambda x: x)
-  got = _write_cache(jnp.asarray(layout(cache), dtype), jnp.asarray(new, dtype),
-                     jnp.asarray(starts), name)
+  got = _write_cache(
+      jnp.asarray(layout(cache), dtype), jnp.asarray(new, dtype), jnp.asarray(starts), name
+  )
   assert got.dtype == jnp.dtype(dtype)
-  np.testing.assert_array_equal(np.asarray(layout(got), np.float32),
-                                np.asarray(jnp.asarray(expected, dtype), np.float32))
+  np.testing.assert_array_equal(
+      np.asarray(layout(got), np.float32), np.asarray(jnp.asarray(expected, dtype), np.float32)
+  )
 
 
 def test_llama3_rope_scaling_keeps_high_frequencies():
   base = CFG.replace(Dh=64, rope_theta=500000.0)
   scaled = base.replace(rope_scaling_factor=8.0, rope_original_max_len=8192)
   f0, f1 = np.asarray(rope_frequencies(base)), np.asarray(rope_frequencies(scaled))
-  assert f1[0] == pytest.approx(f0[0])          # shortest wavelength untouched
+  assert f1[0] == pytest.approx(f0[0])  # shortest wavelength untouched
   assert f1[-1] == pytest.approx(f0[-1] / 8.0)  # longest wavelength slowed by the factor
 
 

@@ -27,8 +27,7 @@ def test_sharded_forward_equals_unsharded_and_params_are_sharded():
   rules = sharding.logical_axis_rules()
   model = Transformer(CFG)
   tokens = np.random.default_rng(0).integers(0, CFG.V, (4, 16))
-  params, _ = sharding.init_sharded(lambda r: model.init(r, tokens), mesh, rules,
-                                    jax.random.key(0))
+  params, _ = sharding.init_sharded(lambda r: model.init(r, tokens), mesh, rules, jax.random.key(0))
   attn = params["params"]["layers_0"]["attn"]
   assert attn["q"].sharding.spec == P("fsdp", "tensor", None)
   assert attn["o"].sharding.spec == P("tensor", None, "fsdp")
@@ -57,7 +56,9 @@ def test_global_batch_from_process_local_rows():
 
 def test_every_microbatch_takes_rows_from_every_device():
   import jax.numpy as jnp
+
   from synthjax.training.step import microbatches
+
   mesh = sharding.make_mesh({"data": 4, "fsdp": 2, "tensor": 1})
   rows = jnp.arange(32)  # 4 rows on each of the 8 data-parallel devices
   batch = jax.device_put(rows, sharding.batch_sharding(mesh))

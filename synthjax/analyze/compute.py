@@ -13,12 +13,14 @@ with speedup the tokens-to-loss speedup and k = 1 in the compute speedup shown. 
 or less never pays. The synthetic tokens used are s D, capped at the set's size when the set
 was read more than once (its repeats were generated once).
 """
+
 import math
 from typing import Dict, Optional, Sequence, Tuple
 
 
-def flops_per_token(generator_params: float, generator_tokens: float,
-                    training_tokens: float) -> float:
+def flops_per_token(
+    generator_params: float, generator_tokens: float, training_tokens: float
+) -> float:
   """Generator FLOPs per synthetic training token: 2 P per token the generator processed
   (prompts and outputs, kept or rejected) over the kept text's training tokens."""
   return 2.0 * generator_params * generator_tokens / training_tokens
@@ -29,8 +31,9 @@ def synthetic_tokens(share: float, D: float, set_tokens: Optional[float]) -> flo
   return min(used, set_tokens) if set_tokens else used
 
 
-def compute_speedup(speedup: float, N: float, D: float, share: float, cost: Dict,
-                    runs_sharing: int = 1) -> float:
+def compute_speedup(
+    speedup: float, N: float, D: float, share: float, cost: Dict, runs_sharing: int = 1
+) -> float:
   """Natural training FLOPs over the mixture's training plus its share of generation FLOPs."""
   generation = cost["flops_per_token"] * synthetic_tokens(share, D, cost.get("set_tokens"))
   return speedup * 6.0 * N * D / (6.0 * N * D + generation / runs_sharing)
@@ -51,29 +54,44 @@ def net_rows(rows: Sequence[dict], N: float, share: float, cost: Dict) -> None:
   rows that natural data's fit reaches within its range."""
   for r in rows:
     if r["natural_reach"] != "within":
-      r.update(compute_speedup=None, compute_interval=None, break_even_runs=None,
-               break_even_interval=None)
+      r.update(
+          compute_speedup=None,
+          compute_interval=None,
+          break_even_runs=None,
+          break_even_interval=None,
+      )
       continue
     factor = compute_speedup(1.0, N, r["D"], share, cost)
     iv: Optional[Tuple[float, float]] = r["interval"]
     r["compute_speedup"] = r["speedup"] * factor
     r["compute_interval"] = (iv[0] * factor, iv[1] * factor) if iv else None
     r["break_even_runs"] = break_even_runs(r["speedup"], N, r["D"], share, cost)
-    r["break_even_interval"] = ((break_even_runs(iv[1], N, r["D"], share, cost),
-                                 break_even_runs(iv[0], N, r["D"], share, cost)) if iv else None)
+    r["break_even_interval"] = (
+        (
+            break_even_runs(iv[1], N, r["D"], share, cost),
+            break_even_runs(iv[0], N, r["D"], share, cost),
+        )
+        if iv
+        else None
+    )
 
 
 def parse_option(text: str) -> Tuple[str, Dict]:
   """'KIND=PARAMS:TOKENS' (the --generation option): the generator's parameters, and generator
   tokens (prompt and output) per synthetic training token."""
   from synthjax.errors import UserError
+
   try:
     kind, rest = text.split("=", 1)
     params, tokens = (float(x) for x in rest.split(":"))
   except ValueError:
-    raise UserError(f"--generation {text!r}: expected KIND=PARAMS:TOKENS, e.g. "
-                    "rephrased_hq=8e9:2.5") from None
+    raise UserError(
+        f"--generation {text!r}: expected KIND=PARAMS:TOKENS, e.g. " "rephrased_hq=8e9:2.5"
+    ) from None
   if not (params > 0 and tokens > 0):
     raise UserError(f"--generation {text!r}: PARAMS and TOKENS must be positive")
-  return kind, {"generator_params": params, "tokens_per_token": tokens,
-                "flops_per_token": 2.0 * params * tokens}
+  return kind, {
+      "generator_params": params,
+      "tokens_per_token": tokens,
+      "flops_per_token": 2.0 * params * tokens,
+  }

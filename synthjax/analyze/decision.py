@@ -7,6 +7,7 @@ other (N, D), over every pair of mixtures run at both: the share of pairs ordere
 interval comes from the bootstrap replicates of the cell means (noise.py), the same replicate
 at both scales, so the target's own noise counts too.
 """
+
 from typing import List
 
 import numpy as np
@@ -43,7 +44,14 @@ def accuracy(cells: Cells) -> List[dict]:
     large = [cells.index((m,) + target) for m in here]
     point = float(_agreement(cells.point[small, 0], cells.point[large, 0]))
     reps = _agreement(cells.reps[:, small, 0], cells.reps[:, large, 0])
-    out.append({"N": scale[0], "D": scale[1], "target": {"N": target[0], "D": target[1]},
-                "pairs": len(here) * (len(here) - 1) // 2, "accuracy": point,
-                "interval": interval(reps) if cells.measured else None})
+    out.append(
+        {
+            "N": scale[0],
+            "D": scale[1],
+            "target": {"N": target[0], "D": target[1]},
+            "pairs": len(here) * (len(here) - 1) // 2,
+            "accuracy": point,
+            "interval": interval(reps) if cells.measured else None,
+        }
+    )
   return out

@@ -15,6 +15,7 @@ refit without the largest budget (or size), predict that point, report the relat
 computed only when the refit itself has parameters + 2 points. Parameter intervals come from
 refitting the bootstrap replicates of the cell means (noise.py), started at the full fit.
 """
+
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -33,14 +34,22 @@ def min_points(names: List[str]) -> int:
   return n_params(names) + SLACK
 
 
-def fit_law(resources: Dict[str, np.ndarray], point: np.ndarray, reps: np.ndarray,
-            holdout_on: Optional[str], n_fit_boot: int = 100) -> dict:
+def fit_law(
+    resources: Dict[str, np.ndarray],
+    point: np.ndarray,
+    reps: np.ndarray,
+    holdout_on: Optional[str],
+    n_fit_boot: int = 100,
+) -> dict:
   """One law; see fit_laws."""
   return fit_laws([(resources, point, reps)], holdout_on, n_fit_boot)[0]
 
 
-def fit_laws(groups: List[Tuple[Dict[str, np.ndarray], np.ndarray, np.ndarray]],
-             holdout_on: Optional[str], n_fit_boot: int = 100) -> List[dict]:
+def fit_laws(
+    groups: List[Tuple[Dict[str, np.ndarray], np.ndarray, np.ndarray]],
+    holdout_on: Optional[str],
+    n_fit_boot: int = 100,
+) -> List[dict]:
   """Laws of one form (the same resource names) fitted together, as a few batched programs.
   A group is (resources: name -> [points], point: [points] mean losses, reps: [replicates,
   points]). Each result has the fit's parameters with intervals, replicate thetas (for derived
@@ -48,28 +57,35 @@ def fit_laws(groups: List[Tuple[Dict[str, np.ndarray], np.ndarray, np.ndarray]],
   out: List[dict] = [{} for _ in groups]
   names = list(groups[0][0]) if groups else []
   todo = []
-  for i, (res, point, reps) in enumerate(groups):
+  for i, (res, _, reps) in enumerate(groups):
     if len(names) == 1 and len(reps) > 1:
       # Noise only also fits some curve: ask first whether the loss falls at all between the
       # smallest and the largest resource, beyond the replicates' spread.
       x = res[names[0]]
       drop = reps[:, np.argmin(x)] - reps[:, np.argmax(x)]
       if np.quantile(drop, 0.05) <= 0:
-        out[i] = {"rejected": f"no decrease resolved from the smallest to the largest "
-                              f"{names[0]} ({float(np.mean(drop)):+.3g}, within noise or rising)"}
+        out[i] = {
+            "rejected": f"no decrease resolved from the smallest to the largest "
+            f"{names[0]} ({float(np.mean(drop)):+.3g}, within noise or rising)"
+        }
         continue
     todo.append(i)
   if not todo:
     return out
   thetas, objectives = scaling.minimize_many(
-      [scaling.problem(groups[i][0], groups[i][1]) for i in todo], scaling.grid_starts(len(names)))
-  base = {i: scaling.Fit(names, t, float(o), len(groups[i][1]))
-          for i, t, o in zip(todo, thetas, objectives)}
+      [scaling.problem(groups[i][0], groups[i][1]) for i in todo], scaling.grid_starts(len(names))
+  )
+  base = {
+      i: scaling.Fit(names, t, float(o), len(groups[i][1]))
+      for i, t, o in zip(todo, thetas, objectives)
+  }
   for i in list(todo):
     exponents = {k: v for k, v in base[i].params.items() if k in ("alpha", "beta")}
     if min(exponents.values()) <= 0:
-      out[i] = {"rejected": "loss does not fall with " + " and ".join(names) + " (fitted "
-                "exponent " + ", ".join(f"{k} = {v:.3g}" for k, v in exponents.items()) + ")"}
+      out[i] = {
+          "rejected": "loss does not fall with " + " and ".join(names) + " (fitted "
+          "exponent " + ", ".join(f"{k} = {v:.3g}" for k, v in exponents.items()) + ")"
+      }
       todo.remove(i)
   # Bootstrap refits, each started at its fit: every (fit, replicate) is one row.
   refit = [(i, b) for i in todo for b in range(min(n_fit_boot, len(groups[i][2])))]
@@ -77,7 +93,9 @@ def fit_laws(groups: List[Tuple[Dict[str, np.ndarray], np.ndarray, np.ndarray]],
   if refit:
     got, _ = scaling.minimize_many(
         [scaling.problem(groups[i][0], groups[i][2][b]) for i, b in refit],
-        np.stack([base[i].theta[None] for i, _ in refit]), polish=1)
+        np.stack([base[i].theta[None] for i, _ in refit]),
+        polish=1,
+    )
     for (i, _), t in zip(refit, got):
       rep_thetas[i].append(t)
   holdout = {i: _holdout_mask(groups[i][0], holdout_on) for i in todo} if holdout_on else {}
@@ -86,7 +104,9 @@ def fit_laws(groups: List[Tuple[Dict[str, np.ndarray], np.ndarray, np.ndarray]],
   if held_ids:
     got, _ = scaling.minimize_many(
         [scaling.problem(groups[i][0], groups[i][1], holdout[i]) for i in held_ids],
-        np.stack([base[i].theta[None] for i in held_ids]), polish=1)
+        np.stack([base[i].theta[None] for i in held_ids]),
+        polish=1,
+    )
     held = dict(zip(held_ids, got))
   for i in todo:
     res, point, _ = groups[i]
@@ -99,19 +119,31 @@ def fit_laws(groups: List[Tuple[Dict[str, np.ndarray], np.ndarray, np.ndarray]],
     if fit.params["E"] < 0.01 * float(np.min(point)):
       notes.append("E not identified: the losses show no floor yet")
       intervals.pop("E", None)
-    notes += [f"{k} = {v:.3g} not identified: the term is flat over the measured range"
-              for k, v in fit.params.items() if k in ("alpha", "beta") and v > 3]
-    out[i] = {**fit.params, "objective": fit.objective, "n_points": len(point),
-              "intervals": intervals, "theta": fit.theta.tolist(),
-              "replicate_thetas": [t.tolist() for t in rep_thetas[i]],
-              "holdout": None, "note": "; ".join(notes) or None}
+    notes += [
+        f"{k} = {v:.3g} not identified: the term is flat over the measured range"
+        for k, v in fit.params.items()
+        if k in ("alpha", "beta") and v > 3
+    ]
+    out[i] = {
+        **fit.params,
+        "objective": fit.objective,
+        "n_points": len(point),
+        "intervals": intervals,
+        "theta": fit.theta.tolist(),
+        "replicate_thetas": [t.tolist() for t in rep_thetas[i]],
+        "holdout": None,
+        "note": "; ".join(notes) or None,
+    }
     if i in held:
       x = res[holdout_on]
       far = x == x.max()
       pred = scaling.Fit(names, held[i], 0.0, 0).predict(**{k: v[far] for k, v in res.items()})
-      out[i]["holdout"] = {"on": holdout_on, "at": float(x.max()),
-                           "relative_error": float(np.mean(np.abs(pred - point[far]) / point[far])),
-                           "points": int((~far).sum())}
+      out[i]["holdout"] = {
+          "on": holdout_on,
+          "at": float(x.max()),
+          "relative_error": float(np.mean(np.abs(pred - point[far]) / point[far])),
+          "points": int((~far).sum()),
+      }
   return out
 
 

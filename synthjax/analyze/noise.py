@@ -13,6 +13,7 @@ The two deviations are added (seed noise and evaluation-sample noise are indepen
 A cell with one seed has no measured seed noise; records without per-document losses (CSV
 input) have no measured evaluation noise. `Cells.noise` says which were measured.
 """
+
 import dataclasses
 from typing import Dict, List, Sequence, Tuple
 
@@ -23,12 +24,12 @@ LEVEL = 0.90  # the report's intervals
 
 @dataclasses.dataclass
 class Cells:
-  keys: List[Tuple[str, float, float]]   # (mixture, N, D)
-  quantities: List[str]                  # "loss", then one entry per domain
-  point: np.ndarray                      # [cells, quantities]: mean over seeds
-  reps: np.ndarray                       # [replicates, cells, quantities]
-  seeds: np.ndarray                      # [cells]: runs per cell
-  noise: Dict[str, bool]                 # {"seeds": measured?, "documents": measured?}
+  keys: List[Tuple[str, float, float]]  # (mixture, N, D)
+  quantities: List[str]  # "loss", then one entry per domain
+  point: np.ndarray  # [cells, quantities]: mean over seeds
+  reps: np.ndarray  # [replicates, cells, quantities]
+  seeds: np.ndarray  # [cells]: runs per cell
+  noise: Dict[str, bool]  # {"seeds": measured?, "documents": measured?}
 
   def index(self, key) -> int:
     return self.keys.index(key)
@@ -56,15 +57,19 @@ def _doc_table(records: List[dict], domains: Sequence[str]):
     docs = [r.get("docs", {}).get(d) for r in records]
     if any(x is None for x in docs) or len({len(x[0]) for x in docs}) != 1:
       return None
-    out[d] = (np.stack([np.asarray(x[0], np.float64) for x in docs], 1),
-              np.stack([np.asarray(x[1], np.float64) for x in docs], 1))
+    out[d] = (
+        np.stack([np.asarray(x[0], np.float64) for x in docs], 1),
+        np.stack([np.asarray(x[1], np.float64) for x in docs], 1),
+    )
   return out
 
 
 def bootstrap_cells(records: List[dict], n_boot: int = 1000, seed: int = 0) -> Cells:
   rng = np.random.default_rng(seed)
-  keys = sorted({(r["mixture"], r["N"], r["D"]) for r in records},
-                key=lambda k: (k[1], k[2], k[0] != "natural", k[0]))
+  keys = sorted(
+      {(r["mixture"], r["N"], r["D"]) for r in records},
+      key=lambda k: (k[1], k[2], k[0] != "natural", k[0]),
+  )
   domains = sorted(set.intersection(*(set(r["domains"]) for r in records))) if records else []
   quantities = ["loss"] + domains
   values = np.asarray([[r["loss"]] + [r["domains"][d] for d in domains] for r in records])
@@ -75,6 +80,7 @@ def bootstrap_cells(records: List[dict], n_boot: int = 1000, seed: int = 0) -> C
   for c in range(C):
     v = values[cell_of == c]
     seeds[c], point[c] = len(v), v.mean(0)
+
   # Seed noise: the within-cell variance pooled over the budgets of one (mixture, N), so that
   # 2 seeds a cell still give a usable estimate while a mixture whose runs scatter more (a
   # small synthetic set read many times) keeps its own; drawn from Student's t with the pooled
@@ -102,9 +108,9 @@ def bootstrap_cells(records: List[dict], n_boot: int = 1000, seed: int = 0) -> C
     total_rep_sum = total_rep_tok = 0.0
     total_sum = total_tok = 0.0
     for q, d in enumerate(domains, start=1):
-      sums, toks = table[d]                               # [docs, records]
+      sums, toks = table[d]  # [docs, records]
       counts = rng.multinomial(len(sums), np.full(len(sums), 1 / len(sums)), n_boot)
-      rep_sum, rep_tok = counts @ sums, counts @ toks     # [replicates, records]
+      rep_sum, rep_tok = counts @ sums, counts @ toks  # [replicates, records]
       dev = rep_sum / np.maximum(rep_tok, 1) - sums.sum(0) / np.maximum(toks.sum(0), 1)
       total_rep_sum, total_rep_tok = total_rep_sum + rep_sum, total_rep_tok + rep_tok
       total_sum, total_tok = total_sum + sums.sum(0), total_tok + toks.sum(0)
@@ -124,9 +130,12 @@ def difference(cells: Cells, a, b, quantity: str = "loss") -> dict:
   ia, ib = cells.index(a), cells.index(b)
   diff = cells.point[ia, q] - cells.point[ib, q]
   if not cells.measured:  # no noise estimate: no interval, nothing called
-    return {"diff": float(diff), "interval": None, "resolved": False,
-            "verdict": "not resolved"}
+    return {"diff": float(diff), "interval": None, "resolved": False, "verdict": "not resolved"}
   lo, hi = interval(cells.reps[:, ia, q] - cells.reps[:, ib, q])
   resolved = lo > 0 or hi < 0
-  return {"diff": float(diff), "interval": (lo, hi), "resolved": bool(resolved),
-          "verdict": ("higher" if diff > 0 else "lower") if resolved else "not resolved"}
+  return {
+      "diff": float(diff),
+      "interval": (lo, hi),
+      "resolved": bool(resolved),
+      "verdict": ("higher" if diff > 0 else "lower") if resolved else "not resolved",
+  }

@@ -1,4 +1,5 @@
 """How the report writes numbers: shared by its document and its plots."""
+
 import math
 
 import numpy as np
@@ -11,7 +12,9 @@ def fmt(x, digits=4) -> str:
     return "-"
   if isinstance(x, (bool, np.bool_)):
     return "yes" if x else "no"
-  if isinstance(x, (int, np.integer)) or (isinstance(x, float) and x.is_integer() and abs(x) >= 1e3):
+  if isinstance(x, (int, np.integer)) or (
+      isinstance(x, float) and x.is_integer() and abs(x) >= 1e3
+  ):
     return f"{x:.3g}" if abs(x) >= 1e6 else f"{int(x)}"
   if not math.isfinite(x):
     return "inf"

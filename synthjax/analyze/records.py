@@ -14,6 +14,7 @@ Normalised record: {"N", "D", "mixture", "kind", "share", "seed", "loss", "domai
 loss}, "docs": {name: (per-document loss sums, per-document tokens)}, "baselines": {name:
 unigram loss}, "bits_per_byte": {name: bpb}, "repeats": {task: passes}, "path"}.
 """
+
 import csv
 import hashlib
 import io
@@ -72,16 +73,30 @@ def normalise(rec: dict, where: str) -> dict:
   seed = rec.get("seed", 0)
   seed = 0 if seed in ("", None) else int(_number(seed, "seed", where))
   evals = rec.get("eval") or {}
-  docs = {d: (e["doc_loss_sums"], e["doc_tokens"]) for d, e in evals.items()
-          if "doc_loss_sums" in e and "doc_tokens" in e}
-  return {"N": N, "D": D, "mixture": str(rec["mixture"]), "kind": kind, "share": share,
-          "seed": seed, "loss": loss, "domains": domains, "docs": docs,
-          "baselines": {d: e["unigram_loss"] for d, e in evals.items() if "unigram_loss" in e},
-          "bits_per_byte": {d: e["bits_per_byte"] for d, e in evals.items()
-                            if "bits_per_byte" in e},
-          "repeats": rec.get("repeats") or {}, "path": rec.get("path", where),
-          "model": rec.get("model", ""), "vocabulary": str(rec.get("vocabulary") or ""),
-          "seq_len": rec.get("seq_len"), "eval_set": _eval_set(evals)}
+  docs = {
+      d: (e["doc_loss_sums"], e["doc_tokens"])
+      for d, e in evals.items()
+      if "doc_loss_sums" in e and "doc_tokens" in e
+  }
+  return {
+      "N": N,
+      "D": D,
+      "mixture": str(rec["mixture"]),
+      "kind": kind,
+      "share": share,
+      "seed": seed,
+      "loss": loss,
+      "domains": domains,
+      "docs": docs,
+      "baselines": {d: e["unigram_loss"] for d, e in evals.items() if "unigram_loss" in e},
+      "bits_per_byte": {d: e["bits_per_byte"] for d, e in evals.items() if "bits_per_byte" in e},
+      "repeats": rec.get("repeats") or {},
+      "path": rec.get("path", where),
+      "model": rec.get("model", ""),
+      "vocabulary": str(rec.get("vocabulary") or ""),
+      "seq_len": rec.get("seq_len"),
+      "eval_set": _eval_set(evals),
+  }
 
 
 def _eval_set(evals: dict) -> str:
@@ -93,8 +108,11 @@ def _eval_set(evals: dict) -> str:
   return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-COMPARABLE = {"vocabulary": "vocabularies", "eval_set": "evaluation sets",
-              "seq_len": "sequence lengths"}
+COMPARABLE = {
+    "vocabulary": "vocabularies",
+    "eval_set": "evaluation sets",
+    "seq_len": "sequence lengths",
+}
 
 
 def check_comparable(records: List[dict]) -> None:
@@ -108,8 +126,10 @@ def check_comparable(records: List[dict]) -> None:
         seen.setdefault(r[field], r["path"])
     if len(seen) > 1:
       (a, pa), (b, pb) = list(seen.items())[:2]
-      raise UserError(f"runs of different {what} are not comparable: {pa} has {field} {a}, "
-                      f"{pb} has {b}; report them separately")
+      raise UserError(
+          f"runs of different {what} are not comparable: {pa} has {field} {a}, "
+          f"{pb} has {b}; report them separately"
+      )
 
 
 def _from_csv(path: str) -> List[dict]:
@@ -118,8 +138,11 @@ def _from_csv(path: str) -> List[dict]:
     reader = csv.DictReader(f)
     for i, row in enumerate(reader, start=2):
       rec = {k: v for k, v in row.items() if not k.startswith("loss/")}
-      rec["losses"] = {k[len("loss/"):]: v for k, v in row.items()
-                       if k.startswith("loss/") and v not in ("", None)}
+      rec["losses"] = {
+          k[len("loss/") :]: v
+          for k, v in row.items()
+          if k.startswith("loss/") and v not in ("", None)
+      }
       out.append(normalise(rec, f"{path}:{i}"))
   return out
 

@@ -4,20 +4,27 @@
 renders report.md, report.html, analysis.json and PNG plots. A partial grid still renders:
 what could not be computed is listed under "Missing" with the reason.
 """
+
 import math
 from typing import Dict, List, Optional
 
 import numpy as np
 
 from synthjax import storage
-from synthjax.analyze import (compute, decision, document, laws, noise, plots,
-                               records as records_lib, share as share_lib, speedup)
+from synthjax.analyze import compute, decision, document, laws, noise, plots, speedup
+from synthjax.analyze import records as records_lib
+from synthjax.analyze import share as share_lib
 from synthjax.analyze.numbers import fmt
 from synthjax.errors import UserError
 
 
-def analyze(records: List[dict], n_boot: int = 1000, n_fit_boot: int = 100,
-            seed: int = 0, generation: Optional[Dict[str, dict]] = None) -> dict:
+def analyze(
+    records: List[dict],
+    n_boot: int = 1000,
+    n_fit_boot: int = 100,
+    seed: int = 0,
+    generation: Optional[Dict[str, dict]] = None,
+) -> dict:
   """Everything the report shows, from run records: cell means with intervals, findings,
   fits, speedups, best shares, per-domain gaps and baselines."""
   records_lib.check_comparable(records)
@@ -36,35 +43,52 @@ def analyze(records: List[dict], n_boot: int = 1000, n_fit_boot: int = 100,
   if not natural:
     missing.append("natural baseline (share 0): no speedups or domain gaps without it")
   if not cells.measured:
-    missing.append("noise estimate: one seed per cell and no per-document losses, so no "
-                   "interval and no difference is called (run 2+ seeds)")
+    missing.append(
+        "noise estimate: one seed per cell and no per-document losses, so no "
+        "interval and no difference is called (run 2+ seeds)"
+    )
 
   table = []
   for c, (m, N, D) in enumerate(cells.keys):
     q = cells.quantities
-    bpb = [np.mean(list(r["bits_per_byte"].values())) for r in records
-           if (r["mixture"], r["N"], r["D"]) == (m, N, D) and r["bits_per_byte"]]
-    table.append({"mixture": m, "N": N, "D": D, "kind": kind_of[m][0],
-                  "share": kind_of[m][1], "seeds": int(cells.seeds[c]),
-                  "loss": float(cells.point[c, 0]),
-                  "interval": (noise.interval(cells.reps[:, c, 0]) if cells.measured
-                               else None),
-                  "bits_per_byte": float(np.mean(bpb)) if bpb else None,
-                  "domains": {d: float(cells.point[c, i]) for i, d in enumerate(q) if i}})
+    bpb = [
+        np.mean(list(r["bits_per_byte"].values()))
+        for r in records
+        if (r["mixture"], r["N"], r["D"]) == (m, N, D) and r["bits_per_byte"]
+    ]
+    table.append(
+        {
+            "mixture": m,
+            "N": N,
+            "D": D,
+            "kind": kind_of[m][0],
+            "share": kind_of[m][1],
+            "seeds": int(cells.seeds[c]),
+            "loss": float(cells.point[c, 0]),
+            "interval": (noise.interval(cells.reps[:, c, 0]) if cells.measured else None),
+            "bits_per_byte": float(np.mean(bpb)) if bpb else None,
+            "domains": {d: float(cells.point[c, i]) for i, d in enumerate(q) if i},
+        }
+    )
 
   axis = {"N": 1, "D": 2}  # where each resource sits in a cell key (mixture, N, D)
 
   def law_points(mixture, free, fixed_name, fixed):
-    keys = [k for k in cells.keys
-            if k[0] == mixture and (fixed_name is None or k[axis[fixed_name]] == fixed)]
+    keys = [
+        k
+        for k in cells.keys
+        if k[0] == mixture and (fixed_name is None or k[axis[fixed_name]] == fixed)
+    ]
     idx = [cells.index(k) for k in keys]
     res = {name: np.array([k[axis[name]] for k in keys], np.float64) for name in free}
     return res, cells.point[idx, 0], cells.reps[:, idx, 0]
 
   def fit_family(free, fixed_name, label, holdout_on):
     out, too_few, no_holdout, rejected = [], [], [], []
-    groups = sorted({(k[0], None if fixed_name is None else k[axis[fixed_name]])
-                     for k in cells.keys}, key=lambda g: (g[0] != "natural", g[0], g[1] or 0))
+    groups = sorted(
+        {(k[0], None if fixed_name is None else k[axis[fixed_name]]) for k in cells.keys},
+        key=lambda g: (g[0] != "natural", g[0], g[1] or 0),
+    )
     todo = []
     for mixture, fixed in groups:
       res, point, reps = law_points(mixture, free, fixed_name, fixed)
@@ -81,20 +105,35 @@ def analyze(records: List[dict], n_boot: int = 1000, n_fit_boot: int = 100,
       if f["holdout"] is None and holdout_on:
         no_holdout.append(where)
       pred = laws.predict(free, f["theta"], **res)
-      out.append({"mixture": mixture, "kind": kind_of[mixture][0],
-                  "share": kind_of[mixture][1], fixed_name or "all": fixed,
-                  **{f"{k}_range": [float(v.min()), float(v.max())] for k, v in res.items()},
-                  **f, "residuals": [{**{k: float(v[i]) for k, v in res.items()},
-                                      "log_residual": float(np.log(point[i] / pred[i]))}
-                                     for i in range(len(point))]})
+      out.append(
+          {
+              "mixture": mixture,
+              "kind": kind_of[mixture][0],
+              "share": kind_of[mixture][1],
+              fixed_name or "all": fixed,
+              **{f"{k}_range": [float(v.min()), float(v.max())] for k, v in res.items()},
+              **f,
+              "residuals": [
+                  {
+                      **{k: float(v[i]) for k, v in res.items()},
+                      "log_residual": float(np.log(point[i] / pred[i])),
+                  }
+                  for i in range(len(point))
+              ],
+          }
+      )
     if too_few:
-      missing.append(f"{label} fit: needs {laws.min_points(free)} points (parameters + 2), "
-                     f"not shown for {_listing(too_few)}")
+      missing.append(
+          f"{label} fit: needs {laws.min_points(free)} points (parameters + 2), "
+          f"not shown for {_listing(too_few)}"
+      )
     if rejected:
       missing.append(f"{label} fit does not apply to {_listing(rejected)}")
     if no_holdout:
-      missing.append(f"{label} holdout error: needs {laws.min_points(free) + 1} points, "
-                     f"not computed for {_listing(no_holdout)}")
+      missing.append(
+          f"{label} holdout error: needs {laws.min_points(free) + 1} points, "
+          f"not computed for {_listing(no_holdout)}"
+      )
     return out
 
   if not cells.measured:
@@ -119,8 +158,10 @@ def analyze(records: List[dict], n_boot: int = 1000, n_fit_boot: int = 100,
     speedups.append({"mixture": f["mixture"], "N": f["N"], "rows": rows})
   uncosted = sorted({s["kind"] for s in budget_fits if s["share"] > 0} - set(generation or {}))
   if speedups and uncosted:
-    missing.append(f"speedup net of generation compute: no generator cost for "
-                   f"{', '.join(uncosted)} (CSV input: --generation KIND=PARAMS:TOKENS)")
+    missing.append(
+        f"speedup net of generation compute: no generator cost for "
+        f"{', '.join(uncosted)} (CSV input: --generation KIND=PARAMS:TOKENS)"
+    )
 
   best_shares = []
   kinds = sorted({kind_of[m][0] for m in mixtures if kind_of[m][1] > 0})
@@ -132,39 +173,76 @@ def analyze(records: List[dict], n_boot: int = 1000, n_fit_boot: int = 100,
         if len({kind_of[m][1] for m in here}) < 3:
           continue
         idx = [cells.index((m, N, D)) for m in here]
-        out = share_lib.best_share([kind_of[m][1] for m in here], cells.point[idx, 0],
-                                   cells.reps[:, idx, 0], cells.measured)
+        out = share_lib.best_share(
+            [kind_of[m][1] for m in here],
+            cells.point[idx, 0],
+            cells.reps[:, idx, 0],
+            cells.measured,
+        )
         best_shares.append({"kind": kind, "N": N, "D": D, **out})
   if kinds and not best_shares:
     missing.append("best share: no (size, budget) has losses at 3 or more shares of one kind")
 
   gaps, findings = [], []
-  for (m, N, D) in cells.keys:
+  for m, N, D in cells.keys:
     base = next((b for b in natural if cells.has((b, N, D))), None)
     if base is None or m == base:
       continue
-    per_domain = {d: noise.difference(cells, (m, N, D), (base, N, D), d)
-                  for d in cells.quantities[1:]}
-    gaps.extend({"mixture": m, "N": N, "D": D, "domain": d, "gap": g["diff"],
-                 "interval": g["interval"], "verdict": g["verdict"]}
-                for d, g in per_domain.items())
+    per_domain = {
+        d: noise.difference(cells, (m, N, D), (base, N, D), d) for d in cells.quantities[1:]
+    }
+    gaps.extend(
+        {
+            "mixture": m,
+            "N": N,
+            "D": D,
+            "domain": d,
+            "gap": g["diff"],
+            "interval": g["interval"],
+            "verdict": g["verdict"],
+        }
+        for d, g in per_domain.items()
+    )
     if D == max(k[2] for k in cells.keys if k[1] == N and k[0] in (m, base)):
       overall = noise.difference(cells, (m, N, D), (base, N, D))
-      findings.append({"mixture": m, "N": N, "D": D, **overall,
-                       "domains_higher": sorted(d for d, g in per_domain.items()
-                                                if g["verdict"] == "higher"),
-                       "domains_lower": sorted(d for d, g in per_domain.items()
-                                               if g["verdict"] == "lower"),
-                       "domains": len(per_domain)})
+      findings.append(
+          {
+              "mixture": m,
+              "N": N,
+              "D": D,
+              **overall,
+              "domains_higher": sorted(
+                  d for d, g in per_domain.items() if g["verdict"] == "higher"
+              ),
+              "domains_lower": sorted(d for d, g in per_domain.items() if g["verdict"] == "lower"),
+              "domains": len(per_domain),
+          }
+      )
 
-  return {"grid": {"N": Ns, "D": Ds, "mixtures": mixtures, "runs": len(records),
-                   "seeds": sorted({int(s) for s in cells.seeds}), "noise": cells.noise,
-                   "level": noise.LEVEL},
-          "cells": table, "findings": findings, "baselines": _baselines(records, table),
-          "budget_fits": budget_fits, "model_fits": model_fits, "joint_fits": joint_fits,
-          "speedups": speedups, "best_shares": best_shares, "domain_gaps": gaps,
-          "decision_accuracy": decision.accuracy(cells), "generation": generation or {},
-          "records": records, "missing": missing}
+  return {
+      "grid": {
+          "N": Ns,
+          "D": Ds,
+          "mixtures": mixtures,
+          "runs": len(records),
+          "seeds": sorted({int(s) for s in cells.seeds}),
+          "noise": cells.noise,
+          "level": noise.LEVEL,
+      },
+      "cells": table,
+      "findings": findings,
+      "baselines": _baselines(records, table),
+      "budget_fits": budget_fits,
+      "model_fits": model_fits,
+      "joint_fits": joint_fits,
+      "speedups": speedups,
+      "best_shares": best_shares,
+      "domain_gaps": gaps,
+      "decision_accuracy": decision.accuracy(cells),
+      "generation": generation or {},
+      "records": records,
+      "missing": missing,
+  }
 
 
 def _floors_against_natural(fits: List[dict]) -> None:
@@ -181,11 +259,15 @@ def _floors_against_natural(fits: List[dict]) -> None:
       f["E_minus_natural"] = {"diff": None, "interval": None, "resolved": False}
       continue
     pairs = min(len(f["replicate_thetas"]), len(base["replicate_thetas"]))
-    reps = (np.exp([t[0] for t in f["replicate_thetas"][:pairs]])
-            - np.exp([t[0] for t in base["replicate_thetas"][:pairs]]))
+    reps = np.exp([t[0] for t in f["replicate_thetas"][:pairs]]) - np.exp(
+        [t[0] for t in base["replicate_thetas"][:pairs]]
+    )
     iv = noise.interval(reps) if pairs else None
-    f["E_minus_natural"] = {"diff": f["E"] - base["E"], "interval": iv,
-                            "resolved": bool(iv and (iv[0] > 0 or iv[1] < 0))}
+    f["E_minus_natural"] = {
+        "diff": f["E"] - base["E"],
+        "interval": iv,
+        "resolved": bool(iv and (iv[0] > 0 or iv[1] < 0)),
+    }
 
 
 def _listing(items: List[str], show: int = 4) -> str:
@@ -205,16 +287,31 @@ def _baselines(records: List[dict], table: List[dict]) -> List[dict]:
     base = float(np.mean([r["baselines"][d] for r in records if d in r["baselines"]]))
     best = min((c for c in table if d in c["domains"]), key=lambda c: c["domains"][d])
     nat = next((c for c in table if (c["N"], c["D"]) == top and c["share"] == 0), None)
-    out.append({"domain": d, "unigram": base, "best": best["domains"][d],
-                "best_cell": f"{best['mixture']}, N={fmt(best['N'])}, D={fmt(best['D'])}",
-                "natural_at_largest": nat["domains"].get(d) if nat else None})
+    out.append(
+        {
+            "domain": d,
+            "unigram": base,
+            "best": best["domains"][d],
+            "best_cell": f"{best['mixture']}, N={fmt(best['N'])}, D={fmt(best['D'])}",
+            "natural_at_largest": nat["domains"].get(d) if nat else None,
+        }
+    )
   avg = float(np.mean([b["unigram"] for b in out]))
-  out.append({"domain": "mean", "unigram": avg,
-              "best": float(np.mean([b["best"] for b in out])), "best_cell": "per domain",
-              "natural_at_largest": (float(np.mean([b["natural_at_largest"] for b in out]))
-                                     if all(b["natural_at_largest"] is not None for b in out)
-                                     else None)})
+  out.append(
+      {
+          "domain": "mean",
+          "unigram": avg,
+          "best": float(np.mean([b["best"] for b in out])),
+          "best_cell": "per domain",
+          "natural_at_largest": (
+              float(np.mean([b["natural_at_largest"] for b in out]))
+              if all(b["natural_at_largest"] is not None for b in out)
+              else None
+          ),
+      }
+  )
   return out
+
 
 def write(results: dict, out_dir: str) -> str:
   """Render the report into out_dir: report.md and report.html (the first page, then the
@@ -226,8 +323,9 @@ def write(results: dict, out_dir: str) -> str:
   blocks = list(document.blocks(results, images))
   for name, (header, rows) in document.csv_tables(results, out_dir).items():
     storage.write_text(storage.join(out_dir, name), document.csv_text(header, rows))
-  slim = dict(results, records=[{k: v for k, v in r.items() if k != "docs"}
-                                for r in results["records"]])
+  slim = dict(
+      results, records=[{k: v for k, v in r.items() if k != "docs"} for r in results["records"]]
+  )
   storage.write_json(storage.join(out_dir, "analysis.json"), _jsonable(slim))
   storage.write_text(storage.join(out_dir, "report.html"), document.to_html(blocks))
   path = storage.join(out_dir, "report.md")
@@ -247,13 +345,19 @@ def _jsonable(x):
   return x
 
 
-def report(paths, out_dir: str, n_boot: int = 1000, n_fit_boot: int = 100,
-           synthetic: Optional[Dict[str, str]] = None,
-           generation: Optional[Dict[str, dict]] = None) -> str:
+def report(
+    paths,
+    out_dir: str,
+    n_boot: int = 1000,
+    n_fit_boot: int = 100,
+    synthetic: Optional[Dict[str, str]] = None,
+    generation: Optional[Dict[str, dict]] = None,
+) -> str:
   """The report of run records (files, folders or object-store prefixes) into out_dir (local
   or an object store); `synthetic` (kind -> generation output dir) adds what the synthetic
   data was; `generation` (kind -> compute.py's cost) the speedups net of generation compute."""
   from synthjax.analyze import synthetic as synthetic_lib
+
   storage.check_writable(out_dir)  # before the bootstraps, not after
   recs = records_lib.load(paths)
   if not recs:

@@ -10,11 +10,13 @@ space is only 3 or 5 wide, so a full inverse Hessian per row is cheap), so a rep
 of fits and their bootstrap refits run as a few array programs, not a Python loop per fit;
 each fit's best few rows are then run on to convergence and the best kept.
 """
+
 import dataclasses
 import itertools
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
+
 from synthjax.errors import UserError
 
 HUBER_DELTA = 1e-3
@@ -38,11 +40,15 @@ def _objective_and_grad(theta_RxP, X_RxNxK, logL_RxN, w_RxN, delta):
   R, P = theta_RxP.shape
   K = X_RxNxK.shape[2]
   e = theta_RxP[:, 0]
-  a = theta_RxP[:, 1::2]       # R x K
-  alpha = theta_RxP[:, 2::2]   # R x K
-  terms = np.concatenate([
-      np.broadcast_to(e[:, None, None], (R, X_RxNxK.shape[1], 1)),
-      a[:, None, :] - alpha[:, None, :] * X_RxNxK], axis=2)   # R x N x (K+1)
+  a = theta_RxP[:, 1::2]  # R x K
+  alpha = theta_RxP[:, 2::2]  # R x K
+  terms = np.concatenate(
+      [
+          np.broadcast_to(e[:, None, None], (R, X_RxNxK.shape[1], 1)),
+          a[:, None, :] - alpha[:, None, :] * X_RxNxK,
+      ],
+      axis=2,
+  )  # R x N x (K+1)
   top = terms.max(axis=2, keepdims=True)
   weights = np.exp(terms - top)
   total = weights.sum(axis=2, keepdims=True)
@@ -100,8 +106,9 @@ def _batched_bfgs(theta, fun, iters=150, gtol=1e-9, ftol=1e-14):
     if update.any():
       rho = 1.0 / sy[update]
       V = np.eye(P) - rho[:, None, None] * np.einsum("sp,sq->spq", s[update], y[update])
-      Ha[update] = (np.einsum("spq,sqr,str->spt", V, Ha[update], V)
-                    + rho[:, None, None] * np.einsum("sp,sq->spq", s[update], s[update]))
+      Ha[update] = np.einsum("spq,sqr,str->spt", V, Ha[update], V) + rho[:, None, None] * np.einsum(
+          "sp,sq->spq", s[update], s[update]
+      )
     theta[active], f[active], g[active], H[active] = new_th, new_f, new_g, Ha
     keep = moved & (np.abs(new_g).max(1) > gtol) & (fa - new_f > ftol * np.abs(fa))
     active = active[keep]
@@ -119,7 +126,7 @@ class Rows:
     logL = np.zeros((len(problems), n))
     w = np.zeros((len(problems), n))
     for i, (x, l, wi) in enumerate(problems):
-      X[i, :len(l)], logL[i, :len(l)], w[i, :len(l)] = x, l, wi
+      X[i, : len(l)], logL[i, : len(l)], w[i, : len(l)] = x, l, wi
     self.X, self.logL, self.w = X, logL, w
     self.row_problem = np.asarray(row_problem)
     self.delta = delta
@@ -129,7 +136,7 @@ class Rows:
     return _objective_and_grad(theta, self.X[p], self.logL[p], self.w[p], self.delta)
 
 
-DESCEND = 32       # starts per problem that descend after every start is evaluated
+DESCEND = 32  # starts per problem that descend after every start is evaluated
 EVAL_CHUNK = 20000  # rows evaluated at once when screening (bounds the screen's memory)
 
 
@@ -145,8 +152,12 @@ def minimize_many(problems, starts, polish: int = 8, delta: float = HUBER_DELTA)
   n, S, P = starts.shape
   theta = starts.reshape(n * S, P)
   screen = Rows(problems, np.repeat(np.arange(n), S), delta)
-  f = np.concatenate([screen(theta[i:i + EVAL_CHUNK], np.arange(i, min(i + EVAL_CHUNK, n * S)))[0]
-                      for i in range(0, n * S, EVAL_CHUNK)])
+  f = np.concatenate(
+      [
+          screen(theta[i : i + EVAL_CHUNK], np.arange(i, min(i + EVAL_CHUNK, n * S)))[0]
+          for i in range(0, n * S, EVAL_CHUNK)
+      ]
+  )
   for keep, iters, gtol, ftol in ((DESCEND, 150, 1e-9, 1e-14), (polish, 2000, 1e-12, 1e-15)):
     width = len(f) // n
     f = np.where(np.isfinite(f), f, np.inf).reshape(n, width)
@@ -169,8 +180,9 @@ def problem(resources: Dict[str, np.ndarray], loss: np.ndarray, keep=None):
 @dataclasses.dataclass
 class Fit:
   """A fitted law. `params` holds E plus A_i / alpha_i per resource, under the names given."""
-  names: List[str]            # resource names, e.g. ["N", "D"] or ["D"]
-  theta: np.ndarray           # (e, a_1, alpha_1, ...)
+
+  names: List[str]  # resource names, e.g. ["N", "D"] or ["D"]
+  theta: np.ndarray  # (e, a_1, alpha_1, ...)
   objective: float
   n_points: int
 
@@ -199,27 +211,38 @@ def _validate(resources: Dict[str, np.ndarray], loss: np.ndarray, n_params: int,
   for name, x in resources.items():
     bad = ~np.isfinite(x) | (x <= 0)
     if bad.any():
-      raise UserError(f"{what}: {name} must be positive, got {x[bad][0]!r} "
-                      f"(row {int(np.argmax(bad))})")
+      raise UserError(
+          f"{what}: {name} must be positive, got {x[bad][0]!r} " f"(row {int(np.argmax(bad))})"
+      )
   bad = ~np.isfinite(loss) | (loss <= 0)
   if bad.any():
-    raise UserError(f"{what}: loss must be a positive number, got {loss[bad][0]!r} "
-                    f"(row {int(np.argmax(bad))})")
+    raise UserError(
+        f"{what}: loss must be a positive number, got {loss[bad][0]!r} "
+        f"(row {int(np.argmax(bad))})"
+    )
   if len(loss) < n_params:
     raise UserError(f"{what}: {len(loss)} points cannot determine {n_params} parameters")
 
 
 def grid_starts(k: int) -> np.ndarray:
-  rows = [(e, *itertools.chain(*pairs)) for e in E_GRID
-          for pairs in itertools.product(itertools.product(A_GRID, ALPHA_GRID), repeat=k)]
+  rows = [
+      (e, *itertools.chain(*pairs))
+      for e in E_GRID
+      for pairs in itertools.product(itertools.product(A_GRID, ALPHA_GRID), repeat=k)
+  ]
   return np.asarray(rows, np.float64)
 
 
-def objective(theta: Sequence[float], resources: Dict[str, np.ndarray], loss: np.ndarray,
-              delta: float = HUBER_DELTA) -> float:
+def objective(
+    theta: Sequence[float],
+    resources: Dict[str, np.ndarray],
+    loss: np.ndarray,
+    delta: float = HUBER_DELTA,
+) -> float:
   X, logL, w = problem(resources, np.asarray(loss, np.float64))
-  f, _ = _objective_and_grad(np.asarray(theta, np.float64)[None], X[None], logL[None], w[None],
-                             delta)
+  f, _ = _objective_and_grad(
+      np.asarray(theta, np.float64)[None], X[None], logL[None], w[None], delta
+  )
   return float(f[0])
 
 
@@ -232,9 +255,14 @@ def theta_from_params(names: Sequence[str], params: Dict[str, float]) -> np.ndar
   return np.asarray(theta)
 
 
-def fit(resources: Dict[str, Sequence[float]], loss: Sequence[float],
-        delta: float = HUBER_DELTA, starts: Optional[np.ndarray] = None, polish: int = 8,
-        what: str = "fit") -> Fit:
+def fit(
+    resources: Dict[str, Sequence[float]],
+    loss: Sequence[float],
+    delta: float = HUBER_DELTA,
+    starts: Optional[np.ndarray] = None,
+    polish: int = 8,
+    what: str = "fit",
+) -> Fit:
   """Fit L = E + sum_i A_i / X_i^alpha_i to points; resources maps name -> values."""
   names = list(resources)
   res = {k: np.asarray(v, np.float64) for k, v in resources.items()}

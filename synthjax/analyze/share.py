@@ -17,6 +17,7 @@ has none. Instead, from the bootstrap replicates of the measured mean losses (no
 - The grid argmin (the paper's grid search per (N, D)) is reported too, with the interval of
   the argmin over the replicates.
 """
+
 from typing import Optional, Sequence
 
 import numpy as np
@@ -27,15 +28,21 @@ from synthjax.errors import UserError
 SET_LEVEL = 0.95
 
 
-def best_share(shares: Sequence[float], point: Sequence[float], reps: np.ndarray,
-               noise_measured: bool = True, level: float = SET_LEVEL) -> dict:
+def best_share(
+    shares: Sequence[float],
+    point: Sequence[float],
+    reps: np.ndarray,
+    noise_measured: bool = True,
+    level: float = SET_LEVEL,
+) -> dict:
   """shares [k], point [k] mean losses, reps [replicates, k] bootstrap replicates of them."""
   r = np.asarray(shares, np.float64)
   m = np.asarray(point, np.float64)
   R = np.asarray(reps, np.float64).reshape(-1, len(r))
   if len(np.unique(r)) != len(r) or len(r) < 3:
-    raise UserError(f"best share needs losses at 3 or more distinct shares, got "
-                    f"{sorted(r.tolist())}")
+    raise UserError(
+        f"best share needs losses at 3 or more distinct shares, got " f"{sorted(r.tolist())}"
+    )
   order = np.argsort(r)
   r, m, R = r[order], m[order], R[:, order]
   dev = R - m
@@ -43,33 +50,46 @@ def best_share(shares: Sequence[float], point: Sequence[float], reps: np.ndarray
   inside = (m - m.min()) <= critical
   in_set = r[inside]
   boot_argmin = r[np.argmin(R, axis=1)] if len(R) else r[[np.argmin(m)]]
-  out = {"shares": r.tolist(), "losses": m.tolist(), "confidence_set": in_set.tolist(),
-         "critical_gap": critical, "grid_argmin": float(r[np.argmin(m)]),
-         "grid_argmin_interval": interval(boot_argmin) if noise_measured else None,
-         "interval": None}
+  out = {
+      "shares": r.tolist(),
+      "losses": m.tolist(),
+      "confidence_set": in_set.tolist(),
+      "critical_gap": critical,
+      "grid_argmin": float(r[np.argmin(m)]),
+      "grid_argmin_interval": interval(boot_argmin) if noise_measured else None,
+      "interval": None,
+  }
   low, high = bool(inside[0]), bool(inside[-1])
   first, last = np.flatnonzero(inside)[[0, -1]]
   out["bound"] = None
   if not noise_measured or critical == 0.0:
-    out.update(verdict="not resolved", why="no noise estimate (one seed per cell and no "
-                                           "per-document losses)")
+    out.update(
+        verdict="not resolved",
+        why="no noise estimate (one seed per cell and no " "per-document losses)",
+    )
   elif low and high:
-    out.update(verdict="not resolved", why="the lowest and the highest share are both within "
-                                           "noise of the best")
+    out.update(
+        verdict="not resolved",
+        why="the lowest and the highest share are both within " "noise of the best",
+    )
   elif inside.sum() == 1 and (low or high):
     end = r[0] if low else r[-1]
-    out.update(verdict=f"best at {_share(end)}",
-               why="every other share is resolved worse")
+    out.update(verdict=f"best at {_share(end)}", why="every other share is resolved worse")
   elif low or high:
     # One end and its neighbours within noise: the best share lies between that end and the
     # first share resolved worse, but whether it is the end itself is not resolved.
-    out.update(verdict="not resolved", bound=(float(r[0]), float(r[last + 1])) if low
-               else (float(r[first - 1]), float(r[-1])),
-               why=f"the {'lowest' if low else 'highest'} share and shares beside it are "
-                   "within noise of the best")
+    out.update(
+        verdict="not resolved",
+        bound=(float(r[0]), float(r[last + 1])) if low else (float(r[first - 1]), float(r[-1])),
+        why=f"the {'lowest' if low else 'highest'} share and shares beside it are "
+        "within noise of the best",
+    )
   else:
-    out.update(verdict="interior", interval=(float(r[first - 1]), float(r[last + 1])),
-               why="both ends are worse than the best share")
+    out.update(
+        verdict="interior",
+        interval=(float(r[first - 1]), float(r[last + 1])),
+        why="both ends are worse than the best share",
+    )
   return out
 
 

@@ -1,4 +1,5 @@
 """How many times fewer tokens a mixture needs than natural data to reach the same loss."""
+
 from typing import List, Sequence
 
 import numpy as np
@@ -30,23 +31,30 @@ def speedup_rows(natural: dict, mixture: dict, budgets: Sequence[float]) -> List
   natural, mixture: L(D) fits from laws.fit_laws (theta, replicate_thetas, D_range)."""
   D = np.asarray(budgets, np.float64)
   E, B, beta = _law(mixture["theta"])
-  target = E + B / D ** beta
+  target = E + B / D**beta
   d_nat = _tokens_for_loss(*_law(natural["theta"]), target)
   pairs = min(len(natural["replicate_thetas"]), len(mixture["replicate_thetas"]))
   reps = None
   if pairs:
-    Em, Bm, bm = _law(np.asarray(mixture["replicate_thetas"][:pairs])[:, None])   # [reps, 1]
+    Em, Bm, bm = _law(np.asarray(mixture["replicate_thetas"][:pairs])[:, None])  # [reps, 1]
     En, Bn, bn = _law(np.asarray(natural["replicate_thetas"][:pairs])[:, None])
-    reps = _tokens_for_loss(En, Bn, bn, Em + Bm / D ** bm) / D                  # [reps, D]
+    reps = _tokens_for_loss(En, Bn, bn, Em + Bm / D**bm) / D  # [reps, D]
   rows = []
   for j, d in enumerate(D):
     low, high = natural["D_range"]
     reach = "beyond" if d_nat[j] > high else "below" if d_nat[j] < low else "within"
-    rows.append({"D": float(d), "loss": float(target[j]), "D_natural": float(d_nat[j]),
-                 "speedup": float(d_nat[j] / d),
-                 "interval": noise.interval(reps[:, j]) if reps is not None else None,
-                 "extrapolated": not (mixture["D_range"][0] <= d <= mixture["D_range"][1]
-                                      and reach == "within"),
-                 "natural_reach": reach,
-                 "bound": {"beyond": high / d, "below": low / d}.get(reach)})
+    rows.append(
+        {
+            "D": float(d),
+            "loss": float(target[j]),
+            "D_natural": float(d_nat[j]),
+            "speedup": float(d_nat[j] / d),
+            "interval": noise.interval(reps[:, j]) if reps is not None else None,
+            "extrapolated": not (
+                mixture["D_range"][0] <= d <= mixture["D_range"][1] and reach == "within"
+            ),
+            "natural_reach": reach,
+            "bound": {"beyond": high / d, "below": low / d}.get(reach),
+        }
+    )
   return rows

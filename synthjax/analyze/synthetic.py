@@ -1,5 +1,6 @@
 """What the models were trained on: per synthetic kind, how much of the generated text was
 kept, why the rest was dropped, how faithful the kept text is to its source, and examples."""
+
 import json
 from typing import Dict, List
 
@@ -11,8 +12,7 @@ from synthjax import storage
 def _records(out_dir: str, pattern: str) -> List[dict]:
   out = []
   for path in storage.glob(storage.join(out_dir, pattern)):
-    out.extend(json.loads(line) for line in storage.read_text(path).splitlines()
-               if line.strip())
+    out.extend(json.loads(line) for line in storage.read_text(path).splitlines() if line.strip())
   return out
 
 
@@ -23,9 +23,11 @@ def generator_tokens(out_dir: str) -> int:
   if "prompt_tokens" in manifest:
     return manifest["prompt_tokens"] + manifest["output_tokens"]
   # a job finished before its manifest counted prompt tokens: its records
-  return sum(r["prompt_tokens"] + r["output_tokens"]
-             for pattern in ("shard-*.jsonl", "rejected/shard-*.jsonl")
-             for r in _records(out_dir, pattern))
+  return sum(
+      r["prompt_tokens"] + r["output_tokens"]
+      for pattern in ("shard-*.jsonl", "rejected/shard-*.jsonl")
+      for r in _records(out_dir, pattern)
+  )
 
 
 def summarize(kind: str, out_dir: str, examples: int = 3) -> dict:
@@ -40,16 +42,25 @@ def summarize(kind: str, out_dir: str, examples: int = 3) -> dict:
   picks = [order[int(q * (len(order) - 1))] for q in np.linspace(0, 1, examples)] if order else []
   total = len(kept) + len(rejected)
   return {
-      "kind": kind, "dir": out_dir, "outputs": total, "kept": len(kept),
-      "kept_share": len(kept) / total if total else 0.0, "rejected": dict(sorted(
-          reasons.items(), key=lambda kv: -kv[1])),
+      "kind": kind,
+      "dir": out_dir,
+      "outputs": total,
+      "kept": len(kept),
+      "kept_share": len(kept) / total if total else 0.0,
+      "rejected": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
       "trimmed": sum("raw" in r for r in kept),
       "faithfulness": faith.tolist(),
-      "faithfulness_quantiles": (dict(zip(("p10", "p50", "p90"), np.percentile(
-          faith, [10, 50, 90]).round(3).tolist())) if len(faith) else {}),
-      "examples": [{"id": r["id"], "faithfulness": r["faithfulness"], "text": r["text"]}
-                   for r in picks],
-      "rejected_examples": [{"id": r["id"], "reason": r["rejected"], "text": r["text"]}
-                            for r in rejected if r["rejected"] in ("commentary", "unfaithful")
-                            ][:2],
+      "faithfulness_quantiles": (
+          dict(zip(("p10", "p50", "p90"), np.percentile(faith, [10, 50, 90]).round(3).tolist()))
+          if len(faith)
+          else {}
+      ),
+      "examples": [
+          {"id": r["id"], "faithfulness": r["faithfulness"], "text": r["text"]} for r in picks
+      ],
+      "rejected_examples": [
+          {"id": r["id"], "reason": r["rejected"], "text": r["text"]}
+          for r in rejected
+          if r["rejected"] in ("commentary", "unfaithful")
+      ][:2],
   }

@@ -3,6 +3,7 @@
 llama.cpp stores q and k rows permuted for its interleaved RoPE; synthjax (like HF) uses
 rotate-half RoPE, so rows are put back in HF order here and the model keeps one RoPE.
 """
+
 import os
 import re
 from typing import Dict
@@ -28,13 +29,17 @@ _LAYER_NAMES = {
     "ffn_up.weight": "mlp.up_proj.weight",
     "ffn_down.weight": "mlp.down_proj.weight",
 }
-_TOP_NAMES = {"token_embd.weight": "model.embed_tokens.weight",
-              "output_norm.weight": "model.norm.weight",
-              "output.weight": "lm_head.weight"}
+_TOP_NAMES = {
+    "token_embd.weight": "model.embed_tokens.weight",
+    "output_norm.weight": "model.norm.weight",
+    "output.weight": "lm_head.weight",
+}
 
 # Pre-tokenizer regexes by GGUF `tokenizer.ggml.pre` (published patterns of those models).
-_LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
-                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_LLAMA3_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+    r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 SUPPORTED_PRE = ("default", "gpt2", "smollm", "llama-bpe")
 
 
@@ -56,6 +61,7 @@ def unpermute_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
 
 def _open(path: str):
   import gguf
+
   if not os.path.exists(path):
     raise UserError(f"{path}: no such GGUF file")
   try:
@@ -83,26 +89,35 @@ def config_from_gguf(reader, path: str) -> ModelConfig:
   D = int(g("embedding_length"))
   names = {t.name for t in reader.tensors}
   return ModelConfig(
-      name=os.path.splitext(os.path.basename(path))[0], V=len(_field(
-          reader, "tokenizer.ggml.tokens", path)), D=D, L=int(g("block_count")), H=H,
-      K=int(g("attention.head_count_kv", H)), Dh=int(g("rope.dimension_count", D // H)),
-      F=int(g("feed_forward_length")), max_len=int(g("context_length", 2048)),
+      name=os.path.splitext(os.path.basename(path))[0],
+      V=len(_field(reader, "tokenizer.ggml.tokens", path)),
+      D=D,
+      L=int(g("block_count")),
+      H=H,
+      K=int(g("attention.head_count_kv", H)),
+      Dh=int(g("rope.dimension_count", D // H)),
+      F=int(g("feed_forward_length")),
+      max_len=int(g("context_length", 2048)),
       rope_theta=float(g("rope.freq_base", 10000.0)),
       rms_eps=float(g("attention.layer_norm_rms_epsilon", 1e-5)),
-      tie_embeddings="output.weight" not in names, qkv_bias=arch == "qwen2")
+      tie_embeddings="output.weight" not in names,
+      qkv_bias=arch == "qwen2",
+  )
 
 
 def read_tensors(reader, cfg: ModelConfig, path: str) -> Dict[str, np.ndarray]:
   """Dequantized float32 tensors under HF names and in HF row order."""
   from gguf import quants
+
   out = {}
   for t in reader.tensors:
     name = hf_name(t.name)
     try:
       w = np.asarray(quants.dequantize(t.data, t.tensor_type), np.float32)
     except Exception as e:
-      raise UserError(f"{path}: cannot dequantize tensor {t.name!r} "
-                      f"({t.tensor_type.name}): {e}") from None
+      raise UserError(
+          f"{path}: cannot dequantize tensor {t.name!r} " f"({t.tensor_type.name}): {e}"
+      ) from None
     if name.endswith("q_proj.weight"):
       w = unpermute_rows(w, cfg.H)
     elif name.endswith("k_proj.weight"):
@@ -113,26 +128,35 @@ def read_tensors(reader, cfg: ModelConfig, path: str) -> Dict[str, np.ndarray]:
 
 def build_tokenizer(reader, path: str):
   """An HF `tokenizers` byte-level BPE rebuilt from the GGUF vocabulary and merges."""
-  from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, AddedToken
+  from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers
+
   kind = _field(reader, "tokenizer.ggml.model", path)
   if kind != "gpt2":
-    raise UserError(f"{path}: tokenizer model {kind!r} is not supported (only byte-level "
-                    "BPE, 'gpt2')")
+    raise UserError(
+        f"{path}: tokenizer model {kind!r} is not supported (only byte-level " "BPE, 'gpt2')"
+    )
   pre = _field(reader, "tokenizer.ggml.pre", path, "default")
   if pre not in SUPPORTED_PRE:
     raise UserError(f"{path}: pre-tokenizer {pre!r} is not supported ({', '.join(SUPPORTED_PRE)})")
   tokens = list(_field(reader, "tokenizer.ggml.tokens", path))
   merges = [tuple(m.split(" ", 1)) for m in _field(reader, "tokenizer.ggml.merges", path)]
   types = list(_field(reader, "tokenizer.ggml.token_type", path, [1] * len(tokens)))
-  tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges,
-                             ignore_merges=pre == "llama-bpe"))
+  tok = Tokenizer(
+      models.BPE(
+          vocab={t: i for i, t in enumerate(tokens)},
+          merges=merges,
+          ignore_merges=pre == "llama-bpe",
+      )
+  )
   byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=pre != "llama-bpe")
   if pre == "smollm":
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), byte_level])
+        [pre_tokenizers.Digits(individual_digits=True), byte_level]
+    )
   elif pre == "llama-bpe":
     tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated"), byte_level])
+        [pre_tokenizers.Split(Regex(_LLAMA3_SPLIT), behavior="isolated"), byte_level]
+    )
   else:
     tok.pre_tokenizer = byte_level
   tok.decoder = decoders.ByteLevel()

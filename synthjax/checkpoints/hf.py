@@ -1,4 +1,5 @@
 """Hugging Face checkpoint directories (config.json + safetensors, single or sharded)."""
+
 import json
 import os
 from typing import Dict
@@ -21,10 +22,12 @@ def _rope_settings(hf: dict) -> dict:
   out = {"rope_theta": float(theta)}
   if kind == "llama3":
     src = rope if "factor" in rope else scaling
-    out.update(rope_scaling_factor=float(src["factor"]),
-               rope_low_freq_factor=float(src["low_freq_factor"]),
-               rope_high_freq_factor=float(src["high_freq_factor"]),
-               rope_original_max_len=int(src["original_max_position_embeddings"]))
+    out.update(
+        rope_scaling_factor=float(src["factor"]),
+        rope_low_freq_factor=float(src["low_freq_factor"]),
+        rope_high_freq_factor=float(src["high_freq_factor"]),
+        rope_original_max_len=int(src["original_max_position_embeddings"]),
+    )
   elif kind != "default":
     raise UserError(f"rope scaling type {kind!r} is not supported (only default and llama3)")
   return out
@@ -33,23 +36,36 @@ def _rope_settings(hf: dict) -> dict:
 def config_from_hf(hf: dict, source: str = "config.json", name: str = "hf") -> ModelConfig:
   archs = hf.get("architectures") or [hf.get("model_type", "?")]
   if archs[0] not in SUPPORTED:
-    raise UserError(f"{source}: unknown architecture {archs[0]!r} "
-                    f"(supported: {', '.join(SUPPORTED)})")
+    raise UserError(
+        f"{source}: unknown architecture {archs[0]!r} " f"(supported: {', '.join(SUPPORTED)})"
+    )
   window = hf.get("sliding_window")
-  if window and hf.get("use_sliding_window", archs[0] == "MistralForCausalLM") and (
-      window < hf.get("max_position_embeddings", 0)):
-    raise UserError(f"{source}: sliding-window attention (sliding_window={window}) is not "
-                    "supported")
+  if (
+      window
+      and hf.get("use_sliding_window", archs[0] == "MistralForCausalLM")
+      and (window < hf.get("max_position_embeddings", 0))
+  ):
+    raise UserError(
+        f"{source}: sliding-window attention (sliding_window={window}) is not " "supported"
+    )
   try:
     H = hf["num_attention_heads"]
     D = hf["hidden_size"]
     return ModelConfig(
-        name=name, V=hf["vocab_size"], D=D, L=hf["num_hidden_layers"], H=H,
-        K=hf.get("num_key_value_heads") or H, Dh=hf.get("head_dim") or D // H,
-        F=hf["intermediate_size"], max_len=hf.get("max_position_embeddings", 2048),
-        rms_eps=hf.get("rms_norm_eps", 1e-6), tie_embeddings=hf.get("tie_word_embeddings", False),
+        name=name,
+        V=hf["vocab_size"],
+        D=D,
+        L=hf["num_hidden_layers"],
+        H=H,
+        K=hf.get("num_key_value_heads") or H,
+        Dh=hf.get("head_dim") or D // H,
+        F=hf["intermediate_size"],
+        max_len=hf.get("max_position_embeddings", 2048),
+        rms_eps=hf.get("rms_norm_eps", 1e-6),
+        tie_embeddings=hf.get("tie_word_embeddings", False),
         qkv_bias=archs[0] == "Qwen2ForCausalLM" or bool(hf.get("attention_bias", False)),
-        **_rope_settings(hf))
+        **_rope_settings(hf),
+    )
   except KeyError as e:
     raise UserError(f"{source}: missing field {e.args[0]!r}") from None
   except (TypeError, ValueError) as e:
@@ -59,18 +75,29 @@ def config_from_hf(hf: dict, source: str = "config.json", name: str = "hf") -> M
 def config_to_hf(cfg: ModelConfig) -> dict:
   rope = {"rope_theta": cfg.rope_theta, "rope_type": "default"}
   if cfg.rope_scaling_factor is not None:
-    rope.update(rope_type="llama3", factor=cfg.rope_scaling_factor,
-                low_freq_factor=cfg.rope_low_freq_factor,
-                high_freq_factor=cfg.rope_high_freq_factor,
-                original_max_position_embeddings=cfg.rope_original_max_len)
+    rope.update(
+        rope_type="llama3",
+        factor=cfg.rope_scaling_factor,
+        low_freq_factor=cfg.rope_low_freq_factor,
+        high_freq_factor=cfg.rope_high_freq_factor,
+        original_max_position_embeddings=cfg.rope_original_max_len,
+    )
   return {
       "architectures": ["Qwen2ForCausalLM" if cfg.qkv_bias else "LlamaForCausalLM"],
       "model_type": "qwen2" if cfg.qkv_bias else "llama",
-      "vocab_size": cfg.V, "hidden_size": cfg.D, "num_hidden_layers": cfg.L,
-      "num_attention_heads": cfg.H, "num_key_value_heads": cfg.K, "head_dim": cfg.Dh,
-      "intermediate_size": cfg.F, "max_position_embeddings": cfg.max_len,
-      "rms_norm_eps": cfg.rms_eps, "tie_word_embeddings": cfg.tie_embeddings,
-      "hidden_act": "silu", "rope_parameters": rope, "rope_theta": cfg.rope_theta,
+      "vocab_size": cfg.V,
+      "hidden_size": cfg.D,
+      "num_hidden_layers": cfg.L,
+      "num_attention_heads": cfg.H,
+      "num_key_value_heads": cfg.K,
+      "head_dim": cfg.Dh,
+      "intermediate_size": cfg.F,
+      "max_position_embeddings": cfg.max_len,
+      "rms_norm_eps": cfg.rms_eps,
+      "tie_word_embeddings": cfg.tie_embeddings,
+      "hidden_act": "silu",
+      "rope_parameters": rope,
+      "rope_theta": cfg.rope_theta,
       "torch_dtype": cfg.param_dtype,
   }
 
@@ -97,6 +124,7 @@ def _safetensor_files(model_dir: str) -> list:
 def read_tensors(model_dir: str) -> Dict[str, np.ndarray]:
   """All tensors of the checkpoint as numpy (bf16 kept as ml_dtypes bfloat16)."""
   from safetensors import safe_open
+
   tensors = {}
   for path in _safetensor_files(model_dir):
     try:
@@ -135,7 +163,9 @@ def load(model_dir: str):
 def save(cfg: ModelConfig, params: dict, out_dir: str, overwrite: bool = False) -> None:
   """Export to a HF directory that transformers' from_pretrained reads."""
   from safetensors.numpy import save_file
+
   from synthjax import atomic
+
   with atomic.directory(out_dir, overwrite=overwrite) as tmp:
     tensors = {k: np.asarray(v, np.float32) for k, v in layout.params_to_hf(cfg, params).items()}
     save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})

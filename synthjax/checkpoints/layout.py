@@ -3,6 +3,7 @@
 HF stores linear weights as (out, in); synthjax stores kernels as (in, ..., out) with heads
 split out. GGUF import renames its tensors to HF names first and then comes through here too.
 """
+
 from typing import Dict, List
 
 import jax.numpy as jnp
@@ -18,21 +19,27 @@ def expected_hf_shapes(cfg: ModelConfig) -> Dict[str, tuple]:
     shapes["lm_head.weight"] = (cfg.V, cfg.D)
   for i in range(cfg.L):
     p = f"model.layers.{i}."
-    shapes.update({
-        p + "input_layernorm.weight": (cfg.D,),
-        p + "post_attention_layernorm.weight": (cfg.D,),
-        p + "self_attn.q_proj.weight": (cfg.H * cfg.Dh, cfg.D),
-        p + "self_attn.k_proj.weight": (cfg.K * cfg.Dh, cfg.D),
-        p + "self_attn.v_proj.weight": (cfg.K * cfg.Dh, cfg.D),
-        p + "self_attn.o_proj.weight": (cfg.D, cfg.H * cfg.Dh),
-        p + "mlp.gate_proj.weight": (cfg.F, cfg.D),
-        p + "mlp.up_proj.weight": (cfg.F, cfg.D),
-        p + "mlp.down_proj.weight": (cfg.D, cfg.F),
-    })
+    shapes.update(
+        {
+            p + "input_layernorm.weight": (cfg.D,),
+            p + "post_attention_layernorm.weight": (cfg.D,),
+            p + "self_attn.q_proj.weight": (cfg.H * cfg.Dh, cfg.D),
+            p + "self_attn.k_proj.weight": (cfg.K * cfg.Dh, cfg.D),
+            p + "self_attn.v_proj.weight": (cfg.K * cfg.Dh, cfg.D),
+            p + "self_attn.o_proj.weight": (cfg.D, cfg.H * cfg.Dh),
+            p + "mlp.gate_proj.weight": (cfg.F, cfg.D),
+            p + "mlp.up_proj.weight": (cfg.F, cfg.D),
+            p + "mlp.down_proj.weight": (cfg.D, cfg.F),
+        }
+    )
     if cfg.qkv_bias:
-      shapes.update({p + "self_attn.q_proj.bias": (cfg.H * cfg.Dh,),
-                     p + "self_attn.k_proj.bias": (cfg.K * cfg.Dh,),
-                     p + "self_attn.v_proj.bias": (cfg.K * cfg.Dh,)})
+      shapes.update(
+          {
+              p + "self_attn.q_proj.bias": (cfg.H * cfg.Dh,),
+              p + "self_attn.k_proj.bias": (cfg.K * cfg.Dh,),
+              p + "self_attn.v_proj.bias": (cfg.K * cfg.Dh,),
+          }
+      )
   return shapes
 
 
@@ -41,18 +48,27 @@ def check_tensors(cfg: ModelConfig, shapes: Dict[str, tuple], source: str) -> No
   expected = expected_hf_shapes(cfg)
   missing = sorted(set(expected) - set(shapes))
   if missing:
-    raise UserError(f"{source}: missing tensor {missing[0]!r}"
-                    + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    raise UserError(
+        f"{source}: missing tensor {missing[0]!r}"
+        + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+    )
   for name, shape in expected.items():
     if tuple(shapes[name]) != shape:
-      raise UserError(f"{source}: tensor {name!r} has shape {tuple(shapes[name])}, "
-                      f"expected {shape} for this config")
+      raise UserError(
+          f"{source}: tensor {name!r} has shape {tuple(shapes[name])}, "
+          f"expected {shape} for this config"
+      )
   ignorable = ("rotary_emb.inv_freq",)
-  extra = sorted(n for n in set(shapes) - set(expected) if not n.endswith(ignorable)
-                 and not (cfg.tie_embeddings and n == "lm_head.weight"))
+  extra = sorted(
+      n
+      for n in set(shapes) - set(expected)
+      if not n.endswith(ignorable) and not (cfg.tie_embeddings and n == "lm_head.weight")
+  )
   if extra:
-    raise UserError(f"{source}: unexpected tensor {extra[0]!r} (not part of a {cfg.name} "
-                    f"Llama-family model)")
+    raise UserError(
+        f"{source}: unexpected tensor {extra[0]!r} (not part of a {cfg.name} "
+        f"Llama-family model)"
+    )
 
 
 def _layer_from_hf(cfg: ModelConfig, get, i: int) -> dict:
@@ -72,9 +88,11 @@ def _layer_from_hf(cfg: ModelConfig, get, i: int) -> dict:
       "attn_norm": {"scale": get(p + "input_layernorm.weight")},
       "attn": attn,
       "mlp_norm": {"scale": get(p + "post_attention_layernorm.weight")},
-      "mlp": {"gate": get(p + "mlp.gate_proj.weight").T,
-              "up": get(p + "mlp.up_proj.weight").T,
-              "down": get(p + "mlp.down_proj.weight").T},
+      "mlp": {
+          "gate": get(p + "mlp.gate_proj.weight").T,
+          "up": get(p + "mlp.up_proj.weight").T,
+          "down": get(p + "mlp.down_proj.weight").T,
+      },
   }
 
 
@@ -86,8 +104,10 @@ def params_from_hf(cfg: ModelConfig, get) -> dict:
     return np.asarray(get(name)).astype(dtype)
 
   layers = [_layer_from_hf(cfg, fetch, i) for i in range(cfg.L)]
-  params = {"embed": fetch("model.embed_tokens.weight"),
-            "final_norm": {"scale": fetch("model.norm.weight")}}
+  params = {
+      "embed": fetch("model.embed_tokens.weight"),
+      "final_norm": {"scale": fetch("model.norm.weight")},
+  }
   if not cfg.tie_embeddings:
     params["lm_head"] = fetch("lm_head.weight").T
   params.update(stack_layers(cfg, layers))
@@ -99,6 +119,7 @@ def stack_layers(cfg: ModelConfig, layers: List[dict]) -> dict:
   if not cfg.scan_layers:
     return {f"layers_{i}": layer for i, layer in enumerate(layers)}
   import jax
+
   return {"layers": {"block": jax.tree.map(lambda *xs: np.stack(xs), *layers)}}
 
 
@@ -106,14 +127,17 @@ def unstack_layers(cfg: ModelConfig, params: dict) -> List[dict]:
   if not cfg.scan_layers:
     return [params[f"layers_{i}"] for i in range(cfg.L)]
   import jax
+
   stacked = params["layers"]["block"]
   return [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(cfg.L)]
 
 
 def params_to_hf(cfg: ModelConfig, params: dict) -> Dict[str, np.ndarray]:
   """The inverse of params_from_hf: HF tensor names -> (out, in) arrays."""
-  out = {"model.embed_tokens.weight": np.asarray(params["embed"]),
-         "model.norm.weight": np.asarray(params["final_norm"]["scale"])}
+  out = {
+      "model.embed_tokens.weight": np.asarray(params["embed"]),
+      "model.norm.weight": np.asarray(params["final_norm"]["scale"]),
+  }
   if not cfg.tie_embeddings:
     out["lm_head.weight"] = np.asarray(params["lm_head"]).T
   D, H, K, Dh = cfg.D, cfg.H, cfg.K, cfg.Dh

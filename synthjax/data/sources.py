@@ -4,6 +4,7 @@ with provenance).
 
 Every document comes out as a dict with at least "id" and "text".
 """
+
 import json
 import os
 from typing import Dict, Iterator, List
@@ -15,8 +16,10 @@ from synthjax.errors import UserError
 def expand(pattern: str) -> List[str]:
   files = storage.glob(pattern)
   if not files and storage.isdir(pattern):
-    raise UserError(f"{pattern}: a folder, not a file glob; name its files, e.g. "
-                    f"{storage.join(pattern, '*.jsonl')}")
+    raise UserError(
+        f"{pattern}: a folder, not a file glob; name its files, e.g. "
+        f"{storage.join(pattern, '*.jsonl')}"
+    )
   if not files:
     raise UserError(f"{pattern}: no such file (nothing matches)")
   return files
@@ -44,6 +47,7 @@ def _text(path: str) -> Iterator[Dict]:
 
 def _parquet(path: str, field: str) -> Iterator[Dict]:
   import pyarrow.parquet as pq
+
   try:
     with storage.open_file(path) as f:
       table = pq.read_table(f)
@@ -59,6 +63,7 @@ def _parquet(path: str, field: str) -> Iterator[Dict]:
 
 def _array_record(path: str, field: str) -> Iterator[Dict]:
   from array_record.python.array_record_module import ArrayRecordReader
+
   reader = ArrayRecordReader(storage.local_copy(path))
   try:
     for i in range(reader.num_records()):
@@ -101,16 +106,22 @@ def local_source(pattern: str, text_field: str = "text"):
   (the Beam tokenizer) and reading the whole source give documents in the same order."""
   import seqio  # imported here: TensorFlow is slow to load and chatty, readers need neither
   import tensorflow as tf
+
   expand(pattern)  # fail now, not inside tf.data
   signature = {"id": tf.TensorSpec((), tf.string), "text": tf.TensorSpec((), tf.string)}
 
   def read_file(filename):
     return tf.data.Dataset.from_generator(
-        lambda name: ({"id": str(d["id"]), "text": d["text"]}
-                      for d in read_documents(name.decode(), text_field)),
-        args=(filename,), output_signature=signature)
+        lambda name: (
+            {"id": str(d["id"]), "text": d["text"]}
+            for d in read_documents(name.decode(), text_field)
+        ),
+        args=(filename,),
+        output_signature=signature,
+    )
 
   class _Files(seqio.FileDataSource):
+
     def list_shards(self, split):
       return expand(pattern)  # through the storage layer (seqio's own glob uses tf.io.gfile)
 
@@ -122,6 +133,7 @@ def local_source(pattern: str, text_field: str = "text"):
 def tfds_source(name: str, split_map=None, data_dir=None):
   """A TFDS dataset by name, e.g. 'c4/en:3.1.0' (needs the data prepared in data_dir)."""
   import seqio
+
   return seqio.TfdsDataSource(tfds_name=name, splits=split_map, tfds_data_dir=data_dir)
 
 
@@ -129,6 +141,7 @@ def tfds_documents(name: str, text_field: str = "text", split: str = "train") ->
   """A split of a TFDS dataset (or a piece of one: 'train[0%:25%]') as documents, in its
   stored order."""
   import tensorflow_datasets as tfds
+
   ds = tfds.load(name, split=split, shuffle_files=False)
   for i, ex in enumerate(tfds.as_numpy(ds)):
     yield {"id": f"tfds:{name}:{split}:{i}", "text": ex[text_field].decode("utf-8")}
@@ -145,6 +158,6 @@ def parts(spec: str) -> List[str]:
 def part_documents(part: str, text_field: str = "text") -> Iterator[Dict]:
   """The documents of one part (see `parts`)."""
   if part.startswith("tfds:"):
-    name, _, split = part[len("tfds:"):].partition("|")
+    name, _, split = part[len("tfds:") :].partition("|")
     return tfds_documents(name, text_field, split or "train")
   return read_documents(part, text_field)

@@ -11,15 +11,17 @@ seqio mixture rates count examples, so each component's rate is its token share 
 its mean tokens per example (from its tokenized copy's manifest). The training loader
 mixes after tokenization and meets the token shares exactly.
 """
+
 import functools
 import re
 from typing import Callable, Dict, Mapping, Optional, Sequence, Union
 
 import gin
+
 from synthjax import quiet
 
 quiet.import_tensorflow()  # seqio loads it: its start-up lines stay out of a binary's output
-import seqio  # noqa: E402
+import seqio
 
 from synthjax.data import sources
 from synthjax.errors import UserError
@@ -30,12 +32,15 @@ _SHARE = re.compile(r"^(?P<task>[A-Za-z0-9_.:-]+)@(?P<share>[^@+]+)$")
 
 
 def output_features(vocabulary: seqio.Vocabulary):
-  return {"targets": seqio.Feature(vocabulary, add_eos=True, dtype=__import__(
-      "tensorflow").int32)}
+  return {"targets": seqio.Feature(vocabulary, add_eos=True, dtype=__import__("tensorflow").int32)}
 
 
-def register_task(name: str, source: Union[str, seqio.DataSource],
-                  vocabulary: seqio.Vocabulary, text_field: str = "text") -> seqio.Task:
+def register_task(
+    name: str,
+    source: Union[str, seqio.DataSource],
+    vocabulary: seqio.Vocabulary,
+    text_field: str = "text",
+) -> seqio.Task:
   """A task reading text (a file glob, 'tfds:NAME', or any seqio DataSource), tokenized,
   EOS-terminated. A task from a glob or a TFDS name keeps that spec (`synthjax_spec`), so a
   Beam worker can register the same task."""
@@ -43,16 +48,21 @@ def register_task(name: str, source: Union[str, seqio.DataSource],
   if isinstance(source, str) and getattr(vocabulary, "synthjax_path", None):
     spec = {"source": source, "vocabulary": vocabulary.synthjax_path, "text_field": text_field}
   if isinstance(source, str) and source.startswith("tfds:"):
-    source = sources.tfds_source(source[len("tfds:"):])
+    source = sources.tfds_source(source[len("tfds:") :])
   elif isinstance(source, str):
     source = sources.local_source(source, text_field)
   if name in seqio.TaskRegistry.names():
     seqio.TaskRegistry.remove(name)
   task = seqio.TaskRegistry.add(
-      name, source=source,
-      preprocessors=[functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"}),
-                     seqio.preprocessors.tokenize, seqio.preprocessors.append_eos],
-      output_features=output_features(vocabulary))
+      name,
+      source=source,
+      preprocessors=[
+          functools.partial(seqio.preprocessors.rekey, key_map={"targets": "text"}),
+          seqio.preprocessors.tokenize,
+          seqio.preprocessors.append_eos,
+      ],
+      output_features=output_features(vocabulary),
+  )
   task.synthjax_spec = spec
   return task
 
@@ -72,14 +82,14 @@ def parse_mixture(name: str) -> Dict[str, float]:
       except ValueError:
         raise UserError(f"mixture {name!r}: share {m.group('share')!r} is not a number") from None
       if not 0.0 <= share <= 1.0:
-        raise UserError(f"mixture {name!r}: share {share} of {m.group('task')!r} is outside "
-                        "[0, 1]")
+        raise UserError(
+            f"mixture {name!r}: share {share} of {m.group('task')!r} is outside " "[0, 1]"
+        )
       shares[m.group("task")] = share
     elif i == 0 and "@" not in part:
       shares[part] = None  # takes the remainder
     else:
-      raise UserError(f"mixture {name!r}: cannot read component {part!r} "
-                      "(expected TASK@SHARE)")
+      raise UserError(f"mixture {name!r}: cannot read component {part!r} " "(expected TASK@SHARE)")
   given = sum(s for s in shares.values() if s is not None)
   first = next(iter(shares))
   if shares[first] is None:
@@ -90,8 +100,10 @@ def parse_mixture(name: str) -> Dict[str, float]:
     raise UserError(f"mixture {name!r}: shares add up to {given:g}, not 1")
   for task in shares:
     if task not in seqio.TaskRegistry.names():
-      raise UserError(f"mixture {name!r}: unknown task {task!r} (registered: "
-                      f"{', '.join(sorted(seqio.TaskRegistry.names())) or 'none'})")
+      raise UserError(
+          f"mixture {name!r}: unknown task {task!r} (registered: "
+          f"{', '.join(sorted(seqio.TaskRegistry.names())) or 'none'})"
+      )
   return {t: float(s) for t, s in shares.items() if s > 0}
 
 
@@ -115,6 +127,7 @@ def register_mixture(name: str) -> seqio.Mixture:
 
   def rate_fn(share):
     return lambda task: share / max(token_cache.stats(task.name)["mean_tokens"], 1e-9)
+
   return seqio.MixtureRegistry.add(name, [(t, rate_fn(s)) for t, s in shares.items()])
 
 
@@ -127,13 +140,16 @@ def get_components(name: str) -> Dict[str, float]:
 
 
 @gin.configurable
-def register_study_data(vocabulary_path: str = gin.REQUIRED,
-                        kinds: Mapping[str, str] = gin.REQUIRED,
-                        validation: Optional[Mapping[str, str]] = None,
-                        shares: Sequence[float] = (1 / 3, 2 / 3)) -> Dict[str, list]:
+def register_study_data(
+    vocabulary_path: str = gin.REQUIRED,
+    kinds: Mapping[str, str] = gin.REQUIRED,
+    validation: Optional[Mapping[str, str]] = None,
+    shares: Sequence[float] = (1 / 3, 2 / 3),
+) -> Dict[str, list]:
   """Register one task per kind (kind -> file glob), a validation task per domain
   (VALID_PREFIX + domain), and natural+kind@share mixtures for every synthetic kind."""
   from synthjax.data.vocab import load_vocabulary
+
   vocab = load_vocabulary(vocabulary_path)
   for kind, pattern in kinds.items():
     register_task(kind, pattern, vocab)

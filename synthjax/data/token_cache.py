@@ -13,6 +13,7 @@ modification stamps: no input byte is read) and the vocabulary's bytes. Every to
 writes into a fresh attempt folder and nothing here is ever deleted, so a job reading a copy is
 never disturbed by another job making one; the manifest names the attempt it commits.
 """
+
 import hashlib
 import json
 import os
@@ -20,10 +21,11 @@ from typing import Dict, List
 
 import gin
 import numpy as np
+
 from synthjax import quiet
 
 quiet.import_tensorflow()  # seqio loads it: its start-up lines stay out of a binary's output
-import seqio  # noqa: E402
+import seqio
 
 from synthjax import storage
 from synthjax.errors import UserError
@@ -33,14 +35,19 @@ MANIFEST = "manifest.json"
 
 @gin.configurable
 def cache_dir(path: str = None) -> str:
-  return (path or os.environ.get("SYNTHJAX_CACHE")
-          or os.path.join(os.path.expanduser("~"), ".cache", "synthjax", "tokens"))
+  return (
+      path
+      or os.environ.get("SYNTHJAX_CACHE")
+      or os.path.join(os.path.expanduser("~"), ".cache", "synthjax", "tokens")
+  )
 
 
 def get_task(name: str) -> seqio.Task:
   if name not in seqio.TaskRegistry.names():
-    raise UserError(f"unknown task {name!r} (registered: "
-                    f"{', '.join(sorted(seqio.TaskRegistry.names())) or 'none'})")
+    raise UserError(
+        f"unknown task {name!r} (registered: "
+        f"{', '.join(sorted(seqio.TaskRegistry.names())) or 'none'})"
+    )
   return seqio.get_mixture_or_task(name)
 
 
@@ -49,8 +56,11 @@ def vocabulary_info(task: seqio.Task) -> dict:
   vocab = task.output_features["targets"].vocabulary
   path = getattr(vocab, "synthjax_path", None)
   data = storage.read_bytes(path) if path else repr(vocab).encode()
-  return {"size": int(vocab.vocab_size), "sha256": hashlib.sha256(data).hexdigest()[:16],
-          "path": path}
+  return {
+      "size": int(vocab.vocab_size),
+      "sha256": hashlib.sha256(data).hexdigest()[:16],
+      "path": path,
+  }
 
 
 def token_dtype(vocab_size: int):
@@ -63,11 +73,18 @@ def fingerprint(task: seqio.Task) -> str:
   pattern = getattr(task.source, "synthjax_pattern", None)
   if pattern:
     from synthjax.data import sources
+
     h.update(json.dumps([storage.stamp(p) + [p] for p in sources.expand(pattern)]).encode())
   else:  # e.g. a TFDS dataset: its name and version say what it holds
     h.update(repr(task.source).encode())
-  h.update(repr([getattr(p, "__name__", getattr(getattr(p, "func", None), "__name__", p))
-                 for p in task.preprocessors]).encode())
+  h.update(
+      repr(
+          [
+              getattr(p, "__name__", getattr(getattr(p, "func", None), "__name__", p))
+              for p in task.preprocessors
+          ]
+      ).encode()
+  )
   return h.hexdigest()[:16]
 
 
@@ -76,8 +93,10 @@ def task_dir(task_name: str) -> str:
 
 
 def make_command(task_name: str) -> str:
-  return (f"python -m synthjax.data.tokenize --task={task_name} "
-          f"--cache_dir={cache_dir()} [--gin_file=... that registers it]")
+  return (
+      f"python -m synthjax.data.tokenize --task={task_name} "
+      f"--cache_dir={cache_dir()} [--gin_file=... that registers it]"
+  )
 
 
 def read_manifest(task_name: str) -> dict:
@@ -88,19 +107,25 @@ def read_manifest(task_name: str) -> dict:
   path = storage.join(folder, MANIFEST)
   if not storage.exists(path):
     if storage.listdir(folder):
-      raise UserError(f"{folder}: tokenized copy of task {task_name!r} is incomplete (no "
-                      f"{MANIFEST}: its tokenization is running or died); make it with "
-                      f"`{make_command(task_name)}`")
-    raise UserError(f"task {task_name!r} has no tokenized copy in {cache_dir()}; make it with "
-                    f"`{make_command(task_name)}`")
+      raise UserError(
+          f"{folder}: tokenized copy of task {task_name!r} is incomplete (no "
+          f"{MANIFEST}: its tokenization is running or died); make it with "
+          f"`{make_command(task_name)}`"
+      )
+    raise UserError(
+        f"task {task_name!r} has no tokenized copy in {cache_dir()}; make it with "
+        f"`{make_command(task_name)}`"
+    )
   manifest = storage.read_json(path)
   vocab = vocabulary_info(task)
   made_with = manifest.get("vocabulary", {})
   if (made_with.get("sha256"), made_with.get("size")) != (vocab["sha256"], vocab["size"]):
-    raise UserError(f"{path}: made with another vocabulary ({made_with.get('path')}, "
-                    f"{made_with.get('size')} pieces, sha256 {made_with.get('sha256')}) than "
-                    f"task {task_name!r} uses ({vocab['path']}, {vocab['size']} pieces, sha256 "
-                    f"{vocab['sha256']}); make a copy with `{make_command(task_name)}`")
+    raise UserError(
+        f"{path}: made with another vocabulary ({made_with.get('path')}, "
+        f"{made_with.get('size')} pieces, sha256 {made_with.get('sha256')}) than "
+        f"task {task_name!r} uses ({vocab['path']}, {vocab['size']} pieces, sha256 "
+        f"{vocab['sha256']}); make a copy with `{make_command(task_name)}`"
+    )
   if not manifest["documents"]:
     raise UserError(f"task {task_name!r}: empty data source (no documents)")
   return manifest
@@ -117,15 +142,20 @@ class TokenizedTask:
 
   def __init__(self, task_name: str):
     import grain
+
     self.name = task_name
     manifest = read_manifest(task_name)
     self.dir = storage.join(task_dir(task_name), manifest["attempt"])
     self.dtype = np.dtype(manifest["dtype"])
     shards = manifest["shards"]
-    self.lengths = np.concatenate([
-        np.load(storage.local_copy(storage.join(self.dir, s["lengths_file"]))) for s in shards])
-    files: List[str] = [storage.local_copy(storage.join(self.dir, s["tokens_file"]))
-                        for s in shards if s["documents"]]
+    self.lengths = np.concatenate(
+        [np.load(storage.local_copy(storage.join(self.dir, s["lengths_file"]))) for s in shards]
+    )
+    files: List[str] = [
+        storage.local_copy(storage.join(self.dir, s["tokens_file"]))
+        for s in shards
+        if s["documents"]
+    ]
     self._records = grain.sources.ArrayRecordDataSource(files)
 
   def __len__(self):
@@ -137,5 +167,4 @@ class TokenizedTask:
 
 def shard_names(index: int, count: int) -> Dict[str, str]:
   suffix = f"{index:05d}-of-{count:05d}"
-  return {"tokens_file": f"tokens-{suffix}.array_record",
-          "lengths_file": f"lengths-{suffix}.npy"}
+  return {"tokens_file": f"tokens-{suffix}.array_record", "lengths_file": f"lengths-{suffix}.npy"}

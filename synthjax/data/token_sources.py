@@ -10,6 +10,7 @@ Global batch b is rows [b * B, (b + 1) * B) of one deterministic row sequence; h
 takes its contiguous slice. So the global batch is the same whatever the host count, and
 hosts never share a row.
 """
+
 import os
 from typing import Dict
 
@@ -21,11 +22,11 @@ from synthjax.errors import UserError
 
 class _RowSource:
   """Rows addressed by a global index; subclasses implement `row(i) -> tokens[seq_len + 1]`."""
+
   mixture = "natural"
   shares: Dict[str, float] = {"natural": 1.0}
 
-  def __init__(self, batch_size: int, seq_len: int, process_index: int = 0,
-               process_count: int = 1):
+  def __init__(self, batch_size: int, seq_len: int, process_index: int = 0, process_count: int = 1):
     if batch_size % process_count:
       raise UserError(f"batch size {batch_size} is not divisible by {process_count} hosts")
     self.batch_size, self.seq_len = batch_size, seq_len
@@ -38,9 +39,15 @@ class _RowSource:
     rows = np.stack([self.row(start + i) for i in range(self.local)]).astype(np.int32)
     self.batch_index += 1
     ones = np.ones((self.local, self.seq_len), np.int32)
-    return {"inputs": rows[:, :-1], "targets": rows[:, 1:], "weights": ones,
-            "segment_ids": ones, "positions": np.broadcast_to(
-                np.arange(self.seq_len, dtype=np.int32), (self.local, self.seq_len)).copy()}
+    return {
+        "inputs": rows[:, :-1],
+        "targets": rows[:, 1:],
+        "weights": ones,
+        "segment_ids": ones,
+        "positions": np.broadcast_to(
+            np.arange(self.seq_len, dtype=np.int32), (self.local, self.seq_len)
+        ).copy(),
+    }
 
   def get_state(self) -> dict:
     return {"batch_index": self.batch_index}
@@ -57,8 +64,16 @@ class MarkovSource(_RowSource):
   `domain_seed` picks the transition table: different seeds are different "domains".
   """
 
-  def __init__(self, batch_size: int, seq_len: int, vocab_size: int, seed: int = 0,
-               domain_seed: int = 0, branching: int = 4, **hosts):
+  def __init__(
+      self,
+      batch_size: int,
+      seq_len: int,
+      vocab_size: int,
+      seed: int = 0,
+      domain_seed: int = 0,
+      branching: int = 4,
+      **hosts,
+  ):
     super().__init__(batch_size, seq_len, **hosts)
     self.vocab_size, self.seed = vocab_size, seed
     table_rng = np.random.default_rng(1_000_003 + domain_seed)
@@ -98,8 +113,9 @@ class ByteFileSource(_RowSource):
       raise UserError(f"{path}: empty data source (no text)")
     docs = [d for d in raw.split(b"\n") if d.strip()]
     # token = byte + 1, and token 0 ends each document
-    self.stream = np.concatenate([np.append(np.frombuffer(d, np.uint8).astype(np.int64) + 1, 0)
-                                  for d in docs])
+    self.stream = np.concatenate(
+        [np.append(np.frombuffer(d, np.uint8).astype(np.int64) + 1, 0) for d in docs]
+    )
     self.mixture = os.path.basename(path)
     self.shares = {"natural": 1.0}
 

@@ -16,6 +16,7 @@ pieces.
 Workers rebuild the tasks they tokenize from each task's registration (source, vocabulary
 path, text field: `register_task` records it), or by importing --module_import modules.
 """
+
 import importlib
 import os
 import sys
@@ -42,23 +43,32 @@ def _plan(task_name: str) -> dict:
   spec = getattr(task, "synthjax_spec", None)
   shards = list(task.source.list_shards("train"))
   vocab = token_cache.vocabulary_info(task)
-  return {"task": task_name, "spec": spec, "out": out, "shards": len(shards),
-          "attempt": f"attempt-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}",
-          "vocabulary": vocab, "dtype": np.dtype(token_cache.token_dtype(vocab["size"])).name,
-          "fingerprint": os.path.basename(out).rsplit("-", 1)[1]}
+  return {
+      "task": task_name,
+      "spec": spec,
+      "out": out,
+      "shards": len(shards),
+      "attempt": f"attempt-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}",
+      "vocabulary": vocab,
+      "dtype": np.dtype(token_cache.token_dtype(vocab["size"])).name,
+      "fingerprint": os.path.basename(out).rsplit("-", 1)[1],
+  }
 
 
 def _ensure_registered(plan: dict, modules: Sequence[str]):
   """The task in this (possibly fresh) worker process."""
   import seqio
+
   for m in modules:
     importlib.import_module(m)
   if plan["task"] not in seqio.TaskRegistry.names() and plan["spec"]:
     from synthjax.data import tasks
     from synthjax.data.vocab import load_vocabulary
+
     spec = plan["spec"]
-    tasks.register_task(plan["task"], spec["source"], load_vocabulary(spec["vocabulary"]),
-                        spec["text_field"])
+    tasks.register_task(
+        plan["task"], spec["source"], load_vocabulary(spec["vocabulary"]), spec["text_field"]
+    )
   return token_cache.get_task(plan["task"])
 
 
@@ -66,6 +76,7 @@ def write_shard(examples, path_tokens: str, path_lengths: str, dtype) -> dict:
   """Documents (token arrays) -> one ArrayRecord shard and its lengths; empty documents (EOS
   only) are dropped."""
   from array_record.python.array_record_module import ArrayRecordWriter
+
   with tempfile.TemporaryDirectory() as tmp:
     local = os.path.join(tmp, "tokens.array_record")
     # group_size:1 lets the loader read any one document without decoding its neighbours
@@ -86,19 +97,29 @@ def write_shard(examples, path_tokens: str, path_lengths: str, dtype) -> dict:
 
 
 def _examples(task, shard_info=None):
-  ds = task.get_dataset(sequence_length=None, split="train", shuffle=False, use_cached=False,
-                        num_epochs=1, shard_info=shard_info)
+  ds = task.get_dataset(
+      sequence_length=None,
+      split="train",
+      shuffle=False,
+      use_cached=False,
+      num_epochs=1,
+      shard_info=shard_info,
+  )
   return (ex["targets"] for ex in ds.as_numpy_iterator())
 
 
 def _tokenize_shard(plan: dict, index: int, modules: Sequence[str]) -> dict:
   import seqio
+
   task = _ensure_registered(plan, modules)
   names = token_cache.shard_names(index, plan["shards"])
   folder = storage.join(plan["out"], plan["attempt"])
-  stats = write_shard(_examples(task, seqio.ShardInfo(index, plan["shards"])),
-                      storage.join(folder, names["tokens_file"]),
-                      storage.join(folder, names["lengths_file"]), np.dtype(plan["dtype"]))
+  stats = write_shard(
+      _examples(task, seqio.ShardInfo(index, plan["shards"])),
+      storage.join(folder, names["tokens_file"]),
+      storage.join(folder, names["lengths_file"]),
+      np.dtype(plan["dtype"]),
+  )
   return {"index": index, **names, **stats}
 
 
@@ -109,22 +130,32 @@ def _commit(plan: dict, shards: List[dict]) -> dict:
     raise RuntimeError(f"task {plan['task']}: shards missing at commit")
   documents = sum(s["documents"] for s in shards)
   tokens = sum(s["tokens"] for s in shards)
-  manifest = {"task": plan["task"], "fingerprint": plan["fingerprint"],
-              "attempt": plan["attempt"], "dtype": plan["dtype"],
-              "vocabulary": plan["vocabulary"], "shards": shards, "documents": documents,
-              "tokens": tokens, "mean_tokens": tokens / max(documents, 1)}
+  manifest = {
+      "task": plan["task"],
+      "fingerprint": plan["fingerprint"],
+      "attempt": plan["attempt"],
+      "dtype": plan["dtype"],
+      "vocabulary": plan["vocabulary"],
+      "shards": shards,
+      "documents": documents,
+      "tokens": tokens,
+      "mean_tokens": tokens / max(documents, 1),
+  }
   storage.write_json(storage.join(plan["out"], token_cache.MANIFEST), manifest)
   return manifest
 
 
-def tokenize(task_names: Sequence[str], beam_args: Sequence[str] = (),
-             modules: Sequence[str] = ()) -> List[str]:
+def tokenize(
+    task_names: Sequence[str], beam_args: Sequence[str] = (), modules: Sequence[str] = ()
+) -> List[str]:
   """Tokenize the tasks that have no committed copy in one Beam pipeline; returns the copies'
   folders. beam_args: Beam pipeline options (default: DirectRunner, one in-process worker)."""
   from synthjax import quiet
+
   quiet.import_beam()
   import apache_beam as beam
   from apache_beam.options.pipeline_options import PipelineOptions
+
   storage.check_writable(token_cache.cache_dir())
   plans = [p for p in (_plan(n) for n in dict.fromkeys(task_names)) if p]
   if plans:
@@ -133,23 +164,27 @@ def tokenize(task_names: Sequence[str], beam_args: Sequence[str] = (),
     units = [(i, s) for i, p in enumerate(plans) for s in range(p["shards"])]
     try:
       with beam.Pipeline(options=options) as pipeline:
-        _ = (pipeline
-             | "Shards" >> beam.Create(units)
-             | "Spread" >> beam.Reshuffle()
-             | "Tokenize" >> beam.Map(lambda u: (u[0], _tokenize_shard(plans[u[0]], u[1],
-                                                                       modules)))
-             | "ByTask" >> beam.GroupByKey()
-             | "Commit" >> beam.MapTuple(lambda i, shards: _commit(plans[i], list(shards))))
+        _ = (
+            pipeline
+            | "Shards" >> beam.Create(units)
+            | "Spread" >> beam.Reshuffle()
+            | "Tokenize" >> beam.Map(lambda u: (u[0], _tokenize_shard(plans[u[0]], u[1], modules)))
+            | "ByTask" >> beam.GroupByKey()
+            | "Commit" >> beam.MapTuple(lambda i, shards: _commit(plans[i], list(shards)))
+        )
     except UserError:
       raise
     except Exception as e:  # a worker's error comes back wrapped in the runner's own
       raise _worker_error(e) from None
     for p in plans:
       stats = token_cache.stats(p["task"])
-      print(f"tokenize: {p['task']}: {stats['documents']:,} documents, {stats['tokens']:,} "
-            f"tokens in {p['shards']} shards -> {p['out']}", file=sys.stderr, flush=True)
-    print(f"tokenize: {len(plans)} tasks in {time.time() - t:.1f}s", file=sys.stderr,
-          flush=True)
+      print(
+          f"tokenize: {p['task']}: {stats['documents']:,} documents, {stats['tokens']:,} "
+          f"tokens in {p['shards']} shards -> {p['out']}",
+          file=sys.stderr,
+          flush=True,
+      )
+    print(f"tokenize: {len(plans)} tasks in {time.time() - t:.1f}s", file=sys.stderr, flush=True)
   return [token_cache.task_dir(n) for n in task_names]
 
 
@@ -170,8 +205,12 @@ def tokenize_serially(task_name: str) -> str:
     task = token_cache.get_task(task_name)
     names = token_cache.shard_names(0, 1)
     folder = storage.join(plan["out"], plan["attempt"])
-    stats = write_shard(_examples(task), storage.join(folder, names["tokens_file"]),
-                        storage.join(folder, names["lengths_file"]), np.dtype(plan["dtype"]))
+    stats = write_shard(
+        _examples(task),
+        storage.join(folder, names["tokens_file"]),
+        storage.join(folder, names["lengths_file"]),
+        np.dtype(plan["dtype"]),
+    )
     _commit(plan, [{"index": 0, **names, **stats}])
   return token_cache.task_dir(task_name)
 
@@ -181,7 +220,7 @@ def _parse(rest: List[str]):
   names, cache, modules, beam_args = [], None, [], []
   for i, arg in enumerate(rest):
     if arg == "--":
-      beam_args.extend(rest[i + 1:])
+      beam_args.extend(rest[i + 1 :])
       break
     name, _, value = arg.partition("=")
     if name == "--task":
@@ -197,6 +236,7 @@ def _parse(rest: List[str]):
 
 def _run(rest: List[str]):
   from synthjax import gin_cli
+
   names, cache, modules, beam_args = _parse(rest)
   if not names:
     raise UserError("--task=NAME is required (one or more registered tasks, comma-separated)")
@@ -208,6 +248,7 @@ def _run(rest: List[str]):
     except ImportError as e:
       raise UserError(f"--module_import={m}: cannot import ({e})") from None
   from synthjax.data import tasks
+
   gin_cli.call_configured(tasks.register_tasks)
   for folder in tokenize(names, beam_args, modules):
     print(folder)
@@ -215,6 +256,7 @@ def _run(rest: List[str]):
 
 def main(argv=None):
   from synthjax import gin_cli
+
   gin_cli.main("synthjax.data.tokenize", _run, argv)
 
 

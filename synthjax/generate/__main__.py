@@ -6,6 +6,7 @@ is the package): rephrase or expand a corpus into synthetic shards.
 
 Rerunning the same command resumes: finished shards are kept, the rest are generated.
 """
+
 import json
 
 from synthjax import gin_cli

@@ -39,6 +39,7 @@ it is prefilled from its end only, attending over the stored prefix. The logits 
 whole-prompt prefill up to rounding (XLA rounds products of another shape differently), so
 like the batch's shape it is part of a generation job's key.
 """
+
 import dataclasses
 import functools
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
@@ -51,15 +52,21 @@ import numpy as np
 from synthjax import sharding
 from synthjax.errors import UserError
 from synthjax.models.config import ModelConfig
-from synthjax.models.llama import (CACHE_AXES, CACHE_LENGTH_AXIS, Transformer, abstract_params,
-                                   cache_length, init_cache)
+from synthjax.models.llama import (
+    CACHE_AXES,
+    CACHE_LENGTH_AXIS,
+    Transformer,
+    abstract_params,
+    cache_length,
+    init_cache,
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class Sampling:
-  temperature: float = 0.0        # 0 = greedy
-  top_k: int = 0                  # 0 = off
-  top_p: float = 1.0              # 1 = off
+  temperature: float = 0.0  # 0 = greedy
+  top_k: int = 0  # 0 = off
+  top_p: float = 1.0  # 1 = off
   repetition_penalty: float = 1.0
   max_new_tokens: int = 128
   seed: int = 0
@@ -75,13 +82,13 @@ class Request:
 @dataclasses.dataclass
 class Result:
   tokens: List[int]
-  finish: str            # "eos", "stop", "length" (max new tokens) or "context" (cache full)
+  finish: str  # "eos", "stop", "length" (max new tokens) or "context" (cache full)
 
 
 MAX_CANDIDATES = 64  # top-k / top-p choose among at most this many highest logits
-PREFILL_STEP = 64    # prompts are padded to 16, 32 or a multiple of this
-LOOKAHEAD = 4        # waiting requests, in prefill batches, searched for similar lengths
-CACHE_STEP = 128     # the KV cache's length changes in steps of this (one copy each time)
+PREFILL_STEP = 64  # prompts are padded to 16, 32 or a multiple of this
+LOOKAHEAD = 4  # waiting requests, in prefill batches, searched for similar lengths
+CACHE_STEP = 128  # the KV cache's length changes in steps of this (one copy each time)
 
 
 def default_prefill_batch() -> int:
@@ -100,8 +107,10 @@ def default_decode_steps() -> int:
 def batching(slots: int, decode_steps: int, prefill_batch: int):
   """The decode steps per call and prompts per prefill an engine with these settings uses
   (0: the device's default; a prefill never has more prompts than there are slots)."""
-  return (decode_steps or default_decode_steps(),
-          min(prefill_batch or default_prefill_batch(), slots))
+  return (
+      decode_steps or default_decode_steps(),
+      min(prefill_batch or default_prefill_batch(), slots),
+  )
 
 
 def _nucleus(values, top_k_B, top_p_B):
@@ -112,7 +121,8 @@ def _nucleus(values, top_k_B, top_p_B):
   rank = jnp.arange(values.shape[-1])[None]
   values = jnp.where((top_k_B[:, None] > 0) & (rank >= top_k_B[:, None]), -jnp.inf, values)
   mass_before = jnp.cumsum(jax.nn.softmax(values, axis=-1), axis=-1) - jax.nn.softmax(
-      values, axis=-1)
+      values, axis=-1
+  )
   return jnp.where(mass_before >= top_p_B[:, None], -jnp.inf, values)  # keeps rank 0 always
 
 
@@ -148,8 +158,9 @@ def _penalised(logits_BxV, penalty_B, seen_BxV):
   return jnp.where(seen_BxV, jnp.where(logits > 0, logits / penalty, logits * penalty), logits)
 
 
-def sample_tokens(logits_BxV, keys, temperature_B, top_k_B, top_p_B, penalty_B, seen_BxV,
-                  draft_B=None):
+def sample_tokens(
+    logits_BxV, keys, temperature_B, top_k_B, top_p_B, penalty_B, seen_BxV, draft_B=None
+):
   """One token per row under that row's own sampling settings (greedy when temperature is 0);
   an all-greedy batch skips sampling altogether. With `draft_B` (a proposed token per row, -1
   for none), a sampled row keeps the draft token with probability p(draft) and otherwise draws
@@ -159,8 +170,9 @@ def sample_tokens(logits_BxV, keys, temperature_B, top_k_B, top_p_B, penalty_B, 
   sampling = temperature_B > 0
   # The argmax runs only when some row is greedy: a pass over [rows, vocab] was 3% of a
   # sampled 32-slot decode step on a CPU (measured).
-  greedy = jax.lax.cond((~sampling).any(), _argmax,
-                        lambda x: jnp.zeros(x.shape[0], jnp.int32), logits)
+  greedy = jax.lax.cond(
+      (~sampling).any(), _argmax, lambda x: jnp.zeros(x.shape[0], jnp.int32), logits
+  )
   truncating = sampling & ((top_k_B > 0) | (top_p_B < 1.0))
   temperature = jnp.maximum(temperature_B, 1e-6)[:, None]
 
@@ -203,6 +215,7 @@ class _Device:
   traces and compiled programs: the micro study's two synthetic kinds, one generator with the
   same slots, trace and compile each prompt bucket and cache length once per process instead
   of once per kind. The programs then live as long as the process, not the engine."""
+
   cfg: ModelConfig
   slots: int
   decode_steps: int
@@ -217,8 +230,9 @@ class _Device:
 
   def pinned(self, cache, seen=None):
     kv, rows = dict(self.kv_sharding), self.seen_sharding
-    cache = [{n: jax.lax.with_sharding_constraint(x, kv[n]) for n, x in layer.items()}
-             for layer in cache]
+    cache = [
+        {n: jax.lax.with_sharding_constraint(x, kv[n]) for n, x in layer.items()} for layer in cache
+    ]
     return cache if seen is None else (cache, jax.lax.with_sharding_constraint(seen, rows))
 
   def prefill(self, params, prefix, tokens_NxP, lengths_N, sampling, seeds_N):
@@ -237,17 +251,31 @@ class _Device:
     else:
       prefix_cache, prefix_ids_W, A = prefix
       W = len(prefix_ids_W)
-      new_cache = [{n: _zero_padded(jnp.broadcast_to(x, (N, *x.shape[1:])), W + P_len,
-                                    CACHE_LENGTH_AXIS[n]) for n, x in layer.items()}
-                   for layer in prefix_cache]
+      new_cache = [
+          {
+              n: _zero_padded(
+                  jnp.broadcast_to(x, (N, *x.shape[1:])), W + P_len, CACHE_LENGTH_AXIS[n]
+              )
+              for n, x in layer.items()
+          }
+          for layer in prefix_cache
+      ]
       seen = seen.at[:, prefix_ids_W].max(jnp.broadcast_to(jnp.arange(W) < A, (N, W)))
     positions = A + jnp.broadcast_to(jnp.arange(P_len), (N, P_len))
     valid = (jnp.arange(P_len)[None] < lengths_N[:, None]).astype(jnp.int32)
     kv_positions = jnp.broadcast_to(jnp.arange(W + P_len), (N, W + P_len))
     kv_valid = (kv_positions < A + lengths_N[:, None]).astype(jnp.int32)
-    logits, new_cache = self.apply(params, tokens_NxP, positions, valid, new_cache,
-                                   jnp.full((N,), A, jnp.int32), kv_positions, kv_valid,
-                                   lengths_N - 1)
+    logits, new_cache = self.apply(
+        params,
+        tokens_NxP,
+        positions,
+        valid,
+        new_cache,
+        jnp.full((N,), A, jnp.int32),
+        kv_positions,
+        kv_valid,
+        lengths_N - 1,
+    )
     seen = seen.at[rows[:, None], tokens_NxP].max(valid > 0)
     keys = jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), 0))(seeds_N)
     tokens_N = sample_tokens(logits[:, 0], keys, *sampling, seen)
@@ -256,35 +284,48 @@ class _Device:
   def insert(self, cache, seen, slots_N, new_cache, new_seen):
     """Write prefilled prompts over their slots' first positions (later ones stay masked until
     decoding writes them). Rows that repeat a slot carry the same data."""
-    S, P_len = cache_length(cache), cache_length(new_cache)
+    S = cache_length(cache)
     if cache[0]["k"].dtype.itemsize == 2:
       # XLA:CPU runs a dynamic-update-slice into a bf16 array through a whole-cache f32 copy
       # (53 ms a prompt, measured); a select over the cache is one pass for the whole batch.
-      row_B = jnp.full((self.slots,), -1, jnp.int32).at[slots_N].set(
-          jnp.arange(len(slots_N), dtype=jnp.int32))
+      row_B = (
+          jnp.full((self.slots,), -1, jnp.int32)
+          .at[slots_N]
+          .set(jnp.arange(len(slots_N), dtype=jnp.int32))
+      )
+
       def put(c, new, axis):
         padded = _zero_padded(new, S, axis)
         return jnp.where((row_B >= 0)[:, None, None, None], padded[jnp.maximum(row_B, 0)], c)
+
     else:
+
       def put(c, new, axis):
         for n in range(len(slots_N)):
-          c = jax.lax.dynamic_update_slice(c, new[n:n + 1], (slots_N[n], 0, 0, 0))
+          c = jax.lax.dynamic_update_slice(c, new[n : n + 1], (slots_N[n], 0, 0, 0))
         return c
-    cache = [{n: put(layer[n], new_layer[n], CACHE_LENGTH_AXIS[n]) for n in layer}
-             for layer, new_layer in zip(cache, new_cache)]
+
+    cache = [
+        {n: put(layer[n], new_layer[n], CACHE_LENGTH_AXIS[n]) for n in layer}
+        for layer, new_layer in zip(cache, new_cache)
+    ]
     return self.pinned(cache, seen.at[slots_N].set(new_seen))
 
   def resize(self, cache, size):
     """The cache cut or zero-padded to `size` positions."""
+
     def fit(x, axis):
       if size <= x.shape[axis]:
         return jax.lax.slice_in_dim(x, 0, size, axis=axis)
       return _zero_padded(x, size, axis)
-    return self.pinned([{n: fit(x, CACHE_LENGTH_AXIS[n]) for n, x in layer.items()}
-                        for layer in cache])
 
-  def decode(self, params, cache, seen, tokens_B, lengths_B, busy_B, sampling, seeds_B,
-             counts_B, room_B):
+    return self.pinned(
+        [{n: fit(x, CACHE_LENGTH_AXIS[n]) for n, x in layer.items()} for layer in cache]
+    )
+
+  def decode(
+      self, params, cache, seen, tokens_B, lengths_B, busy_B, sampling, seeds_B, counts_B, room_B
+  ):
     """`decode_steps` steps; row b takes at most room_B[b] tokens and none after an EOS. The new
     tokens come back [steps, slots], -1 where a row took none."""
     eos = jnp.asarray(sorted(self.eos_ids) or [-1], jnp.int32)
@@ -292,12 +333,20 @@ class _Device:
     def step(i, state):
       cache, seen, tokens_B, lengths_B, counts_B, room_B, out = state
       active = busy_B & (room_B > 0)
-      cache, seen, next_B = self.step(params, cache, seen, tokens_B, lengths_B, active,
-                                      sampling, seeds_B, counts_B)
+      cache, seen, next_B = self.step(
+          params, cache, seen, tokens_B, lengths_B, active, sampling, seeds_B, counts_B
+      )
       grow = active.astype(jnp.int32)
       room_B = jnp.where(active & ~jnp.isin(next_B, eos), room_B - 1, 0)
-      return (cache, seen, jnp.where(active, next_B, tokens_B), lengths_B + grow,
-              counts_B + grow, room_B, out.at[i].set(jnp.where(active, next_B, -1)))
+      return (
+          cache,
+          seen,
+          jnp.where(active, next_B, tokens_B),
+          lengths_B + grow,
+          counts_B + grow,
+          room_B,
+          out.at[i].set(jnp.where(active, next_B, -1)),
+      )
 
     out = jnp.full((self.decode_steps, self.slots), -1, jnp.int32)
     state = (cache, seen, tokens_B, lengths_B, counts_B, room_B, out)
@@ -307,53 +356,79 @@ class _Device:
       state = jax.lax.fori_loop(0, self.decode_steps, step, state)
     return (*self.pinned(state[0], state[1]), state[-1])
 
-  def step(self, params, cache, seen, tokens_B, lengths_B, busy_B, sampling, seeds_B,
-           counts_B):
+  def step(self, params, cache, seen, tokens_B, lengths_B, busy_B, sampling, seeds_B, counts_B):
     """One decode step for the busy rows: their next tokens, cached and marked seen."""
     keys = jax.vmap(lambda s, c: jax.random.fold_in(jax.random.key(s), c))(seeds_B, counts_B)
     S = cache_length(cache)
     kv_positions = jnp.broadcast_to(jnp.arange(S), (self.slots, S))
     kv_valid = ((kv_positions <= lengths_B[:, None]) & busy_B[:, None]).astype(jnp.int32)
-    logits, cache = self.apply(params, tokens_B[:, None], lengths_B[:, None],
-                               busy_B[:, None].astype(jnp.int32), cache, lengths_B,
-                               kv_positions, kv_valid)
+    logits, cache = self.apply(
+        params,
+        tokens_B[:, None],
+        lengths_B[:, None],
+        busy_B[:, None].astype(jnp.int32),
+        cache,
+        lengths_B,
+        kv_positions,
+        kv_valid,
+    )
     next_B = sample_tokens(logits[:, 0], keys, *sampling, seen)
     seen = seen.at[jnp.arange(self.slots), next_B].max(busy_B)
     return (*self.pinned(cache, seen), next_B)
 
-  def verify(self, params, cache, seen, tokens_BxT, lengths_B, busy_B, draft_len_B,
-             sampling, seeds_B, counts_B):
+  def verify(
+      self,
+      params,
+      cache,
+      seen,
+      tokens_BxT,
+      lengths_B,
+      busy_B,
+      draft_len_B,
+      sampling,
+      seeds_B,
+      counts_B,
+  ):
     """One pass over each slot's newest token and its draft (tokens_BxT[:, 1:], of which the
     first draft_len_B count). Returns the token each position gives (the draft's own where it
     is accepted) and how many draft tokens were kept."""
     B, T = tokens_BxT.shape
     # position t gives the row's token number counts_B + t, keyed as a plain step would be
     keys = jax.vmap(jax.vmap(lambda s, c: jax.random.fold_in(jax.random.key(s), c), (None, 0)))(
-        seeds_B, counts_B[:, None] + jnp.arange(T))
+        seeds_B, counts_B[:, None] + jnp.arange(T)
+    )
     positions = lengths_B[:, None] + jnp.arange(T)
     S = cache_length(cache)
     kv_positions = jnp.broadcast_to(jnp.arange(S), (B, S))
     kv_valid = ((kv_positions <= lengths_B[:, None] + T - 1) & busy_B[:, None]).astype(jnp.int32)
     rows = jnp.broadcast_to(busy_B[:, None], (B, T)).astype(jnp.int32)
-    logits, cache = self.apply(params, tokens_BxT, positions, rows, cache, lengths_B,
-                               kv_positions, kv_valid)
+    logits, cache = self.apply(
+        params, tokens_BxT, positions, rows, cache, lengths_B, kv_positions, kv_valid
+    )
     # Position t sees the draft's first t tokens as seen (repetition penalty).
     in_draft = jnp.arange(T - 1)[None] < draft_len_B[:, None]
     drafted = jax.nn.one_hot(tokens_BxT[:, 1:], self.cfg.V, dtype=jnp.int32)
     drafted = drafted * in_draft[..., None]
     seen_BxTxV = seen[:, None] | jnp.concatenate(
-        [jnp.zeros_like(drafted[:, :1]), jnp.cumsum(drafted, axis=1)], axis=1).astype(bool)
-    draft_BxT = jnp.concatenate([jnp.where(in_draft, tokens_BxT[:, 1:], -1),
-                                 jnp.full((B, 1), -1, tokens_BxT.dtype)], axis=1)
+        [jnp.zeros_like(drafted[:, :1]), jnp.cumsum(drafted, axis=1)], axis=1
+    ).astype(bool)
+    draft_BxT = jnp.concatenate(
+        [jnp.where(in_draft, tokens_BxT[:, 1:], -1), jnp.full((B, 1), -1, tokens_BxT.dtype)], axis=1
+    )
     flat = lambda x: jnp.repeat(x, T, axis=0)  # a row's setting for each of its positions
-    next_BxT = sample_tokens(logits.reshape(B * T, -1), keys.reshape(B * T),
-                             *(flat(x) for x in sampling), seen_BxTxV.reshape(B * T, -1),
-                             draft_BxT.reshape(B * T)).reshape(B, T)
+    next_BxT = sample_tokens(
+        logits.reshape(B * T, -1),
+        keys.reshape(B * T),
+        *(flat(x) for x in sampling),
+        seen_BxTxV.reshape(B * T, -1),
+        draft_BxT.reshape(B * T),
+    ).reshape(B, T)
     match = (tokens_BxT[:, 1:] == next_BxT[:, :-1]) & in_draft
     kept_B = jnp.sum(jnp.cumprod(match.astype(jnp.int32), axis=1), axis=1)
     emitted = (jnp.arange(T)[None] <= kept_B[:, None]) & busy_B[:, None]
-    seen = seen | jnp.any(jax.nn.one_hot(next_BxT, self.cfg.V, dtype=bool) & emitted[..., None],
-                          axis=1)
+    seen = seen | jnp.any(
+        jax.nn.one_hot(next_BxT, self.cfg.V, dtype=bool) & emitted[..., None], axis=1
+    )
     return (*self.pinned(cache, seen), next_BxT, kept_B)
 
 
@@ -366,11 +441,25 @@ _verify = jax.jit(_Device.verify, static_argnums=0, donate_argnums=(2, 3))
 
 class Engine:
 
-  def __init__(self, cfg: ModelConfig, params, eos_ids: Sequence[int], slots: int = 8,
-               max_len: int = 512, buckets: Optional[Sequence[int]] = None,
-               mesh=None, rules=None, decode_text=None, draft_tokens: int = 0, ngram: int = 3,
-               cache_step: int = CACHE_STEP, decode_steps: int = 0,
-               prefill_batch: int = 0, cache_dtype=None, shared_prefix: Sequence[int] = ()):
+  def __init__(
+      self,
+      cfg: ModelConfig,
+      params,
+      eos_ids: Sequence[int],
+      slots: int = 8,
+      max_len: int = 512,
+      buckets: Optional[Sequence[int]] = None,
+      mesh=None,
+      rules=None,
+      decode_text=None,
+      draft_tokens: int = 0,
+      ngram: int = 3,
+      cache_step: int = CACHE_STEP,
+      decode_steps: int = 0,
+      prefill_batch: int = 0,
+      cache_dtype=None,
+      shared_prefix: Sequence[int] = (),
+  ):
     if cfg.scan_layers:
       raise UserError("generation needs unstacked layers (convert without --scan_layers)")
     self.cfg, self.slots, self.max_len, self.cache_step = cfg, slots, max_len, cache_step
@@ -381,34 +470,51 @@ class Engine:
     self.buckets = sorted(set(min(b, max_len) for b in buckets))
     self.eos_ids = set(int(e) for e in eos_ids)
     self.decode_text = decode_text  # ids -> str, needed for stop strings
-    self.mesh = mesh or sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1},
-                                           jax.devices()[:1])
+    self.mesh = mesh or sharding.make_mesh({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
     self.rules = rules or sharding.logical_axis_rules()
-    self.param_shardings = sharding.logical_shardings(abstract_params(cfg), self.mesh,
-                                                      self.rules)
+    self.param_shardings = sharding.logical_shardings(abstract_params(cfg), self.mesh, self.rules)
     self.params = jax.device_put(nn.unbox(params), self.param_shardings)
     # "length" is never split, so one sharding serves every cache length
     full = jax.eval_shape(lambda: init_cache(cfg, slots, max_len))
-    kv_sharding = {n: sharding.named(self.mesh, self.rules, CACHE_AXES[n], full[0][n].shape)
-                   for n in CACHE_AXES}
+    kv_sharding = {
+        n: sharding.named(self.mesh, self.rules, CACHE_AXES[n], full[0][n].shape)
+        for n in CACHE_AXES
+    }
     # The cache's dtype (None: the model's compute dtype) is the prefill's too.
-    self.cache = jax.device_put(init_cache(cfg, slots, self._size(1), cache_dtype),
-                                [kv_sharding] * cfg.L)
+    self.cache = jax.device_put(
+        init_cache(cfg, slots, self._size(1), cache_dtype), [kv_sharding] * cfg.L
+    )
     seen_sharding = sharding.named(self.mesh, self.rules, ("batch", "vocab"), (slots, cfg.V))
     self.seen = jax.device_put(jnp.zeros((slots, cfg.V), bool), seen_sharding)
     # Every step returns the cache and `seen` sharded as they came in: left to the compiler,
     # the first step returned the cache unsplit (P()), and the next call compiled again.
-    self._device = _Device(cfg, slots, self.decode_steps, tuple(sorted(self.eos_ids)),
-                           self.cache[0]["k"].dtype, tuple(kv_sharding.items()), seen_sharding,
-                           sharding.logical_axis_rules(self.rules))
+    self._device = _Device(
+        cfg,
+        slots,
+        self.decode_steps,
+        tuple(sorted(self.eos_ids)),
+        self.cache[0]["k"].dtype,
+        tuple(kv_sharding.items()),
+        seen_sharding,
+        sharding.logical_axis_rules(self.rules),
+    )
     self._prefill, self._insert, self._resize, self._decode, self._verify = (
         functools.partial(program, self._device)
-        for program in (_prefill, _insert, _resize, _decode, _verify))
+        for program in (_prefill, _insert, _resize, _decode, _verify)
+    )
     self.draft_tokens, self.ngram = draft_tokens, ngram
     # prefill and decode passes, the tokens decoding added to outputs, draft tokens proposed
     # and kept, cache resizes
-    self.stats = {"prefills": 0, "passes": 0, "tokens": 0, "drafted": 0, "accepted": 0,
-                  "grown": 0, "shrunk": 0, "from_prefix": 0}
+    self.stats = {
+        "prefills": 0,
+        "passes": 0,
+        "tokens": 0,
+        "drafted": 0,
+        "accepted": 0,
+        "grown": 0,
+        "shrunk": 0,
+        "from_prefix": 0,
+    }
     # The shared prefix's token ids; its keys and values (`_stored_prefix`) are kept padded to
     # a multiple of PREFILL_STEP positions, so that prefixes of other lengths share programs.
     self.shared_prefix = [int(t) for t in shared_prefix]
@@ -428,8 +534,8 @@ class Engine:
     for n in range(min(self.ngram, len(sequence) - 1), 0, -1):
       tail = sequence[-n:]
       for start in range(len(sequence) - n - 1, -1, -1):
-        if sequence[start:start + n] == tail:
-          return sequence[start + n:start + n + limit]
+        if sequence[start : start + n] == tail:
+          return sequence[start + n : start + n + limit]
     return []
 
   def _size(self, need: int) -> int:
@@ -469,13 +575,31 @@ class Engine:
       # The empty keys and values go in placed as the stored ones will be: an uncommitted
       # input made this a program of its own, compiled apart from the prompts' (2-3 s).
       on_mesh = sharding.replicated(self.mesh)
-      empty = (jax.device_put(init_cache(self.cfg, 1, W, self._device.cache_dtype), on_mesh),
-               jnp.asarray(ids), jnp.int32(0))
+      empty = (
+          jax.device_put(init_cache(self.cfg, 1, W, self._device.cache_dtype), on_mesh),
+          jnp.asarray(ids),
+          jnp.int32(0),
+      )
       greedy = (jnp.zeros(N), jnp.zeros(N, jnp.int32), jnp.ones(N), jnp.ones(N))
-      cache, _, _ = self._on_mesh(self._prefill, self.params, empty, jnp.asarray(tokens),
-                                  jnp.full(N, A, jnp.int32), greedy, jnp.zeros(N, jnp.uint32))
-      cache = jax.device_put([{n: jax.lax.slice_in_dim(x[:1], 0, W, axis=CACHE_LENGTH_AXIS[n])
-                               for n, x in layer.items()} for layer in cache], on_mesh)
+      cache, _, _ = self._on_mesh(
+          self._prefill,
+          self.params,
+          empty,
+          jnp.asarray(tokens),
+          jnp.full(N, A, jnp.int32),
+          greedy,
+          jnp.zeros(N, jnp.uint32),
+      )
+      cache = jax.device_put(
+          [
+              {
+                  n: jax.lax.slice_in_dim(x[:1], 0, W, axis=CACHE_LENGTH_AXIS[n])
+                  for n, x in layer.items()
+              }
+              for layer in cache
+          ],
+          on_mesh,
+      )
       self._prefix = (cache, jnp.asarray(ids))
     return self._prefix
 
@@ -502,16 +626,18 @@ class Engine:
         if len(r.prompt) == 0:
           raise UserError(f"request {i}: empty prompt")
         if len(r.prompt) >= self.max_len:
-          raise UserError(f"request {i}: prompt of {len(r.prompt)} tokens is longer than the "
-                          f"context ({self.max_len} tokens)")
+          raise UserError(
+              f"request {i}: prompt of {len(r.prompt)} tokens is longer than the "
+              f"context ({self.max_len} tokens)"
+          )
         if r.stop and self.decode_text is None:
           raise UserError("stop strings need the engine's decode_text")
         live[i] = r
         waiting.append(i)
 
     owner = [-1] * self.slots
-    lengths = np.zeros(self.slots, np.int32)   # tokens in each slot's cache
-    last = np.zeros(self.slots, np.int32)      # each slot's newest token (not yet cached)
+    lengths = np.zeros(self.slots, np.int32)  # tokens in each slot's cache
+    last = np.zeros(self.slots, np.int32)  # each slot's newest token (not yet cached)
     out = [[] for _ in range(self.slots)]
 
     def need(extra):
@@ -521,8 +647,10 @@ class Engine:
     def sampling_arrays(slot_requests):
       fields = ("temperature", "top_k", "top_p", "repetition_penalty")
       dtypes = (np.float32, np.int32, np.float32, np.float32)
-      return tuple(jnp.asarray([getattr(live[i].sampling, f) if i >= 0 else d(0)
-                                for i in slot_requests], d) for f, d in zip(fields, dtypes))
+      return tuple(
+          jnp.asarray([getattr(live[i].sampling, f) if i >= 0 else d(0) for i in slot_requests], d)
+          for f, d in zip(fields, dtypes)
+      )
 
     def finish_reason(slot):
       req = live[owner[slot]]
@@ -553,7 +681,8 @@ class Engine:
       among equals), so little of a batch's bucket is padding."""
       head = len(live[waiting[0]].prompt)
       batch = [waiting[0]] + sorted(waiting[1:], key=lambda i: abs(len(live[i].prompt) - head))[
-          :n - 1]
+          : n - 1
+      ]
       for i in batch:
         waiting.remove(i)
       return batch
@@ -565,21 +694,26 @@ class Engine:
       prompts = [live[i].prompt[A:] for i in rows]
       tokens = np.zeros((len(rows), self._bucket(max(map(len, prompts)))), np.int32)
       for r, p in enumerate(prompts):
-        tokens[r, :len(p)] = p
+        tokens[r, : len(p)] = p
       seeds = np.asarray([live[i].sampling.seed for i in rows], np.uint32)
       new_cache, new_seen, first = self._on_mesh(
-          self._prefill, self.params, (*self._stored_prefix(), jnp.int32(A)) if A else None,
+          self._prefill,
+          self.params,
+          (*self._stored_prefix(), jnp.int32(A)) if A else None,
           jnp.asarray(tokens),
-          jnp.asarray(list(map(len, prompts)), jnp.int32), sampling_arrays(rows),
-          jnp.asarray(seeds))
+          jnp.asarray(list(map(len, prompts)), jnp.int32),
+          sampling_arrays(rows),
+          jnp.asarray(seeds),
+      )
       self.stats["prefills"] += 1
       self.stats["from_prefix"] += len(batch) if A else 0
-      self._fit_cache(max(need(1), (self._prefix_width if A else 0) + tokens.shape[1]),
-                      shrink=False)
+      self._fit_cache(
+          max(need(1), (self._prefix_width if A else 0) + tokens.shape[1]), shrink=False
+      )
       targets = slots + slots[:1] * (len(rows) - len(slots))  # a repeat writes its slot again
-      self.cache, self.seen = self._on_mesh(self._insert, self.cache, self.seen,
-                                            jnp.asarray(targets, jnp.int32), new_cache,
-                                            new_seen)
+      self.cache, self.seen = self._on_mesh(
+          self._insert, self.cache, self.seen, jnp.asarray(targets, jnp.int32), new_cache, new_seen
+      )
       for slot, i, token in zip(slots, batch, np.asarray(first)):
         owner[slot], lengths[slot] = i, len(live[i].prompt)
         last[slot] = int(token)
@@ -607,7 +741,7 @@ class Engine:
       tokens, counts = np.zeros((self.slots, k), np.int32), np.zeros(self.slots, np.int32)
       for s in np.flatnonzero(busy):
         d = self._draft(list(live[owner[s]].prompt) + out[s], k)
-        tokens[s, :len(d)], counts[s] = d, len(d)
+        tokens[s, : len(d)], counts[s] = d, len(d)
       return (tokens, counts) if counts.any() else None
 
     retire_and_refill()
@@ -616,27 +750,52 @@ class Engine:
       seeds = np.asarray([live[o].sampling.seed if o >= 0 else 0 for o in owner], np.uint32)
       counts = np.asarray([len(x) for x in out], np.int32)  # token index the key is for
       proposal = drafts(busy)
-      self._fit_cache(need(self.decode_steps if proposal is None else self.draft_tokens + 1),
-                      shrink=True)
+      self._fit_cache(
+          need(self.decode_steps if proposal is None else self.draft_tokens + 1), shrink=True
+      )
       if proposal is None:
         # tokens each row may still take: its last one ends it by length or by a full cache
-        room = np.asarray([min(live[o].sampling.max_new_tokens - len(out[s]),
-                               self.max_len - 1 - lengths[s]) if o >= 0 else 0
-                           for s, o in enumerate(owner)], np.int32)
+        room = np.asarray(
+            [
+                min(live[o].sampling.max_new_tokens - len(out[s]), self.max_len - 1 - lengths[s])
+                if o >= 0
+                else 0
+                for s, o in enumerate(owner)
+            ],
+            np.int32,
+        )
         self.cache, self.seen, steps_NxB = self._on_mesh(
-            self._decode, self.params, self.cache, self.seen, jnp.asarray(last),
-            jnp.asarray(lengths), jnp.asarray(busy), sampling_arrays(owner), jnp.asarray(seeds),
-            jnp.asarray(counts), jnp.asarray(room))
+            self._decode,
+            self.params,
+            self.cache,
+            self.seen,
+            jnp.asarray(last),
+            jnp.asarray(lengths),
+            jnp.asarray(busy),
+            sampling_arrays(owner),
+            jnp.asarray(seeds),
+            jnp.asarray(counts),
+            jnp.asarray(room),
+        )
         steps_NxB = np.asarray(steps_NxB)
         new = [[int(t) for t in steps_NxB[:, s] if t >= 0] for s in range(self.slots)]
       else:
         tokens = np.concatenate([last[:, None], proposal[0]], axis=1)
         self.cache, self.seen, next_BxT, kept = self._on_mesh(
-            self._verify, self.params, self.cache, self.seen, jnp.asarray(tokens),
-            jnp.asarray(lengths), jnp.asarray(busy), jnp.asarray(proposal[1]),
-            sampling_arrays(owner), jnp.asarray(seeds), jnp.asarray(counts))
+            self._verify,
+            self.params,
+            self.cache,
+            self.seen,
+            jnp.asarray(tokens),
+            jnp.asarray(lengths),
+            jnp.asarray(busy),
+            jnp.asarray(proposal[1]),
+            sampling_arrays(owner),
+            jnp.asarray(seeds),
+            jnp.asarray(counts),
+        )
         next_BxT, kept = np.asarray(next_BxT), np.asarray(kept)
-        new = [[int(t) for t in next_BxT[s, :kept[s] + 1]] for s in range(self.slots)]
+        new = [[int(t) for t in next_BxT[s, : kept[s] + 1]] for s in range(self.slots)]
         self.stats["drafted"] += int(proposal[1].sum())
         self.stats["accepted"] += int(kept[busy].sum())
       self.stats["passes"] += 1

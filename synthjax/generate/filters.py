@@ -4,44 +4,63 @@ with chat preambles ("Here's a suggested edit: ..."), talk about the rewriting i
 rewriting ("The above paragraph is rephrased for clarity ..."), or drift away from their
 source. `faithfulness` measures the last: the share of the output's content words that come
 from its source chunk."""
+
 import re
 from typing import Optional, Tuple
 
 WORD = re.compile(r"\w+")
 CONTENT_WORD = re.compile(r"[^\W\d_]{4,}")  # words of 4+ letters: most function words drop out
-PREAMBLES = ("here's", "here is", "sure", "certainly", "of course", "i'd be happy", "i can",
-             "as an ai", "i'm sorry", "i am sorry", "note:")
+PREAMBLES = (
+    "here's",
+    "here is",
+    "sure",
+    "certainly",
+    "of course",
+    "i'd be happy",
+    "i can",
+    "as an ai",
+    "i'm sorry",
+    "i am sorry",
+    "note:",
+)
 _TEXT = r"(?:text|paragraph|passage|extract|excerpt|article|sentence|content|version|document)"
-_SAYS = (r"(?:is|was|has been|discusses|describes|talks|explains|provides|highlights|mentions|"
-         r"states|says?|suggests|emphasizes|focuses|means?|covers|requires|aims)\b")
+_SAYS = (
+    r"(?:is|was|has been|discusses|describes|talks|explains|provides|highlights|mentions|"
+    r"states|says?|suggests|emphasizes|focuses|means?|covers|requires|aims)\b"
+)
 # Talk about the text or the task instead of the text, anywhere in the output.
-COMMENTARY = re.compile("|".join([
-    r"\b(?:re-?phras|paraphras|rewrit|rewrot|re-?word)\w*",
-    r"\b(?:the|this|that)\s+(?:above|original|given|following|previous|provided|source)\s+"
-    + _TEXT,
-    r"\b(?:the|this|a|an)\s+(?:\w+\s+)?" + _TEXT + r"\s+" + _SAYS,
-    r"\bthis\s+answer\s+" + _SAYS,  # about the answer ("The answer is ..." is an answer)
-    r"\bwikipedia\b",  # the style asked for, not the subject
-    # questions and answers about the questions, not about the subject
-    r"\bwhat(?:'s|\s+is|\s+does)\s+(?:a|the|this)\s+(?:question|answer|paragraph|text|passage)\b",
-    r"\b(?:the|an)\s+answer\s+(?:to|for)\s+(?:this|the|that|the above)\s+question",
-    r"\bwhat(?:'s|\s+is)\s+the\s+answer\b",
-    r"\b(?:an|the)\s+answer\s+(?:could|would|will|should)\s+(?:include|be|contain)\b",
-    r"\byou(?:'re|\s+are)\s+asked\b",
-    r"\b(?:this|the above|the following)\s+question\b",
-    r"\baccording to the " + _TEXT,
-    r"\b(?:in|from)\s+(?:the|this)\s+" + _TEXT + r"\s*,",
-    r"\bi\s+(?:have|'ve|had)\s+(?:\w+\s+)?(?:re\w+|made|used|added|removed|kept|tried|"
-    r"changed|simplified|clarified|condensed|summari[sz]ed)\b",
-    r"\b(?:to|for)\s+(?:improve|enhance)\s+(?:the\s+)?(?:clarity|readability|flow)\b",
-    r"\b(?:the|this)\s+(?:revised|rewritten|improved|edited|updated|new)\s+" + _TEXT,
-    r"(?:^|[.!?:]\s+)I\s+(?:made|added|used|changed|removed|kept|reorganized|replaced|"
-    r"corrected|simplified|revised|tried|maintained)\b",
-]), re.IGNORECASE)
+COMMENTARY = re.compile(
+    "|".join(
+        [
+            r"\b(?:re-?phras|paraphras|rewrit|rewrot|re-?word)\w*",
+            r"\b(?:the|this|that)\s+(?:above|original|given|following|previous|provided|source)\s+"
+            + _TEXT,
+            r"\b(?:the|this|a|an)\s+(?:\w+\s+)?" + _TEXT + r"\s+" + _SAYS,
+            r"\bthis\s+answer\s+" + _SAYS,  # about the answer ("The answer is ..." is an answer)
+            r"\bwikipedia\b",  # the style asked for, not the subject
+            # questions and answers about the questions, not about the subject
+            r"\bwhat(?:'s|\s+is|\s+does)\s+(?:a|the|this)\s+(?:question|answer|paragraph|text|passage)\b",
+            r"\b(?:the|an)\s+answer\s+(?:to|for)\s+(?:this|the|that|the above)\s+question",
+            r"\bwhat(?:'s|\s+is)\s+the\s+answer\b",
+            r"\b(?:an|the)\s+answer\s+(?:could|would|will|should)\s+(?:include|be|contain)\b",
+            r"\byou(?:'re|\s+are)\s+asked\b",
+            r"\b(?:this|the above|the following)\s+question\b",
+            r"\baccording to the " + _TEXT,
+            r"\b(?:in|from)\s+(?:the|this)\s+" + _TEXT + r"\s*,",
+            r"\bi\s+(?:have|'ve|had)\s+(?:\w+\s+)?(?:re\w+|made|used|added|removed|kept|tried|"
+            r"changed|simplified|clarified|condensed|summari[sz]ed)\b",
+            r"\b(?:to|for)\s+(?:improve|enhance)\s+(?:the\s+)?(?:clarity|readability|flow)\b",
+            r"\b(?:the|this)\s+(?:revised|rewritten|improved|edited|updated|new)\s+" + _TEXT,
+            r"(?:^|[.!?:]\s+)I\s+(?:made|added|used|changed|removed|kept|reorganized|replaced|"
+            r"corrected|simplified|revised|tried|maintained)\b",
+        ]
+    ),
+    re.IGNORECASE,
+)
 
 
 def _ngrams(words, n):
-  return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+  return [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
 
 
 def is_repetitive(text: str, min_words: int = 20, min_distinct: float = 0.5) -> bool:
@@ -100,8 +119,13 @@ def faithfulness(text: str, source: str) -> float:
   return sum(w in src for w in out) / len(out)
 
 
-def review(text: str, source: str, finish: str, min_faithfulness: float = 0.0,
-           must_match: Optional[str] = None) -> Tuple[str, Optional[str]]:
+def review(
+    text: str,
+    source: str,
+    finish: str,
+    min_faithfulness: float = 0.0,
+    must_match: Optional[str] = None,
+) -> Tuple[str, Optional[str]]:
   """(the text to keep, None) or (the text, why it is dropped). Commentary wrapped around the
   text is cut off first; an output that was all commentary is dropped as such. `must_match`:
   a regular expression the kept text must match (a style's form, e.g. a question with an

@@ -18,6 +18,7 @@ OUT/manifest.json holds the job's settings (a rerun with other settings is refus
 writes OUT/hosts/H-i.json when its part is done, and whichever host finds all H of them
 writes the totals (chunks, kept, rejected per reason, tokens) into the manifest.
 """
+
 import dataclasses
 import itertools
 import json
@@ -38,15 +39,14 @@ from synthjax.generate.engine import Engine, Request, Sampling, batching
 from synthjax.lease import Lease
 from synthjax.models import quantize
 
-
 KV_CACHE_DTYPES = ("float32", "bfloat16")
 
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
 class GenerateConfig:
-  input: str                          # file glob of documents (any format of data.sources)
-  style: str                          # hq, qa, easy, hard, textbook, or a template .json
+  input: str  # file glob of documents (any format of data.sources)
+  style: str  # hq, qa, easy, hard, textbook, or a template .json
   output_dir: str
   generator: str = assets.EMBEDDED_GENERATOR  # a synthjax model dir, or the embedded name
   text_field: str = "text"
@@ -57,9 +57,9 @@ class GenerateConfig:
   top_p: float = 0.9
   repetition_penalty: float = 1.1
   seed: int = 0
-  max_documents: int = 0              # 0: all
-  shard_size: int = 8                 # documents per output shard
-  slots: int = 16                     # concurrent sequences
+  max_documents: int = 0  # 0: all
+  shard_size: int = 8  # documents per output shard
+  slots: int = 16  # concurrent sequences
   # '' (as stored), 'float32', 'bfloat16' or 'int8' (layer weights int8 with per-channel scales,
   # the rest and the compute bf16).
   weights: str = ""
@@ -82,16 +82,23 @@ class GenerateConfig:
   # The template's text before the chunk (system turn and instructions) is prefilled once and
   # every prompt from its end (engine.py: shared_prefix). Same output up to rounding.
   prefix_cache: bool = True
-  max_len: int = 1024                 # KV cache length: prompt + output
-  apply_filter: bool = True           # False keeps every output (its reason goes in "flag")
+  max_len: int = 1024  # KV cache length: prompt + output
+  apply_filter: bool = True  # False keeps every output (its reason goes in "flag")
   # Hosts work independently (no collectives): host i of n takes shards i, i+n, ...
   host_index: int = int(os.environ.get("SYNTHJAX_PROCESS_ID", 0))
   host_count: int = int(os.environ.get("SYNTHJAX_NUM_PROCESSES", 1))
 
   def __post_init__(self):
     check_field_types(self)
-    for field in ("chunk_tokens", "max_new_tokens", "shard_size", "slots", "max_len",
-                  "host_count", "tensor_parallel"):
+    for field in (
+        "chunk_tokens",
+        "max_new_tokens",
+        "shard_size",
+        "slots",
+        "max_len",
+        "host_count",
+        "tensor_parallel",
+    ):
       if getattr(self, field) <= 0:
         raise UserError(f"GenerateConfig.{field} must be positive, got {getattr(self, field)}")
     for field in ("draft_tokens", "decode_steps", "prefill_batch", "max_documents", "top_k"):
@@ -99,22 +106,29 @@ class GenerateConfig:
       if getattr(self, field) < 0:
         raise UserError(f"GenerateConfig.{field} must be 0 or more, got {getattr(self, field)}")
     if not 0 <= self.temperature < math.inf:  # below 0 would favour the least likely tokens
-      raise UserError(f"GenerateConfig.temperature must be 0 (greedy) or more, got "
-                      f"{self.temperature}")
+      raise UserError(
+          f"GenerateConfig.temperature must be 0 (greedy) or more, got " f"{self.temperature}"
+      )
     if not 0 < self.top_p <= 1:
       raise UserError(f"GenerateConfig.top_p must be in (0, 1], got {self.top_p}")
     if not 0 < self.repetition_penalty < math.inf:
-      raise UserError(f"GenerateConfig.repetition_penalty must be positive (1: none), got "
-                      f"{self.repetition_penalty}")
+      raise UserError(
+          f"GenerateConfig.repetition_penalty must be positive (1: none), got "
+          f"{self.repetition_penalty}"
+      )
     if self.weights not in ("", *quantize.PRECISIONS):
-      raise UserError(f"GenerateConfig.weights must be '' or one of {quantize.PRECISIONS}, "
-                      f"got {self.weights!r}")
+      raise UserError(
+          f"GenerateConfig.weights must be '' or one of {quantize.PRECISIONS}, "
+          f"got {self.weights!r}"
+      )
     if self.kv_cache not in ("", *KV_CACHE_DTYPES):
-      raise UserError(f"GenerateConfig.kv_cache must be '', 'float32' or 'bfloat16', got "
-                      f"{self.kv_cache!r}")
+      raise UserError(
+          f"GenerateConfig.kv_cache must be '', 'float32' or 'bfloat16', got " f"{self.kv_cache!r}"
+      )
     if not 0 <= self.host_index < self.host_count:
-      raise UserError(f"GenerateConfig.host_index {self.host_index} is outside "
-                      f"0..{self.host_count - 1}")
+      raise UserError(
+          f"GenerateConfig.host_index {self.host_index} is outside " f"0..{self.host_count - 1}"
+      )
 
 
 def resolve_generator(name: str) -> str:
@@ -123,12 +137,15 @@ def resolve_generator(name: str) -> str:
     if storage.is_remote(name) and storage.exists(storage.join(name, "model.json")):
       return storage.local_folder(name)  # every host reads its own copy
     if not os.path.exists(os.path.join(name, "model.json")):
-      raise UserError(f"generator {name!r}: not a synthjax model directory (no model.json); "
-                      "convert a checkpoint with python -m synthjax.convert")
+      raise UserError(
+          f"generator {name!r}: not a synthjax model directory (no model.json); "
+          "convert a checkpoint with python -m synthjax.convert"
+      )
     return name
   out = os.path.join(os.path.expanduser("~"), ".cache", "synthjax", "models", name)
   if not os.path.exists(os.path.join(out, "model.json")):
     from synthjax import convert
+
     try:
       convert.convert_gguf(name, out)
     except (UserError, OSError):  # another process on this machine converted it first
@@ -150,10 +167,14 @@ def _signature(cfg: GenerateConfig, template: dict, generator_dir: str) -> dict:
   in it, and so are max_len (a request that fills the cache ends there) and prefix_cache (a
   prompt prefilled from the template's end rounds differently). Not in it: the hardware
   (another device kind or count rounds differently too)."""
-  sig = {k: v for k, v in dataclasses.asdict(cfg).items()
-         if k not in ("output_dir", "host_index", "host_count")}
-  sig["decode_steps"], sig["prefill_batch"] = batching(cfg.slots, cfg.decode_steps,
-                                                       cfg.prefill_batch)
+  sig = {
+      k: v
+      for k, v in dataclasses.asdict(cfg).items()
+      if k not in ("output_dir", "host_index", "host_count")
+  }
+  sig["decode_steps"], sig["prefill_batch"] = batching(
+      cfg.slots, cfg.decode_steps, cfg.prefill_batch
+  )
   sig.update(prompt_version=template["version"], generator_dir=os.path.abspath(generator_dir))
   return sig
 
@@ -164,11 +185,15 @@ def _check_manifest(out_dir: str, sig: dict) -> None:
     storage.write_json(path, {"job": sig})  # every host writes the same content
     return
   old = storage.read_json(path).get("job", {})
-  diff = [f"{k}={old.get(k)!r} vs {sig.get(k)!r}" for k in sorted(set(old) | set(sig))
-          if old.get(k) != sig.get(k)]
+  diff = [
+      f"{k}={old.get(k)!r} vs {sig.get(k)!r}"
+      for k in sorted(set(old) | set(sig))
+      if old.get(k) != sig.get(k)
+  ]
   if diff:
-    raise UserError(f"{out_dir} holds another job's manifest ({'; '.join(diff[:3])}); use a new "
-                    "output dir")
+    raise UserError(
+        f"{out_dir} holds another job's manifest ({'; '.join(diff[:3])}); use a new " "output dir"
+    )
 
 
 def _my_shards(cfg: GenerateConfig) -> Iterator[Tuple[str, List[dict]]]:
@@ -183,7 +208,7 @@ def _my_shards(cfg: GenerateConfig) -> Iterator[Tuple[str, List[dict]]]:
     for b in itertools.count():
       shard = list(itertools.islice(docs, cfg.shard_size))
       if cfg.max_documents:
-        shard = shard[:max(0, cfg.max_documents - n)]
+        shard = shard[: max(0, cfg.max_documents - n)]
       if not shard:
         break
       n += len(shard)
@@ -196,13 +221,16 @@ def _my_shards(cfg: GenerateConfig) -> Iterator[Tuple[str, List[dict]]]:
 
 
 def _chunks(cfg: GenerateConfig, docs: List[dict], count_tokens) -> List[dict]:
-  return [{"source_id": str(doc["id"]), "chunk": i, "source_text": piece}
-          for doc in docs
-          for i, piece in enumerate(prompts.chunk(doc["text"], cfg.chunk_tokens, count_tokens))]
+  return [
+      {"source_id": str(doc["id"]), "chunk": i, "source_text": piece}
+      for doc in docs
+      for i, piece in enumerate(prompts.chunk(doc["text"], cfg.chunk_tokens, count_tokens))
+  ]
 
 
 def run(cfg: GenerateConfig) -> dict:
   from synthjax.checkpoints import store
+
   template = prompts.load_template(cfg.style)
   generator_dir = resolve_generator(cfg.generator)
   model_cfg = store.load_config(generator_dir)
@@ -214,11 +242,14 @@ def run(cfg: GenerateConfig) -> dict:
     raise UserError(f"GenerateConfig.output_dir {cfg.output_dir}: is a file, not a folder")
 
   def prompt_ids(c):
-    ids = tokenizer.encode(prompts.render(template, c["source_text"], fmt),
-                           add_special_tokens=False).ids
+    ids = tokenizer.encode(
+        prompts.render(template, c["source_text"], fmt), add_special_tokens=False
+    ).ids
     if len(ids) + 1 >= cfg.max_len:
-      raise UserError(f"chunk {c['source_id']}#{c['chunk']}: prompt of {len(ids)} tokens does "
-                      f"not fit the context of {cfg.max_len} tokens")
+      raise UserError(
+          f"chunk {c['source_id']}#{c['chunk']}: prompt of {len(ids)} tokens does "
+          f"not fit the context of {cfg.max_len} tokens"
+      )
     return ids
 
   def unfinished():
@@ -235,31 +266,45 @@ def run(cfg: GenerateConfig) -> dict:
   storage.check_writable(cfg.output_dir)
   storage.makedirs(storage.join(cfg.output_dir, "rejected"))
   # One writer per part: two jobs on one part would write its shards twice.
-  with Lease(cfg.output_dir, f"generation part {cfg.host_index} of {cfg.host_count}",
-             name=f"lease-{cfg.host_count}-{cfg.host_index}.json"):
+  with Lease(
+      cfg.output_dir,
+      f"generation part {cfg.host_index} of {cfg.host_count}",
+      name=f"lease-{cfg.host_count}-{cfg.host_index}.json",
+  ):
     _check_manifest(cfg.output_dir, _signature(cfg, template, generator_dir))
     if first is not None:
       params = store.load_params(generator_dir, model_cfg)
       if cfg.weights:
         model_cfg, params = quantize.convert(model_cfg, params, cfg.weights)
-      engine = Engine(model_cfg, params, eos_ids=[meta.get("eos_id", -1)], slots=cfg.slots,
-                      max_len=cfg.max_len, mesh=_mesh(cfg.slots, cfg.tensor_parallel),
-                      decode_text=tokenizer.decode, draft_tokens=cfg.draft_tokens,
-                      decode_steps=cfg.decode_steps, prefill_batch=cfg.prefill_batch,
-                      cache_dtype=cfg.kv_cache or None,
-                      shared_prefix=_template_head(template, fmt, tokenizer) if cfg.prefix_cache
-                      else ())
+      engine = Engine(
+          model_cfg,
+          params,
+          eos_ids=[meta.get("eos_id", -1)],
+          slots=cfg.slots,
+          max_len=cfg.max_len,
+          mesh=_mesh(cfg.slots, cfg.tensor_parallel),
+          decode_text=tokenizer.decode,
+          draft_tokens=cfg.draft_tokens,
+          decode_steps=cfg.decode_steps,
+          prefill_batch=cfg.prefill_batch,
+          cache_dtype=cfg.kv_cache or None,
+          shared_prefix=_template_head(template, fmt, tokenizer) if cfg.prefix_cache else (),
+      )
       try:
-        _generate_shards(cfg, engine, tokenizer, template, itertools.chain([first], todo),
-                         generator_dir)
+        _generate_shards(
+            cfg, engine, tokenizer, template, itertools.chain([first], todo), generator_dir
+        )
       except UserError as e:  # bad input found mid-way: the input is streamed, not pre-read
         done = len(storage.glob(storage.join(cfg.output_dir, "shard-*.jsonl")))
         if not done:
           raise
-        raise UserError(f"{e} ({done} shards written before it are kept: once the input is "
-                        "fixed, a rerun resumes from them)") from None
-    storage.write_json(_host_path(cfg.output_dir, cfg.host_count, cfg.host_index),
-                       {"shards": owned})
+        raise UserError(
+            f"{e} ({done} shards written before it are kept: once the input is "
+            "fixed, a rerun resumes from them)"
+        ) from None
+    storage.write_json(
+        _host_path(cfg.output_dir, cfg.host_count, cfg.host_index), {"shards": owned}
+    )
   return finalize(cfg.output_dir, cfg.host_count)
 
 
@@ -275,13 +320,17 @@ def _mesh(slots: int, tensor_parallel: int = 1):
   """Each copy of the generator over `tensor_parallel` devices; slots data-parallel over as
   many copies as this host's devices hold and the slots divide evenly."""
   from synthjax import sharding
+
   devices = jax.local_devices()
   if tensor_parallel > len(devices):
-    raise UserError(f"GenerateConfig.tensor_parallel={tensor_parallel}: this host has only "
-                    f"{len(devices)} devices")
+    raise UserError(
+        f"GenerateConfig.tensor_parallel={tensor_parallel}: this host has only "
+        f"{len(devices)} devices"
+    )
   n = math.gcd(slots, len(devices) // tensor_parallel)
-  return sharding.make_mesh({"data": n, "fsdp": 1, "tensor": tensor_parallel},
-                            devices[:n * tensor_parallel])
+  return sharding.make_mesh(
+      {"data": n, "fsdp": 1, "tensor": tensor_parallel}, devices[: n * tensor_parallel]
+  )
 
 
 def _shard_path(out_dir: str, name: str, rejected: bool = False) -> str:
@@ -297,8 +346,9 @@ def _generate_shards(cfg, engine, tokenizer, template, shards, generator_dir):
   """Every chunk of the streamed shards goes to the engine as one queue, read as slots free
   up (slots refill across shard boundaries); a shard is written as soon as its last chunk is
   back, and forgotten."""
-  sampling = Sampling(cfg.temperature, cfg.top_k, cfg.top_p, cfg.repetition_penalty,
-                      cfg.max_new_tokens, cfg.seed)
+  sampling = Sampling(
+      cfg.temperature, cfg.top_k, cfg.top_p, cfg.repetition_penalty, cfg.max_new_tokens, cfg.seed
+  )
   order = {}  # request index -> (shard, chunk, its sampling), while in flight
   pending, kept, rejected = {}, {}, {}
   stats = {"chunks": 0, "tokens": 0, "t0": time.time()}
@@ -328,17 +378,27 @@ def _generate_shards(cfg, engine, tokenizer, template, shards, generator_dir):
     raw = tokenizer.decode(ids).strip()
     if template.get("keep_prefill"):
       raw = f"{template['prefill']} {raw}"
-    text, reason = filters.review(raw, c["source_text"], res.finish,
-                                  template.get("min_faithfulness", 0.0),
-                                  template.get("must_match"))
-    rec = {"id": f"{c['source_id']}#{c['chunk']}", "source_id": c["source_id"],
-           "chunk": c["chunk"], "text": text,
-           "faithfulness": round(filters.faithfulness(text, c["source_text"]), 4),
-           "style": template["style"],
-           "prompt_version": template["version"], "generator": os.path.basename(
-               os.path.normpath(generator_dir)), "sampling": dataclasses.asdict(s),
-           "prompt_tokens": prompt_tokens, "output_tokens": len(res.tokens),
-           "finish": res.finish}
+    text, reason = filters.review(
+        raw,
+        c["source_text"],
+        res.finish,
+        template.get("min_faithfulness", 0.0),
+        template.get("must_match"),
+    )
+    rec = {
+        "id": f"{c['source_id']}#{c['chunk']}",
+        "source_id": c["source_id"],
+        "chunk": c["chunk"],
+        "text": text,
+        "faithfulness": round(filters.faithfulness(text, c["source_text"]), 4),
+        "style": template["style"],
+        "prompt_version": template["version"],
+        "generator": os.path.basename(os.path.normpath(generator_dir)),
+        "sampling": dataclasses.asdict(s),
+        "prompt_tokens": prompt_tokens,
+        "output_tokens": len(res.tokens),
+        "finish": res.finish,
+    }
     if text != raw:  # commentary cut off its ends: the whole output stays on record
       rec["raw"] = raw
     if reason and cfg.apply_filter:
@@ -354,20 +414,27 @@ def _generate_shards(cfg, engine, tokenizer, template, shards, generator_dir):
     if pending[k] == 0:
       write(k)
       elapsed = time.time() - stats["t0"]
-      print(f"generate: shard {k} | {stats['chunks']} chunks, "
-            f"{stats['tokens'] / elapsed:.1f} tok/s, {stats['chunks'] / elapsed:.2f} chunks/s",
-            file=sys.stderr, flush=True)
+      print(
+          f"generate: shard {k} | {stats['chunks']} chunks, "
+          f"{stats['tokens'] / elapsed:.1f} tok/s, {stats['chunks'] / elapsed:.2f} chunks/s",
+          file=sys.stderr,
+          flush=True,
+      )
 
   engine.generate(requests(), on_result=on_result)
   if engine.shared_prefix:
-    print(f"generate: {engine.stats['from_prefix']} of {stats['chunks']} prompts prefilled from "
-          f"the end of the template's {len(engine.shared_prefix)}-token head", file=sys.stderr,
-          flush=True)
+    print(
+        f"generate: {engine.stats['from_prefix']} of {stats['chunks']} prompts prefilled from "
+        f"the end of the template's {len(engine.shared_prefix)}-token head",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def hash_seed(seed: int, chunk: dict) -> int:
   """A per-chunk seed from the job seed and the chunk's identity (stable across runs)."""
   import hashlib
+
   h = hashlib.sha256(f"{seed}:{chunk['source_id']}:{chunk['chunk']}".encode()).digest()
   return int.from_bytes(h[:4], "little")
 
@@ -397,8 +464,15 @@ def finalize(out_dir: str, hosts: int) -> dict:
             reasons[rec["rejected"]] = reasons.get(rec["rejected"], 0) + 1
           else:
             kept += 1
-  manifest.update(chunks=chunks, shards=len(names), kept=kept, rejected=reasons,
-                  output_tokens=tokens, prompt_tokens=prompt_tokens, complete=True)
+  manifest.update(
+      chunks=chunks,
+      shards=len(names),
+      kept=kept,
+      rejected=reasons,
+      output_tokens=tokens,
+      prompt_tokens=prompt_tokens,
+      complete=True,
+  )
   storage.write_json(path, manifest)
   return manifest
 
@@ -409,8 +483,10 @@ def require_complete(out_dir: str, kind: str) -> dict:
   manifest = storage.read_json(path) if storage.exists(path) else {}
   if not manifest.get("complete"):
     done = storage.glob(storage.join(out_dir, "hosts", "*.json"))
-    raise UserError(f"{kind}: generation in {out_dir} is not complete ({len(done)} host parts "
-                    "done); run the generate stage (on every host) first")
+    raise UserError(
+        f"{kind}: generation in {out_dir} is not complete ({len(done)} host parts "
+        "done); run the generate stage (on every host) first"
+    )
   return manifest
 
 

@@ -7,6 +7,7 @@ output matches: the style's form). The prefill opens the assistant turn
 ("Paraphrased paragraph:") so that small instruct models write in the asked style at once
 instead of commenting on the request.
 """
+
 import json
 import os
 import re
@@ -20,11 +21,16 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+")
 
 
 def load_template(style_or_path: str) -> dict:
-  path = style_or_path if style_or_path.endswith(".json") else os.path.join(
-      TEMPLATES, f"{style_or_path}.json")
+  path = (
+      style_or_path
+      if style_or_path.endswith(".json")
+      else os.path.join(TEMPLATES, f"{style_or_path}.json")
+  )
   if not os.path.exists(path):
-    raise UserError(f"unknown style {style_or_path!r}: no template {path} (styles: "
-                    f"{', '.join(STYLES)}, or a path to your own .json template)")
+    raise UserError(
+        f"unknown style {style_or_path!r}: no template {path} (styles: "
+        f"{', '.join(STYLES)}, or a path to your own .json template)"
+    )
   try:
     with open(path) as f:
       t = json.load(f)
@@ -61,13 +67,20 @@ def render(template: dict, text: str, fmt: str) -> str:
   user = template["user"].replace("{text}", text)
   if fmt == "chatml":
     system = f"<|im_start|>system\n{template['system']}<|im_end|>\n" if template["system"] else ""
-    return (f"{system}<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
-            f"{template['prefill']}")
+    return (
+        f"{system}<|im_start|>user\n{user}<|im_end|>\n<|im_start|>assistant\n"
+        f"{template['prefill']}"
+    )
   if fmt == "llama3":
-    system = (f"<|start_header_id|>system<|end_header_id|>\n\n{template['system']}<|eot_id|>"
-              if template["system"] else "")
-    return (f"<|begin_of_text|>{system}<|start_header_id|>user<|end_header_id|>\n\n{user}"
-            f"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n{template['prefill']}")
+    system = (
+        f"<|start_header_id|>system<|end_header_id|>\n\n{template['system']}<|eot_id|>"
+        if template["system"]
+        else ""
+    )
+    return (
+        f"<|begin_of_text|>{system}<|start_header_id|>user<|end_header_id|>\n\n{user}"
+        f"<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n{template['prefill']}"
+    )
   raise UserError(f"unknown chat format {fmt!r}")
 
 
@@ -90,9 +103,9 @@ def chunk(text: str, max_tokens: int, count: Callable[[str], int]) -> List[str]:
       take = len(words) - start
       while take > max(1, max_tokens):  # every word is a token at least: no need to count
         take = take * 3 // 4
-      while take > 1 and count(" ".join(words[start:start + take])) > max_tokens:
+      while take > 1 and count(" ".join(words[start : start + take])) > max_tokens:
         take = max(1, take * 3 // 4)
-      piece = " ".join(words[start:start + take])
+      piece = " ".join(words[start : start + take])
       start += take
       if start < len(words):
         pieces.append(piece)

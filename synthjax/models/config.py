@@ -3,6 +3,7 @@
 Short dimension names follow the shape-suffix convention used in the model code:
 V vocab, D d_model, L n_layers, H query heads, K kv heads, Dh head_dim, F d_ff.
 """
+
 import dataclasses
 import json
 from typing import Optional
@@ -16,14 +17,14 @@ from synthjax.errors import check_field_types
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   name: str = "custom"
-  V: int = 256              # vocabulary size
-  D: int = 64               # model width
-  L: int = 2                # layers
-  H: int = 4                # query heads
-  K: int = 2                # key/value heads (grouped-query attention when K < H)
-  Dh: int = 16              # head dimension
-  F: int = 128              # SwiGLU hidden width
-  max_len: int = 2048       # longest sequence the rope tables and caches are built for
+  V: int = 256  # vocabulary size
+  D: int = 64  # model width
+  L: int = 2  # layers
+  H: int = 4  # query heads
+  K: int = 2  # key/value heads (grouped-query attention when K < H)
+  Dh: int = 16  # head dimension
+  F: int = 128  # SwiGLU hidden width
+  max_len: int = 2048  # longest sequence the rope tables and caches are built for
   rope_theta: float = 10000.0
   # Llama-3 style frequency scaling; all four set or none.
   rope_scaling_factor: Optional[float] = None
@@ -32,8 +33,8 @@ class ModelConfig:
   rope_original_max_len: int = 8192
   rms_eps: float = 1e-5
   tie_embeddings: bool = False
-  qkv_bias: bool = False    # Qwen2 puts a bias on q, k and v
-  dtype: str = "float32"        # compute dtype of activations
+  qkv_bias: bool = False  # Qwen2 puts a bias on q, k and v
+  dtype: str = "float32"  # compute dtype of activations
   param_dtype: str = "float32"  # storage dtype of master weights
   # What the backward pass recomputes instead of keeping (synthjax.models.remat.POLICIES):
   # 'none', 'full' (each layer from its input), 'save_dots' (keep the weight matmuls' outputs),
@@ -56,18 +57,24 @@ class ModelConfig:
     if self.H % self.K:
       raise ValueError(f"ModelConfig.H={self.H} must be a multiple of ModelConfig.K={self.K}")
     from synthjax.models import attention, remat
+
     if self.remat not in remat.POLICIES:
-      raise ValueError(f"ModelConfig.remat must be one of {sorted(remat.POLICIES)}, "
-                       f"got {self.remat!r}")
+      raise ValueError(
+          f"ModelConfig.remat must be one of {sorted(remat.POLICIES)}, " f"got {self.remat!r}"
+      )
     if self.attention not in attention.IMPLEMENTATIONS:
-      raise ValueError(f"ModelConfig.attention must be one of {attention.IMPLEMENTATIONS}, "
-                       f"got {self.attention!r}")
+      raise ValueError(
+          f"ModelConfig.attention must be one of {attention.IMPLEMENTATIONS}, "
+          f"got {self.attention!r}"
+      )
     if self.weights not in ("float", "int8"):
       raise ValueError(f"ModelConfig.weights must be 'float' or 'int8', got {self.weights!r}")
     for field in ("dtype", "param_dtype"):
       if getattr(self, field) not in ("float32", "bfloat16", "float16"):
-        raise ValueError(f"ModelConfig.{field} must be float32, bfloat16 or float16, "
-                         f"got {getattr(self, field)!r}")
+        raise ValueError(
+            f"ModelConfig.{field} must be float32, bfloat16 or float16, "
+            f"got {getattr(self, field)!r}"
+        )
 
   def replace(self, **changes) -> "ModelConfig":
     return dataclasses.replace(self, **changes)

@@ -1,4 +1,5 @@
 """Parameter counts and training FLOPs per token for a ModelConfig (no model built)."""
+
 from synthjax.models.config import ModelConfig
 
 

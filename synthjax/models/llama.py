@@ -11,13 +11,12 @@ K kv heads, G = H // K query heads per kv head, Dh head dim, F mlp, V vocab.
 Decoding uses an explicit KV cache (a dict of arrays the caller owns) so the generation
 engine keeps static shapes and can refill batch slots independently.
 """
+
 import math
-from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
 from jax.ad_checkpoint import checkpoint_name
 
 from synthjax.models import attention, remat
@@ -42,7 +41,8 @@ def rope_frequencies(cfg: ModelConfig) -> jax.Array:
   wavelen = 2 * math.pi / inv_freq
   scaled = jnp.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
   ramp = (cfg.rope_original_max_len / wavelen - cfg.rope_low_freq_factor) / (
-      cfg.rope_high_freq_factor - cfg.rope_low_freq_factor)
+      cfg.rope_high_freq_factor - cfg.rope_low_freq_factor
+  )
   smoothed = (1 - ramp) * scaled / factor + ramp * scaled
   medium = (wavelen >= high_wavelen) & (wavelen <= low_wavelen)
   return jnp.where(medium, smoothed, scaled)
@@ -63,8 +63,12 @@ class RMSNorm(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxD):
-    scale_D = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
-                         (self.cfg.D,), _dtype(self.cfg.param_dtype))
+    scale_D = self.param(
+        "scale",
+        nn.with_logical_partitioning(nn.initializers.ones, ("norm",)),
+        (self.cfg.D,),
+        _dtype(self.cfg.param_dtype),
+    )
     x = x_BxTxD.astype(jnp.float32)
     x = x * jax.lax.rsqrt(jnp.mean(x * x, axis=-1, keepdims=True) + self.cfg.rms_eps)
     return (x * scale_D.astype(jnp.float32)).astype(_dtype(self.cfg.dtype))
@@ -77,14 +81,18 @@ def _kernel(module: nn.Module, name: str, shape, axes, fan_in: int):
   cfg = module.cfg
   if cfg.weights == "int8":
     n_in = next(n for n in range(1, len(shape) + 1) if math.prod(shape[:n]) == fan_in)
-    w = module.param(name, nn.with_logical_partitioning(nn.initializers.zeros, axes), shape,
-                     jnp.int8)
-    scale = module.param(f"{name}_scale", nn.with_logical_partitioning(
-        nn.initializers.ones, axes[n_in:]), shape[n_in:], jnp.float32)
+    w = module.param(
+        name, nn.with_logical_partitioning(nn.initializers.zeros, axes), shape, jnp.int8
+    )
+    scale = module.param(
+        f"{name}_scale",
+        nn.with_logical_partitioning(nn.initializers.ones, axes[n_in:]),
+        shape[n_in:],
+        jnp.float32,
+    )
     return w.astype(_dtype(cfg.dtype)) * scale.astype(_dtype(cfg.dtype))
   init = nn.initializers.normal(stddev=1.0 / math.sqrt(fan_in))
-  w = module.param(name, nn.with_logical_partitioning(init, axes), shape,
-                   _dtype(cfg.param_dtype))
+  w = module.param(name, nn.with_logical_partitioning(init, axes), shape, _dtype(cfg.param_dtype))
   return w.astype(_dtype(cfg.dtype))
 
 
@@ -95,7 +103,8 @@ def _dot(equation: str, a, b, out_dtype=None):
   asking there would make the backward pass's products f32."""
   if jax.default_backend() == "cpu":
     return jnp.einsum(equation, a, b, preferred_element_type=jnp.float32).astype(
-        out_dtype or a.dtype)
+        out_dtype or a.dtype
+    )
   return jnp.einsum(equation, a, b).astype(out_dtype or a.dtype)
 
 
@@ -103,45 +112,67 @@ class Attention(nn.Module):
   """Self-attention. Without a cache it attends within the row's segments (positions and
   segment ids); with one it writes this step's keys/values at each row's offset and attends
   over the cache under `mask_BxTxS`."""
+
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT, segment_ids_BxT, mask_BxTxS=None, cache=None,
-               cache_index_B=None):
+  def __call__(
+      self, x_BxTxD, positions_BxT, segment_ids_BxT, mask_BxTxS=None, cache=None, cache_index_B=None
+  ):
     cfg = self.cfg
     q_DxHxDh = _kernel(self, "q", (cfg.D, cfg.H, cfg.Dh), ("embed", "heads", "head_dim"), cfg.D)
     k_DxKxDh = _kernel(self, "k", (cfg.D, cfg.K, cfg.Dh), ("embed", "kv_heads", "head_dim"), cfg.D)
     v_DxKxDh = _kernel(self, "v", (cfg.D, cfg.K, cfg.Dh), ("embed", "kv_heads", "head_dim"), cfg.D)
-    o_HxDhxD = _kernel(self, "o", (cfg.H, cfg.Dh, cfg.D), ("heads", "head_dim", "embed"),
-                       cfg.H * cfg.Dh)
+    o_HxDhxD = _kernel(
+        self, "o", (cfg.H, cfg.Dh, cfg.D), ("heads", "head_dim", "embed"), cfg.H * cfg.Dh
+    )
     q = checkpoint_name(_dot("btd,dhk->bthk", x_BxTxD, q_DxHxDh), "query_proj")
     k = checkpoint_name(_dot("btd,dhk->bthk", x_BxTxD, k_DxKxDh), "key_proj")
     v = checkpoint_name(_dot("btd,dhk->bthk", x_BxTxD, v_DxKxDh), "value_proj")
     if cfg.qkv_bias:
       zeros = nn.initializers.zeros
       dt = _dtype(cfg.param_dtype)
-      q += self.param("q_bias", nn.with_logical_partitioning(zeros, ("heads", "head_dim")),
-                      (cfg.H, cfg.Dh), dt).astype(q.dtype)
-      k += self.param("k_bias", nn.with_logical_partitioning(zeros, ("kv_heads", "head_dim")),
-                      (cfg.K, cfg.Dh), dt).astype(k.dtype)
-      v += self.param("v_bias", nn.with_logical_partitioning(zeros, ("kv_heads", "head_dim")),
-                      (cfg.K, cfg.Dh), dt).astype(v.dtype)
+      q += self.param(
+          "q_bias", nn.with_logical_partitioning(zeros, ("heads", "head_dim")), (cfg.H, cfg.Dh), dt
+      ).astype(q.dtype)
+      k += self.param(
+          "k_bias",
+          nn.with_logical_partitioning(zeros, ("kv_heads", "head_dim")),
+          (cfg.K, cfg.Dh),
+          dt,
+      ).astype(k.dtype)
+      v += self.param(
+          "v_bias",
+          nn.with_logical_partitioning(zeros, ("kv_heads", "head_dim")),
+          (cfg.K, cfg.Dh),
+          dt,
+      ).astype(v.dtype)
     inv_freq = rope_frequencies(cfg)
-    q_BxTxHxDh = constrain(apply_rope(q, positions_BxT, inv_freq),
-                           ("batch", "length", "heads", "head_dim"))
-    k_BxTxKxDh = constrain(apply_rope(k, positions_BxT, inv_freq),
-                           ("batch", "length", "kv_heads", "head_dim"))
+    q_BxTxHxDh = constrain(
+        apply_rope(q, positions_BxT, inv_freq), ("batch", "length", "heads", "head_dim")
+    )
+    k_BxTxKxDh = constrain(
+        apply_rope(k, positions_BxT, inv_freq), ("batch", "length", "kv_heads", "head_dim")
+    )
     v_BxTxKxDh = constrain(v, ("batch", "length", "kv_heads", "head_dim"))
 
     new_cache = None
     if cache is not None:
-      new_cache = {"k": _write_cache(cache["k"], k_BxTxKxDh, cache_index_B, "k"),
-                   "v": _write_cache(cache["v"], v_BxTxKxDh, cache_index_B, "v")}
+      new_cache = {
+          "k": _write_cache(cache["k"], k_BxTxKxDh, cache_index_B, "k"),
+          "v": _write_cache(cache["v"], v_BxTxKxDh, cache_index_B, "v"),
+      }
       out = _attend_cache(q_BxTxHxDh, new_cache["k"], new_cache["v"], mask_BxTxS)
     else:
-      out = attention.self_attention(q_BxTxHxDh, k_BxTxKxDh.astype(q_BxTxHxDh.dtype),
-                                     v_BxTxKxDh, positions_BxT, segment_ids_BxT,
-                                     cfg.attention, cfg.attention_block)
+      out = attention.self_attention(
+          q_BxTxHxDh,
+          k_BxTxKxDh.astype(q_BxTxHxDh.dtype),
+          v_BxTxKxDh,
+          positions_BxT,
+          segment_ids_BxT,
+          cfg.attention,
+          cfg.attention_block,
+      )
     out = checkpoint_name(out, "attention_out")
     out_BxTxD = _dot("bthk,hkd->btd", out.astype(o_HxDhxD.dtype), o_HxDhxD)
     return constrain(out_BxTxD, ("batch", "length", "embed")), new_cache
@@ -159,8 +190,10 @@ def _write_cache(c, new_BxTxKxDh, start_B, name):
     hit = jnp.arange(c.shape[axis])[None] == start_B[:, None]
     hit = hit[:, None, None, :] if axis == 3 else hit[:, None, :, None]
     return jnp.where(hit, new, c)
+
   def write(c_row, new_row, start):
     return jax.lax.dynamic_update_slice_in_dim(c_row, new_row, start, axis=axis - 1)
+
   return jax.vmap(write)(c, new, start_B)
 
 
@@ -182,8 +215,7 @@ def _attend_cache(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask_BxTxS):
     return out.astype(q_BxTxHxDh.dtype)
   q_BxKxGxTxDh = q.reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
   scores = _dot("bkgtd,bkds->bkgts", q_BxKxGxTxDh, k, jnp.float32)
-  scores = jnp.where(mask_BxTxS[:, None, None], scores / math.sqrt(Dh),
-                     jnp.finfo(jnp.float32).min)
+  scores = jnp.where(mask_BxTxS[:, None, None], scores / math.sqrt(Dh), jnp.finfo(jnp.float32).min)
   probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
   out = _dot("bkgts,bksd->bkgtd", probs, v)
   return out.transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh).astype(q_BxTxHxDh.dtype)
@@ -198,8 +230,7 @@ class Mlp(nn.Module):
     gate_DxF = _kernel(self, "gate", (cfg.D, cfg.F), ("embed", "mlp"), cfg.D)
     up_DxF = _kernel(self, "up", (cfg.D, cfg.F), ("embed", "mlp"), cfg.D)
     down_FxD = _kernel(self, "down", (cfg.F, cfg.D), ("mlp", "embed"), cfg.F)
-    h_BxTxF = (nn.silu(_dot("btd,df->btf", x_BxTxD, gate_DxF))
-               * _dot("btd,df->btf", x_BxTxD, up_DxF))
+    h_BxTxF = nn.silu(_dot("btd,df->btf", x_BxTxD, gate_DxF)) * _dot("btd,df->btf", x_BxTxD, up_DxF)
     h_BxTxF = constrain(h_BxTxF, ("batch", "length", "mlp"))
     return constrain(_dot("btf,fd->btd", h_BxTxF, down_FxD), ("batch", "length", "embed"))
 
@@ -208,11 +239,17 @@ class Block(nn.Module):
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT, segment_ids_BxT, mask_BxTxS=None, cache=None,
-               cache_index_B=None):
+  def __call__(
+      self, x_BxTxD, positions_BxT, segment_ids_BxT, mask_BxTxS=None, cache=None, cache_index_B=None
+  ):
     h, new_cache = Attention(self.cfg, name="attn")(
-        RMSNorm(self.cfg, name="attn_norm")(x_BxTxD), positions_BxT, segment_ids_BxT,
-        mask_BxTxS, cache, cache_index_B)
+        RMSNorm(self.cfg, name="attn_norm")(x_BxTxD),
+        positions_BxT,
+        segment_ids_BxT,
+        mask_BxTxS,
+        cache,
+        cache_index_B,
+    )
     x_BxTxD = x_BxTxD + h
     x_BxTxD = x_BxTxD + Mlp(self.cfg, name="mlp")(RMSNorm(self.cfg, name="mlp_norm")(x_BxTxD))
     return constrain(x_BxTxD, ("batch", "length", "embed")), new_cache
@@ -220,12 +257,14 @@ class Block(nn.Module):
 
 class ScannedBlock(nn.Module):
   """Block with the (carry, per-layer) signature nn.scan needs; training path only."""
+
   cfg: ModelConfig
 
   @nn.compact
   def __call__(self, x_BxTxD, positions_BxT, segment_ids_BxT):
     x_BxTxD, _ = _remat(Block, self.cfg, scanned=True)(self.cfg, name="block")(
-        x_BxTxD, positions_BxT, segment_ids_BxT)
+        x_BxTxD, positions_BxT, segment_ids_BxT
+    )
     return x_BxTxD, None
 
 
@@ -237,8 +276,7 @@ def _remat(block, cfg: ModelConfig, scanned: bool):
   return nn.remat(block, policy=remat.policy(cfg.remat), prevent_cse=not scanned)
 
 
-def attention_mask(positions_BxT, segment_ids_BxT, kv_positions_BxS=None,
-                   kv_segment_ids_BxS=None):
+def attention_mask(positions_BxT, segment_ids_BxT, kv_positions_BxS=None, kv_segment_ids_BxS=None):
   """Causal mask within segments; segment id 0 marks padding and is never attended to."""
   if kv_positions_BxS is None:
     kv_positions_BxS, kv_segment_ids_BxS = positions_BxT, segment_ids_BxT
@@ -247,12 +285,21 @@ def attention_mask(positions_BxT, segment_ids_BxT, kv_positions_BxS=None,
 
 class Transformer(nn.Module):
   """tokens -> logits. positions default to 0..T-1; segment ids default to one segment."""
+
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_BxT, positions_BxT=None, segment_ids_BxT=None, cache=None,
-               cache_index_B=None, kv_positions_BxS=None, kv_segment_ids_BxS=None,
-               logits_at_B=None):
+  def __call__(
+      self,
+      tokens_BxT,
+      positions_BxT=None,
+      segment_ids_BxT=None,
+      cache=None,
+      cache_index_B=None,
+      kv_positions_BxS=None,
+      kv_segment_ids_BxS=None,
+      logits_at_B=None,
+  ):
     """`logits_at_B`: logits at one position per row only (a prefill needs just the last
     prompt token's; the head over every position is a fifth of a small model's prefill)."""
     cfg = self.cfg
@@ -263,12 +310,16 @@ class Transformer(nn.Module):
       segment_ids_BxT = jnp.ones((B, T), jnp.int32)
     mask_BxTxS = None  # without a cache, each attention form builds its own
     if cache is not None:
-      mask_BxTxS = attention_mask(positions_BxT, segment_ids_BxT, kv_positions_BxS,
-                                  kv_segment_ids_BxS)
+      mask_BxTxS = attention_mask(
+          positions_BxT, segment_ids_BxT, kv_positions_BxS, kv_segment_ids_BxS
+      )
 
-    embed = self.param("embed", nn.with_logical_partitioning(
-        nn.initializers.normal(stddev=0.02), ("vocab", "embed")), (cfg.V, cfg.D),
-        _dtype(cfg.param_dtype))
+    embed = self.param(
+        "embed",
+        nn.with_logical_partitioning(nn.initializers.normal(stddev=0.02), ("vocab", "embed")),
+        (cfg.V, cfg.D),
+        _dtype(cfg.param_dtype),
+    )
     # Gather from a table split only by vocab: a gather across an fsdp-split width would make
     # XLA replicate the whole table first.
     table_VxD = constrain(embed, ("vocab", None))
@@ -278,20 +329,26 @@ class Transformer(nn.Module):
     new_cache = None
     if cfg.scan_layers and cache is None:
       x_BxTxD, _ = nn.scan(
-          ScannedBlock, variable_axes={"params": 0}, split_rngs={"params": True},
-          in_axes=(nn.broadcast, nn.broadcast), length=cfg.L,
-          metadata_params={nn.PARTITION_NAME: "layers"})(cfg, name="layers")(
-              x_BxTxD, positions_BxT, segment_ids_BxT)
+          ScannedBlock,
+          variable_axes={"params": 0},
+          split_rngs={"params": True},
+          in_axes=(nn.broadcast, nn.broadcast),
+          length=cfg.L,
+          metadata_params={nn.PARTITION_NAME: "layers"},
+      )(cfg, name="layers")(x_BxTxD, positions_BxT, segment_ids_BxT)
     elif cfg.scan_layers:
-      raise ValueError("decoding with a KV cache needs scan_layers=False "
-                       "(convert the checkpoint with unstacked layers)")
+      raise ValueError(
+          "decoding with a KV cache needs scan_layers=False "
+          "(convert the checkpoint with unstacked layers)"
+      )
     else:
       block = _remat(Block, cfg, scanned=False) if cache is None else Block
       new_cache = [] if cache is not None else None
       for i in range(cfg.L):
         layer_cache = cache[i] if cache is not None else None
-        x_BxTxD, c = block(cfg, name=f"layers_{i}")(x_BxTxD, positions_BxT, segment_ids_BxT,
-                                                    mask_BxTxS, layer_cache, cache_index_B)
+        x_BxTxD, c = block(cfg, name=f"layers_{i}")(
+            x_BxTxD, positions_BxT, segment_ids_BxT, mask_BxTxS, layer_cache, cache_index_B
+        )
         if cache is not None:
           new_cache.append(c)
 
@@ -301,9 +358,14 @@ class Transformer(nn.Module):
     if cfg.tie_embeddings:
       head_DxV = embed.T
     else:
-      head_DxV = self.param("lm_head", nn.with_logical_partitioning(
-          nn.initializers.normal(stddev=1.0 / math.sqrt(cfg.D)), ("embed", "vocab")),
-          (cfg.D, cfg.V), _dtype(cfg.param_dtype))
+      head_DxV = self.param(
+          "lm_head",
+          nn.with_logical_partitioning(
+              nn.initializers.normal(stddev=1.0 / math.sqrt(cfg.D)), ("embed", "vocab")
+          ),
+          (cfg.D, cfg.V),
+          _dtype(cfg.param_dtype),
+      )
     logits_BxTxV = _dot("btd,dv->btv", x_BxTxD, head_DxV.astype(x_BxTxD.dtype), jnp.float32)
     logits_BxTxV = constrain(logits_BxTxV, ("batch", "length", "vocab"))
     if cache is not None:
@@ -313,24 +375,32 @@ class Transformer(nn.Module):
 
 def abstract_params(cfg: ModelConfig):
   """The parameters' shapes, dtypes and logical axes (boxed), computed without allocating them."""
-  return jax.eval_shape(lambda: Transformer(cfg).init(
-      jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))["params"]
+  return jax.eval_shape(
+      lambda: Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
+  )["params"]
 
 
 # The KV cache's layout: keys BxKxDhxS, values BxKxSxDh. Both attention products then take
 # their cached operand as a plain [contracted, kept] matrix; on XLA:CPU the f32 scores product
 # over keys stored BxKxSxDh ran 2-3x slower (measured: 30 layers, 32 rows, 960 positions,
 # 104-146 ms against 35-38 ms; bf16 about the same either way).
-CACHE_AXES = {"k": ("batch", "kv_heads", "head_dim", "length"),
-              "v": ("batch", "kv_heads", "length", "head_dim")}
+CACHE_AXES = {
+    "k": ("batch", "kv_heads", "head_dim", "length"),
+    "v": ("batch", "kv_heads", "length", "head_dim"),
+}
 CACHE_LENGTH_AXIS = {name: axes.index("length") for name, axes in CACHE_AXES.items()}
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None):
   """An empty KV cache: one {"k", "v"} dict per layer, laid out as CACHE_AXES says."""
   dtype = dtype or _dtype(cfg.dtype)
-  return [{"k": jnp.zeros((batch, cfg.K, cfg.Dh, max_len), dtype),
-           "v": jnp.zeros((batch, cfg.K, max_len, cfg.Dh), dtype)} for _ in range(cfg.L)]
+  return [
+      {
+          "k": jnp.zeros((batch, cfg.K, cfg.Dh, max_len), dtype),
+          "v": jnp.zeros((batch, cfg.K, max_len, cfg.Dh), dtype),
+      }
+      for _ in range(cfg.L)
+  ]
 
 
 def cache_length(cache) -> int:

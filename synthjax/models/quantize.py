@@ -1,6 +1,6 @@
 """Weights for generation in another precision: bf16, or int8 with one scale per output channel
 (symmetric, round to nearest), the layout `ModelConfig.weights = 'int8'` reads."""
-import jax
+
 import jax.numpy as jnp
 
 from synthjax.models.config import ModelConfig
@@ -27,8 +27,9 @@ def convert(cfg: ModelConfig, params, precision: str):
   if cfg.weights == "int8":
     raise ValueError("these weights are int8 already")
   dtype = "float32" if precision == "float32" else "bfloat16"
-  new_cfg = cfg.replace(dtype=dtype, param_dtype=dtype,
-                        weights="int8" if precision == "int8" else "float")
+  new_cfg = cfg.replace(
+      dtype=dtype, param_dtype=dtype, weights="int8" if precision == "int8" else "float"
+  )
 
   def walk(tree):
     out = {}
@@ -40,4 +41,5 @@ def convert(cfg: ModelConfig, params, precision: str):
       else:
         out[name] = jnp.asarray(value).astype(dtype)
     return out
+
   return new_cfg, walk(params)

@@ -9,6 +9,7 @@ recomputes from the layer's input. Less kept, less memory, more compute:
   save_attention  keep the attention block's output and q/k/v only: the MLP is recomputed
   full            keep only each layer's input: the whole layer runs twice
 """
+
 import jax
 
 POLICIES = ("none", "save_dots", "save_attention", "full")

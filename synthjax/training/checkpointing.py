@@ -8,6 +8,7 @@ MODEL_DIR/checkpoints/<step>/data     the data iterator's state (JSON; the globa
                                       same stream
 Keeps the last `keep` checkpoints plus the `milestones` steps.
 """
+
 from typing import Optional, Sequence
 
 import orbax.checkpoint as ocp
@@ -18,8 +19,9 @@ from synthjax import storage
 
 class TrainCheckpointer:
 
-  def __init__(self, model_dir: str, keep: int = 2, milestones: Sequence[int] = (),
-               ocdbt: bool = True):
+  def __init__(
+      self, model_dir: str, keep: int = 2, milestones: Sequence[int] = (), ocdbt: bool = True
+  ):
     policies = [pp.LatestN(keep)]
     if milestones:
       policies.append(pp.CustomSteps(list(milestones)))
@@ -30,20 +32,31 @@ class TrainCheckpointer:
         storage.join(storage.abspath(model_dir), "checkpoints"),
         options=ocp.CheckpointManagerOptions(
             preservation_policy=pp.AnyPreservationPolicy(policies),
-            enable_async_checkpointing=True, create=True),
-        handler_registry=registry)
+            enable_async_checkpointing=True,
+            create=True,
+        ),
+        handler_registry=registry,
+    )
 
   def latest_step(self) -> Optional[int]:
     return self.manager.latest_step()
 
   def save(self, step: int, state, data_state: dict) -> None:
-    self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)))
+    self.manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state)
+        ),
+    )
 
   def restore(self, step: int, abstract_state):
     """abstract_state: ShapeDtypeStructs carrying the target shardings."""
-    out = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()))
+    out = self.manager.restore(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore()
+        ),
+    )
     return out["state"], dict(out["data"])
 
   def wait(self) -> None:

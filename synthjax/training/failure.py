@@ -1,6 +1,7 @@
 """What a failed run leaves in MODEL_DIR: its completed checkpoints (a rerun resumes from them)
 and, for a divergence, diverged.json saying why; never a half-written checkpoint, and nothing
 else from a run that had saved no checkpoint yet."""
+
 import errno
 import logging
 
@@ -11,8 +12,7 @@ from synthjax import storage
 from synthjax.errors import UserError
 
 # Everything a run writes in MODEL_DIR besides its record and its lease.
-RUN_FILES = ("model.json", "config.gin", "metrics.jsonl", "tensorboard", "checkpoints",
-             "branches")
+RUN_FILES = ("model.json", "config.gin", "metrics.jsonl", "tensorboard", "checkpoints", "branches")
 DIVERGED = "diverged.json"
 
 
@@ -48,8 +48,7 @@ def report_full_disk_once() -> None:
 
 def committed_steps(model_dir: str) -> list:
   """The checkpoints orbax finalized (a half-written one is not among them)."""
-  return sorted(ocp.step.checkpoint_steps(
-      storage.join(storage.abspath(model_dir), "checkpoints")))
+  return sorted(ocp.step.checkpoint_steps(storage.join(storage.abspath(model_dir), "checkpoints")))
 
 
 def clear(model_dir: str) -> list:
@@ -72,15 +71,28 @@ def after(e: BaseException, model_dir: str) -> UserError:
   is the caller's to raise as it is (None)."""
   if isinstance(e, Diverged):
     steps = clear(model_dir)
-    kept = (f"the checkpoint of step {steps[-1]} is kept" if steps
-            else "nothing else of the run is kept")
-    storage.write_json(storage.join(model_dir, DIVERGED), {
-        "error": str(e), "step": e.step, "loss": e.loss, "checkpoints": steps,
-        "config": gin.operative_config_str()})
+    kept = (
+        f"the checkpoint of step {steps[-1]} is kept"
+        if steps
+        else "nothing else of the run is kept"
+    )
+    storage.write_json(
+        storage.join(model_dir, DIVERGED),
+        {
+            "error": str(e),
+            "step": e.step,
+            "loss": e.loss,
+            "checkpoints": steps,
+            "config": gin.operative_config_str(),
+        },
+    )
     return UserError(f"{e}; {storage.join(model_dir, DIVERGED)} records it, {kept}")
   if no_space(e):
     steps = clear(model_dir)
-    kept = (f"the checkpoint of step {steps[-1]} is kept: rerun to resume once there is room"
-            if steps else "nothing was saved and the run's files are removed")
+    kept = (
+        f"the checkpoint of step {steps[-1]} is kept: rerun to resume once there is room"
+        if steps
+        else "nothing was saved and the run's files are removed"
+    )
     return UserError(f"no space left on device writing MODEL_DIR {model_dir}; {kept}")
   return None

@@ -1,4 +1,5 @@
 """Metrics to MODEL_DIR/metrics.jsonl and TensorBoard event files, and a progress line."""
+
 import json
 import math
 import os
@@ -39,6 +40,7 @@ class MetricsWriter:
           keep.append(line + "\n")
       storage.write_text(self.path, "".join(keep))
     import tensorflow as tf  # TensorBoard's own event-file writer
+
     self._tf = tf
     self._tb_dir = os.path.join(self.local_dir, "tensorboard")
     self._tb = tf.summary.create_file_writer(self._tb_dir)
@@ -62,8 +64,9 @@ class MetricsWriter:
     if os.path.exists(self.path):
       storage.upload(self.path, storage.join(self.model_dir, "metrics.jsonl"))
     for name in os.listdir(self._tb_dir):
-      storage.upload(os.path.join(self._tb_dir, name),
-                     storage.join(self.model_dir, "tensorboard", name))
+      storage.upload(
+          os.path.join(self._tb_dir, name), storage.join(self.model_dir, "tensorboard", name)
+      )
 
   def close(self) -> None:
     if self._tb is not None:
@@ -93,5 +96,9 @@ class Progress:
       return
     done = step - self.s0
     eta = (time.time() - self.t0) / max(done, 1) * (self.total - step)
-    print(f"step {step}/{self.total} | loss {loss:.4f} | {tokens_per_s / 1e3:.2f}k tok/s | "
-          f"ETA {int(eta // 60)}m{int(eta % 60):02d}s", file=sys.stderr, flush=True)
+    print(
+        f"step {step}/{self.total} | loss {loss:.4f} | {tokens_per_s / 1e3:.2f}k tok/s | "
+        f"ETA {int(eta // 60)}m{int(eta % 60):02d}s",
+        file=sys.stderr,
+        flush=True,
+    )

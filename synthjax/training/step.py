@@ -1,9 +1,11 @@
 """Loss, the donated and explicitly sharded train step, and the eval step."""
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from synthjax.models.llama import Transformer
 from synthjax.sharding import BATCH_AXES
@@ -11,8 +13,9 @@ from synthjax.sharding import BATCH_AXES
 
 def token_losses(model: Transformer, params, batch, z_loss: float = 0.0):
   """Per-token cross-entropy (+ z-loss) and the weights saying which tokens count."""
-  logits_BxTxV = model.apply({"params": params}, batch["inputs"], batch["positions"],
-                             batch["segment_ids"])
+  logits_BxTxV = model.apply(
+      {"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"]
+  )
   log_z_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1)
   target_logit = jnp.take_along_axis(logits_BxTxV, batch["targets"][..., None], -1)[..., 0]
   ce_BxT = log_z_BxT - target_logit
@@ -28,8 +31,16 @@ def microbatches(x, n: int, mesh):
   return jax.lax.with_sharding_constraint(split, NamedSharding(mesh, P(None, BATCH_AXES)))
 
 
-def make_train_step(model: Transformer, tx: optax.GradientTransformation, state_shardings,
-                    batch_sharding, rules, mesh, grad_accum: int = 1, z_loss: float = 0.0):
+def make_train_step(
+    model: Transformer,
+    tx: optax.GradientTransformation,
+    state_shardings,
+    batch_sharding,
+    rules,
+    mesh,
+    grad_accum: int = 1,
+    z_loss: float = 0.0,
+):
   """One jitted step `(state, batch, lr) -> (state, metrics)`: state donated, shardings
   explicit, the learning rate an input (tx ends in scale(-1)). With grad_accum > 1 the batch
   is split into that many microbatches whose gradients are summed before one update."""
@@ -49,22 +60,32 @@ def make_train_step(model: Transformer, tx: optax.GradientTransformation, state_
         g, c, k = carry
         mg, (mc, mk) = grad_fn(state["params"], mb)
         return (jax.tree.map(jnp.add, g, mg), c + mc, k + mk), None
+
       zeros = jax.tree.map(jnp.zeros_like, state["params"])
       (grads, ce_sum, n), _ = jax.lax.scan(body, (zeros, 0.0, 0.0), micro)
     grads = jax.tree.map(lambda g: g / jnp.maximum(n, 1.0), grads)
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     updates = jax.tree.map(lambda u: (lr * u).astype(u.dtype), updates)
     params = optax.apply_updates(state["params"], updates)
-    metrics = {"train/loss": ce_sum / jnp.maximum(n, 1.0), "train/tokens": n,
-               "grad_norm": optax.tree.norm(grads), "lr": lr}
+    metrics = {
+        "train/loss": ce_sum / jnp.maximum(n, 1.0),
+        "train/tokens": n,
+        "grad_norm": optax.tree.norm(grads),
+        "lr": lr,
+    }
     return {"params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
-  jitted = jax.jit(step, in_shardings=(state_shardings, batch_sharding, None),
-                   out_shardings=(state_shardings, None), donate_argnums=(0,))
+  jitted = jax.jit(
+      step,
+      in_shardings=(state_shardings, batch_sharding, None),
+      out_shardings=(state_shardings, None),
+      donate_argnums=(0,),
+  )
 
   def run(state, batch, lr):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       return jitted(state, batch, jnp.asarray(lr, jnp.float32))
+
   return run
 
 
@@ -77,10 +98,12 @@ def make_eval_step(model: Transformer, param_shardings, batch_sharding, rules, m
     return ce * w, w
 
   replicated = NamedSharding(mesh, P())
-  jitted = jax.jit(step, in_shardings=(param_shardings, batch_sharding),
-                   out_shardings=(replicated, replicated))
+  jitted = jax.jit(
+      step, in_shardings=(param_shardings, batch_sharding), out_shardings=(replicated, replicated)
+  )
 
   def run(params, batch):
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
       return jitted(params, batch)
+
   return run
