@@ -24,8 +24,9 @@ MAX_BYTES = 4 << 30
 
 def enable() -> Optional[str]:
   """Turn the cache on, before anything compiles; returns its folder (None when off)."""
-  if jax.config.jax_compilation_cache_dir:
-    return jax.config.jax_compilation_cache_dir
+  configured = jax.config.read("jax_compilation_cache_dir")
+  if configured:
+    return configured
   directory = os.environ.get("SYNTHJAX_COMPILE_CACHE", "") or os.path.expanduser(DEFAULT_DIR)
   if directory == "off":
     return None

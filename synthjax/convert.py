@@ -92,7 +92,7 @@ def main(argv=None):
   source.add_argument("--hf_dir", help="HF directory: config.json + *.safetensors")
   source.add_argument(
       "--gguf",
-      help="a llama.cpp GGUF file, or 'smollm2-135m-instruct' for " "the embedded generator",
+      help="a llama.cpp GGUF file, or 'smollm2-135m-instruct' for the embedded generator",
   )
   source.add_argument("--export_hf", help="a synthjax model directory to export to HF")
   parser.add_argument("--out", required=True, help="output directory (created atomically)")

@@ -26,11 +26,14 @@ def check_field_types(cfg) -> None:
   simple = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
   for f in dataclasses.fields(cfg):
     value = getattr(cfg, f.name)
-    allowed = simple.get(f.type)
-    if allowed and (
-        not isinstance(value, allowed) or (f.type is not bool and isinstance(value, bool))
+    kind = f.type if isinstance(f.type, type) else None  # a string annotation: not checked
+    allowed = simple.get(kind) if kind else None
+    if (
+        kind
+        and allowed
+        and (not isinstance(value, allowed) or (kind is not bool and isinstance(value, bool)))
     ):
-      raise UserError(f"{type(cfg).__name__}.{f.name} must be {f.type.__name__}, " f"got {value!r}")
+      raise UserError(f"{type(cfg).__name__}.{f.name} must be {kind.__name__}, got {value!r}")
 
 
 def _first_line(e: BaseException) -> str:

@@ -94,7 +94,10 @@ def check_bare_words(argv: Sequence[str]) -> None:
 
 def split_argv(argv: Sequence[str]):
   """Pull gin flags out of argv; returns (gin_files, bindings, search_paths, rest)."""
-  files, bindings, paths, rest = [], [], [], []
+  files: List[str] = []
+  bindings: List[str] = []
+  paths: List[str] = []
+  rest: List[str] = []
   args = list(argv)
   i = 0
   while i < len(args):
@@ -200,7 +203,7 @@ def call_configured(fn: Callable, *args, **kwargs):
   missing = missing_required_macros()
   if missing:
     raise UserError(
-        f"missing required gin binding {missing[0]} (set it with " f"--gin.{missing[0]}=...)"
+        f"missing required gin binding {missing[0]} (set it with --gin.{missing[0]}=...)"
     )
   name = getattr(fn, "__name__", str(fn))
   try:

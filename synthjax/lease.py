@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 import uuid
+from typing import Any, Dict
 
 from synthjax import storage
 from synthjax.errors import UserError
@@ -34,7 +35,7 @@ class Lease:
   def __init__(self, folder: str, what: str, name: str = "lease.json", ttl_s: float = TTL_S):
     self.path = storage.join(folder, name)
     self.ttl_s = ttl_s
-    self.mine = {
+    self.mine: Dict[str, Any] = {
         "owner": uuid.uuid4().hex,
         "host": socket.gethostname(),
         "pid": os.getpid(),

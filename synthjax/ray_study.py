@@ -26,6 +26,7 @@ folder must be a store every node reads (gs://) once the cluster has more than o
 import concurrent.futures
 import ctypes
 import dataclasses
+import logging
 import os
 import signal
 import socket
@@ -37,6 +38,7 @@ from typing import Dict, List, Sequence
 
 from synthjax import grid, lease, storage, study
 from synthjax.errors import UserError
+from synthjax.study_config import StudyConfig
 
 
 def _log(msg: str) -> None:
@@ -64,7 +66,7 @@ def connect(address: str, env: Dict[str, str]) -> None:
   ray.init(
       address=address,
       runtime_env={"env_vars": env},
-      logging_level="ERROR",
+      logging_level=logging.ERROR,
       log_to_driver=False,
       configure_logging=True,
   )
@@ -142,7 +144,7 @@ def slice_shape(args) -> SliceShape:
       chips = get_num_chips_from_topology(args.tpu_topology)
     except Exception:
       raise UserError(
-          f"--tpu_topology={args.tpu_topology}: not a TPU topology such as 2x2x2 " "or 4x4"
+          f"--tpu_topology={args.tpu_topology}: not a TPU topology such as 2x2x2 or 4x4"
       ) from None
     shape = SliceShape(args.tpu_version, args.tpu_topology)
     return dataclasses.replace(shape, hosts=max(1, chips // _tpu_chips_per_host(shape)))
@@ -223,7 +225,7 @@ def run_binary(argv: Sequence[str], env: Dict[str, str], log_path: str) -> dict:
   try:
     old = storage.read_text(log_path) if storage.exists(log_path) else ""
     storage.write_text(
-        log_path, old + f"=== {node}: {' '.join(argv[:3])} exit " f"{proc.returncode} ===\n" + out
+        log_path, old + f"=== {node}: {' '.join(argv[:3])} exit {proc.returncode} ===\n" + out
     )
   except Exception as e:  # the log is for people: it never decides the outcome
     out += f"\n(log not written to {log_path}: {e})"
@@ -246,7 +248,7 @@ def free_port() -> tuple:
 
 @dataclasses.dataclass
 class Context:
-  cfg: object
+  cfg: StudyConfig
   gin_files: Sequence[str]
   bindings: Sequence[str]
   shape: SliceShape
@@ -333,9 +335,10 @@ class _Slice:
   """One slice held for one attempt of a run: a placement group with a bundle per host."""
 
   def __init__(self, shape: SliceShape):
-    from ray.util.placement_group import placement_group
+    from ray.util.placement_group import PlacementGroup, placement_group
 
     self._tpu = None
+    self.pg: PlacementGroup
     if shape.is_tpu:
       from ray.util.tpu import SlicePlacementGroup
 
@@ -344,7 +347,10 @@ class _Slice:
           accelerator_version=shape.tpu_version,
           head_reservation_timeout_s=None,
       )
-      self.pg = self._tpu.placement_group
+      pg = self._tpu.placement_group
+      if pg is None:
+        raise RuntimeError(f"Ray made no placement group for a {shape.tpu_topology} slice")
+      self.pg = pg
     else:
       self.pg = placement_group(
           [dict(shape.host_resources()) for _ in range(shape.hosts)], strategy="STRICT_SPREAD"
@@ -461,7 +467,7 @@ def _attempt(ctx: Context, job: grid.Job, logs: str, progress: Progress) -> str:
   codes = ", ".join("lost" if r is None else str(r["code"]) for r in results)
   return (
       f"host {i} "
-      + ("was lost" if r is None else f"exited {r['code']}: " f"{_last_line(r['tail'])}")
+      + ("was lost" if r is None else f"exited {r['code']}: {_last_line(r['tail'])}")
       + f" (exit codes {codes})"
   )
 
@@ -471,7 +477,7 @@ def _all_or_none(refs) -> list:
   hosts wait on each other in jax.distributed), their results None."""
   import ray
 
-  results = {r: None for r in refs}
+  results: Dict = {r: None for r in refs}
   pending = list(refs)
   while pending:
     ready, pending = ray.wait(pending, num_returns=1)

@@ -9,7 +9,7 @@ filled from the device count.
 
 import math
 import os
-from typing import Callable, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Mapping, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import gin
@@ -21,7 +21,8 @@ from jax.sharding import PartitionSpec as P
 
 from synthjax.errors import UserError
 
-Rules = Tuple[Tuple[str, object], ...]
+# logical axis -> mesh axis, several mesh axes, or None (replicated)
+Rules = Tuple[Tuple[str, Union[str, Tuple[str, ...], None]], ...]
 
 DEFAULT_RULES: Rules = (
     ("batch", ("data", "fsdp")),
@@ -45,7 +46,11 @@ def logical_axis_rules(rules: Rules = DEFAULT_RULES) -> Rules:
 
 @gin.configurable
 def make_mesh(
-    axes: Mapping[str, int] = (("data", -1), ("fsdp", 1), ("tensor", 1)),
+    axes: Union[Mapping[str, int], Sequence[Tuple[str, int]]] = (
+        ("data", -1),
+        ("fsdp", 1),
+        ("tensor", 1),
+    ),
     devices: Optional[Sequence[jax.Device]] = None,
     dcn_axes: Optional[Mapping[str, int]] = None,
 ) -> Mesh:
@@ -56,18 +61,18 @@ def make_mesh(
   data-center network: that axis is split slice-major, so only its gradient all-reduce crosses
   slices. Devices without a slice (GPU hosts, CPU) count each process as one granule."""
   devices = list(devices if devices is not None else jax.devices())
-  axes = mesh_shape(axes, len(devices))
-  shape = tuple(axes.values())
+  sizes = mesh_shape(dict(axes), len(devices))
+  shape = tuple(sizes.values())
   dcn = dict(dcn_axes or {})
   if not any(n > 1 for n in dcn.values()):
     grid = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
-    return Mesh(grid, tuple(axes))
-  bad = [a for a in dcn if a not in axes or axes[a] % dcn[a]]
+    return Mesh(grid, tuple(sizes))
+  bad = [a for a in dcn if a not in sizes or sizes[a] % dcn[a]]
   if bad:
     raise UserError(
-        f"make_mesh.dcn_axes {dcn}: {bad[0]!r} is not an axis of {axes} that its " f"size divides"
+        f"make_mesh.dcn_axes {dcn}: {bad[0]!r} is not an axis of {sizes} that its size divides"
     )
-  dcn_shape = tuple(dcn.get(a, 1) for a in axes)
+  dcn_shape = tuple(dcn.get(a, 1) for a in sizes)
   ici_shape = tuple(n // d for n, d in zip(shape, dcn_shape))
   by_process = devices[0].platform != "tpu"
   granules = {d.process_index if by_process else d.slice_index for d in devices}
@@ -80,7 +85,7 @@ def make_mesh(
   grid = mesh_utils.create_hybrid_device_mesh(
       ici_shape, dcn_shape, devices, process_is_granule=by_process, allow_split_physical_axes=True
   )
-  return Mesh(grid, tuple(axes))
+  return Mesh(grid, tuple(sizes))
 
 
 def mesh_shape(axes: Mapping[str, int], n_devices: int) -> dict:
@@ -92,9 +97,7 @@ def mesh_shape(axes: Mapping[str, int], n_devices: int) -> dict:
   known = math.prod(s for s in axes.values() if s != -1)
   if unknown:
     if n_devices % known:
-      raise UserError(
-          f"make_mesh.axes {axes}: {n_devices} devices are not divisible by " f"{known}"
-      )
+      raise UserError(f"make_mesh.axes {axes}: {n_devices} devices are not divisible by {known}")
     axes[unknown[0]] = n_devices // known
   if math.prod(axes.values()) != n_devices:
     raise UserError(
@@ -166,7 +169,8 @@ def init_sharded(init_fn: Callable, mesh: Mesh, rules: Rules, *args):
 
 def named(mesh: Mesh, rules: Rules, logical_axes, shape) -> NamedSharding:
   """The sharding of one array with the given logical axes (indivisible axes replicated)."""
-  return NamedSharding(mesh, _fit(nn.logical_to_mesh_axes(logical_axes, rules), shape, mesh))
+  spec = nn.logical_to_mesh_axes(logical_axes, rules) or P()
+  return NamedSharding(mesh, _fit(spec, shape, mesh))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

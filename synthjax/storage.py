@@ -63,7 +63,7 @@ def _endpoint(protocol: str):
   return parts.hostname, parts.port or (443 if parts.scheme == "https" else 80)
 
 
-_REACHED = set()
+_REACHED: set = set()  # endpoints this process has probed
 PROBE_TIMEOUT_S = 5.0
 
 

@@ -17,6 +17,7 @@ import json
 import os
 import sys
 import time
+from typing import Optional
 
 import gin
 
@@ -459,13 +460,13 @@ def use_tfds_data_dir(cfg: StudyConfig) -> None:
     os.environ["TFDS_DATA_DIR"] = cfg.tfds_data_dir
 
 
-def run(cfg: StudyConfig) -> str:
+def run(cfg: StudyConfig) -> Optional[str]:
   cfg.validate()  # before anything is written
   use_tfds_data_dir(cfg)
   paths = study_paths(cfg)
   storage.makedirs(cfg.study_dir)
   t0 = time.time()
-  report_path = None
+  report_path: Optional[str] = None
   with _hold(cfg.study_dir):
     for stage in cfg.stages:
       t = time.time()

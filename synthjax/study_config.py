@@ -96,12 +96,12 @@ class StudyConfig:
     unknown = [s for s in self.stages if s not in STAGES]
     if unknown:
       raise UserError(
-          f"StudyConfig.stages: unknown stage {unknown[0]!r} (stages: " f"{', '.join(STAGES)})"
+          f"StudyConfig.stages: unknown stage {unknown[0]!r} (stages: {', '.join(STAGES)})"
       )
     missing_style = [k for k in self.shares if k not in self.styles]
     if missing_style:
       raise UserError(
-          f"StudyConfig.shares: kind {missing_style[0]!r} has no style in " "StudyConfig.styles"
+          f"StudyConfig.shares: kind {missing_style[0]!r} has no style in StudyConfig.styles"
       )
     if not any(0.0 in [float(x) for x in v] for v in self.shares.values()):
       raise UserError("the grid has no natural baseline: give some kind the share 0")
@@ -164,7 +164,7 @@ class StudyConfig:
     """(name, shares) for every distinct mixture of the grid, natural first."""
     from synthjax.data.tasks import mixture_name
 
-    seen = {}
+    seen: Dict[str, dict] = {}
     for kind, shares in self.shares.items():
       for r in shares:
         shares_dict = {"natural": 1.0 - float(r), kind: float(r)}

@@ -429,7 +429,7 @@ def _train(
     if primary:
       storage.write_json(path, record)
       print(
-          f"branch to {budget} tokens (steps {step + 1}-{steps}): eval loss " f"{record['loss']}",
+          f"branch to {budget} tokens (steps {step + 1}-{steps}): eval loss {record['loss']}",
           file=sys.stderr,
           flush=True,
       )
@@ -462,7 +462,7 @@ def _train(
         read(step, metrics, extra)
         pending = None
         if extra:
-          final_eval, final_details = extra, details
+          final_eval, final_details = extra, details or {}
         if held:
           held.check()  # another process took MODEL_DIR over: stop before writing more
         ckpt.save(step, state, source.get_state())

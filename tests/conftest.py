@@ -17,7 +17,7 @@ compile_cache.enable()
 def pytest_configure(config):
   # CI runs everything; `pytest -m "not slow"` skips the long end-to-end runs locally.
   config.addinivalue_line(
-      "markers", "slow: a long end-to-end test (a study, a kill and " "resume); CI runs it"
+      "markers", "slow: a long end-to-end test (a study, a kill and resume); CI runs it"
   )
 
 

@@ -166,7 +166,7 @@ def test_csv_records_with_seed_and_kind_columns(tmp_path):
     for share, loss in ((0, 3.0), (0.5, 3.2), (1, 3.4)):
       name = "natural" if share == 0 else f"natural+mine@{share}"
       lines.append(
-          f"1e6,1e7,{name},{'natural' if share == 0 else 'mine'},{share},{seed}," f"{loss + noise}"
+          f"1e6,1e7,{name},{'natural' if share == 0 else 'mine'},{share},{seed},{loss + noise}"
       )
   path.write_text("\n".join(lines) + "\n")
   recs = records.load(str(path))
@@ -250,7 +250,7 @@ def test_floors_the_losses_do_not_show_are_not_compared(tmp_path):
           loss = 20 / N**0.2 + 30 / (D * (1 + share)) ** 0.15 + noise
           name = "natural" if share == 0 else "natural+mine@0.5"
           lines.append(
-              f"{N},{D},{name},{'natural' if share == 0 else 'mine'},{share},{seed}," f"{loss}"
+              f"{N},{D},{name},{'natural' if share == 0 else 'mine'},{share},{seed},{loss}"
           )
   path.write_text("\n".join(lines) + "\n")
   out = report.analyze(records.load(str(path)), n_boot=200, n_fit_boot=20)

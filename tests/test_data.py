@@ -195,7 +195,7 @@ def test_tokenized_copy_is_keyed_by_content_and_never_made_by_a_job(corpus, tmp_
   tasks.register_task("small_task", str(path), corpus["vocab"])
   with pytest.raises(
       UserError,
-      match=r"no tokenized copy .*`python -m synthjax.data.tokenize " r"--task=small_task",
+      match=r"no tokenized copy .*`python -m synthjax.data.tokenize --task=small_task",
   ):
     loader.MixtureLoader(8, 64, mixture="small_task", budget=64)
   first = tokenize.tokenize(["small_task"])

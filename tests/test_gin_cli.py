@@ -33,7 +33,7 @@ def test_split_argv_understands_t5x_flags():
 def test_model_preset_parses_and_macros_bind(tmp_path):
   run = tmp_path / "run.gin"
   run.write_text(
-      "include 'models/tiny.gin'\nMODEL_DIR = %gin.REQUIRED\n" "_job.model_dir = %MODEL_DIR\n"
+      "include 'models/tiny.gin'\nMODEL_DIR = %gin.REQUIRED\n_job.model_dir = %MODEL_DIR\n"
   )
   gin_cli.parse([str(run)], ["MODEL_DIR = '/out'", "_job.steps = 3"])
   assert ModelConfig().name == "tiny" and ModelConfig().D == 64

@@ -317,11 +317,11 @@ def test_faults_on_the_cluster_end_in_the_in_process_records(cluster, corpus, re
   for extra, pattern in [
       (
           ["--tpu_topology=4x4x4"],
-          "the cluster has no slice of TPU v4 4x4x4 (16 hosts): its " "nodes offer ",
+          "the cluster has no slice of TPU v4 4x4x4 (16 hosts): its nodes offer ",
       ),
       (
           [f"--gin.STUDY_DIR={local}"],
-          f"StudyConfig.study_dir {local}: a local folder, but the " "cluster has 5 nodes",
+          f"StudyConfig.study_dir {local}: a local folder, but the cluster has 5 nodes",
       ),
   ]:
     t = time.time()

@@ -182,7 +182,7 @@ def test_a_study_on_your_own_corpus(tmp_path):
       _cmd(
           d,
           f"--gin.StudyConfig.natural={natural}",
-          f"--gin.StudyConfig.eval_domains={{'docs': '{docs}', " f"'code': '{src}'}}",
+          f"--gin.StudyConfig.eval_domains={{'docs': '{docs}', 'code': '{src}'}}",
           "--gin.StudyConfig.model_sizes=['micro_s']",
           "--gin.StudyConfig.vocab_size=300",
           "--gin.StudyConfig.eval_tokens=1024",

@@ -352,7 +352,7 @@ def _mount_small_disk(path, size):
   )
   if proc.returncode:
     pytest.skip(
-        f"a full disk is made with a small tmpfs, and mount failed here: " f"{proc.stderr.strip()}"
+        f"a full disk is made with a small tmpfs, and mount failed here: {proc.stderr.strip()}"
     )
 
 

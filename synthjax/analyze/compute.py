@@ -86,7 +86,7 @@ def parse_option(text: str) -> Tuple[str, Dict]:
     params, tokens = (float(x) for x in rest.split(":"))
   except ValueError:
     raise UserError(
-        f"--generation {text!r}: expected KIND=PARAMS:TOKENS, e.g. " "rephrased_hq=8e9:2.5"
+        f"--generation {text!r}: expected KIND=PARAMS:TOKENS, e.g. rephrased_hq=8e9:2.5"
     ) from None
   if not (params > 0 and tokens > 0):
     raise UserError(f"--generation {text!r}: PARAMS and TOKENS must be positive")

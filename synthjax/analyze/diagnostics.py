@@ -18,7 +18,7 @@ def words(texts: Iterable[str]) -> List[List[str]]:
 
 
 def _ngrams(docs: List[List[str]], n: int) -> collections.Counter:
-  c = collections.Counter()
+  c: collections.Counter = collections.Counter()
   for d in docs:
     c.update(tuple(d[i : i + n]) for i in range(len(d) - n + 1))
   return c

@@ -5,7 +5,7 @@ import csv
 import html
 import io
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 from synthjax import storage
 from synthjax.analyze import share
@@ -157,7 +157,7 @@ def blocks(results: dict, images: Dict[str, str]):
       ("loss_vs_budget.png", f"loss against budget ({level} intervals)"),
       (
           "speedup.png",
-          "speedup over natural data against budget (faint: " "extrapolated; band: interval)",
+          "speedup over natural data against budget (faint: extrapolated; band: interval)",
       ),
       ("loss_vs_share.png", "loss against synthetic share"),
       ("domain_heatmap.png", "per-domain loss gaps to natural data"),
@@ -248,7 +248,7 @@ def _answers(results: dict, images: Dict[str, str], level: str):
                 f["mixture"],
                 _fmt(f["E"]) if identified(f) else "-",
                 _iv(f["intervals"].get("E"), 4),
-                _signed(diff(f)) if diff(f) is not None else "-",
+                _signed(diff(f)),
                 _iv(f["E_minus_natural"]["interval"]) if diff(f) is not None else "-",
                 f["note"] or "",
             ]
@@ -347,8 +347,8 @@ def _runs(k: float) -> str:
   return "never" if k == float("inf") else f"{max(k, 0):.3g}"
 
 
-def _signed(x: float) -> str:
-  return f"{x:+.3g}"
+def _signed(x: Optional[float]) -> str:
+  return "-" if x is None else f"{x:+.3g}"
 
 
 def _speedup_cell(r) -> str:

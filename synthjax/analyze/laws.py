@@ -89,7 +89,7 @@ def fit_laws(
       todo.remove(i)
   # Bootstrap refits, each started at its fit: every (fit, replicate) is one row.
   refit = [(i, b) for i in todo for b in range(min(n_fit_boot, len(groups[i][2])))]
-  rep_thetas = {i: [] for i in todo}
+  rep_thetas: Dict[int, list] = {i: [] for i in todo}
   if refit:
     got, _ = scaling.minimize_many(
         [scaling.problem(groups[i][0], groups[i][2][b]) for i, b in refit],
@@ -134,7 +134,7 @@ def fit_laws(
         "holdout": None,
         "note": "; ".join(notes) or None,
     }
-    if i in held:
+    if i in held and holdout_on:  # held is empty without holdout_on
       x = res[holdout_on]
       far = x == x.max()
       pred = scaling.Fit(names, held[i], 0.0, 0).predict(**{k: v[far] for k, v in res.items()})

@@ -1,11 +1,12 @@
 """How the report writes numbers: shared by its document and its plots."""
 
 import math
+from typing import Any
 
 import numpy as np
 
 
-def fmt(x, digits=4) -> str:
+def fmt(x: Any, digits: int = 4) -> str:
   if isinstance(x, str):
     return x
   if x is None:
@@ -15,7 +16,7 @@ def fmt(x, digits=4) -> str:
   if isinstance(x, (int, np.integer)) or (
       isinstance(x, float) and x.is_integer() and abs(x) >= 1e3
   ):
-    return f"{x:.3g}" if abs(x) >= 1e6 else f"{int(x)}"
+    return f"{x:.3g}" if abs(float(x)) >= 1e6 else f"{int(x)}"
   if not math.isfinite(x):
     return "inf"
   return f"{x:.{digits}g}"

@@ -42,7 +42,7 @@ def render(results: dict, out_dir: str) -> Dict[str, str]:
     """natural, then the kind's mixtures by share."""
     return natural + sorted(
         (m for m in results["grid"]["mixtures"] if kind_of[m] == kind and share_of[m] > 0),
-        key=share_of.get,
+        key=lambda m: share_of[m],
     )
 
   def label(m):
@@ -123,7 +123,7 @@ def render(results: dict, out_dir: str) -> Dict[str, str]:
     for x in generated:
       ax.hist(
           x["faithfulness"],
-          bins=np.linspace(0, 1, 21),
+          bins=list(np.linspace(0, 1, 21)),
           histtype="step",
           linewidth=1.5,
           label=f"{x['kind']} ({x['kept']} kept)",
@@ -273,7 +273,7 @@ def render(results: dict, out_dir: str) -> Dict[str, str]:
     ax.set_xticks(range(len(domains)), domains, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(mixtures)), mixtures, fontsize=7)
     ax.set_title(
-        f"loss minus natural's, N={_fmt(top[0])}, D={_fmt(top[1])} " "(faint: within noise)",
+        f"loss minus natural's, N={_fmt(top[0])}, D={_fmt(top[1])} (faint: within noise)",
         fontsize=9,
     )
     fig.colorbar(im, ax=ax, label="loss gap (nats/token)")

@@ -148,7 +148,12 @@ def _from_csv(path: str) -> List[dict]:
 
 
 def _from_jsonl(path: str) -> List[dict]:
-  return [normalise(rec, f"{path}:{i}") for i, rec in jsonl.records(path)]
+  out = []
+  for i, rec in jsonl.records(path):
+    if not isinstance(rec, dict):
+      raise UserError(f"{path}:{i}: a run record is a JSON object, got {type(rec).__name__}")
+    out.append(normalise(rec, f"{path}:{i}"))
+  return out
 
 
 def _from_run_json(path: str) -> dict:
@@ -161,7 +166,7 @@ def load(paths) -> List[dict]:
   """Records from files and folders (folders are searched for run.json)."""
   if isinstance(paths, str):
     paths = [paths]
-  out = []
+  out: List[dict] = []
   for path in paths:
     if not storage.exists(path):
       raise UserError(f"{path}: no such file or folder")

@@ -153,7 +153,7 @@ def analyze(
       continue
     budgets = sorted(set(Ds) | {max(Ds) * 3, max(Ds) * 10})
     rows = speedup.speedup_rows(base, f, budgets)
-    if f["kind"] in (generation or {}):
+    if generation and f["kind"] in generation:
       compute.net_rows(rows, f["N"], f["share"], generation[f["kind"]])
     speedups.append({"mixture": f["mixture"], "N": f["N"], "rows": rows})
   uncosted = sorted({s["kind"] for s in budget_fits if s["share"] > 0} - set(generation or {}))
@@ -183,7 +183,8 @@ def analyze(
   if kinds and not best_shares:
     missing.append("best share: no (size, budget) has losses at 3 or more shares of one kind")
 
-  gaps, findings = [], []
+  gaps: List[dict] = []
+  findings: List[dict] = []
   for m, N, D in cells.keys:
     base = next((b for b in natural if cells.has((b, N, D))), None)
     if base is None or m == base:

@@ -212,7 +212,7 @@ def _validate(resources: Dict[str, np.ndarray], loss: np.ndarray, n_params: int,
     bad = ~np.isfinite(x) | (x <= 0)
     if bad.any():
       raise UserError(
-          f"{what}: {name} must be positive, got {x[bad][0]!r} " f"(row {int(np.argmax(bad))})"
+          f"{what}: {name} must be positive, got {x[bad][0]!r} (row {int(np.argmax(bad))})"
       )
   bad = ~np.isfinite(loss) | (loss <= 0)
   if bad.any():
@@ -266,11 +266,11 @@ def fit(
   """Fit L = E + sum_i A_i / X_i^alpha_i to points; resources maps name -> values."""
   names = list(resources)
   res = {k: np.asarray(v, np.float64) for k, v in resources.items()}
-  loss = np.asarray(loss, np.float64)
-  _validate(res, loss, 1 + 2 * len(names), what)
+  loss_a = np.asarray(loss, np.float64)
+  _validate(res, loss_a, 1 + 2 * len(names), what)
   starts = grid_starts(len(names)) if starts is None else starts
-  theta, f = minimize_many([problem(res, loss)], starts, polish, delta)
-  return Fit(names, theta[0], float(f[0]), len(loss))
+  theta, f = minimize_many([problem(res, loss_a)], starts, polish, delta)
+  return Fit(names, theta[0], float(f[0]), len(loss_a))
 
 
 def tokens_for_loss(params: Dict[str, float], target: float) -> float:

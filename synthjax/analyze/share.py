@@ -18,7 +18,7 @@ has none. Instead, from the bootstrap replicates of the measured mean losses (no
   the argmin over the replicates.
 """
 
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import numpy as np
 
@@ -30,7 +30,7 @@ SET_LEVEL = 0.95
 
 def best_share(
     shares: Sequence[float],
-    point: Sequence[float],
+    point: Union[Sequence[float], np.ndarray],
     reps: np.ndarray,
     noise_measured: bool = True,
     level: float = SET_LEVEL,
@@ -41,7 +41,7 @@ def best_share(
   R = np.asarray(reps, np.float64).reshape(-1, len(r))
   if len(np.unique(r)) != len(r) or len(r) < 3:
     raise UserError(
-        f"best share needs losses at 3 or more distinct shares, got " f"{sorted(r.tolist())}"
+        f"best share needs losses at 3 or more distinct shares, got {sorted(r.tolist())}"
     )
   order = np.argsort(r)
   r, m, R = r[order], m[order], R[:, order]
@@ -65,12 +65,12 @@ def best_share(
   if not noise_measured or critical == 0.0:
     out.update(
         verdict="not resolved",
-        why="no noise estimate (one seed per cell and no " "per-document losses)",
+        why="no noise estimate (one seed per cell and no per-document losses)",
     )
   elif low and high:
     out.update(
         verdict="not resolved",
-        why="the lowest and the highest share are both within " "noise of the best",
+        why="the lowest and the highest share are both within noise of the best",
     )
   elif inside.sum() == 1 and (low or high):
     end = r[0] if low else r[-1]

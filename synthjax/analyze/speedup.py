@@ -32,7 +32,8 @@ def speedup_rows(natural: dict, mixture: dict, budgets: Sequence[float]) -> List
   D = np.asarray(budgets, np.float64)
   E, B, beta = _law(mixture["theta"])
   target = E + B / D**beta
-  d_nat = _tokens_for_loss(*_law(natural["theta"]), target)
+  E_nat, B_nat, beta_nat = _law(natural["theta"])
+  d_nat = _tokens_for_loss(E_nat, B_nat, beta_nat, target)
   pairs = min(len(natural["replicate_thetas"]), len(mixture["replicate_thetas"]))
   reps = None
   if pairs:

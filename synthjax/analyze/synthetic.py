@@ -10,7 +10,7 @@ from synthjax import storage
 
 
 def _records(out_dir: str, pattern: str) -> List[dict]:
-  out = []
+  out: List[dict] = []
   for path in storage.glob(storage.join(out_dir, pattern)):
     out.extend(json.loads(line) for line in storage.read_text(path).splitlines() if line.strip())
   return out

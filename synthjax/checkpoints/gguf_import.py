@@ -116,7 +116,7 @@ def read_tensors(reader, cfg: ModelConfig, path: str) -> Dict[str, np.ndarray]:
       w = np.asarray(quants.dequantize(t.data, t.tensor_type), np.float32)
     except Exception as e:
       raise UserError(
-          f"{path}: cannot dequantize tensor {t.name!r} " f"({t.tensor_type.name}): {e}"
+          f"{path}: cannot dequantize tensor {t.name!r} ({t.tensor_type.name}): {e}"
       ) from None
     if name.endswith("q_proj.weight"):
       w = unpermute_rows(w, cfg.H)
@@ -133,7 +133,7 @@ def build_tokenizer(reader, path: str):
   kind = _field(reader, "tokenizer.ggml.model", path)
   if kind != "gpt2":
     raise UserError(
-        f"{path}: tokenizer model {kind!r} is not supported (only byte-level " "BPE, 'gpt2')"
+        f"{path}: tokenizer model {kind!r} is not supported (only byte-level BPE, 'gpt2')"
     )
   pre = _field(reader, "tokenizer.ggml.pre", path, "default")
   if pre not in SUPPORTED_PRE:

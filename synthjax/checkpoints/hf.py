@@ -37,7 +37,7 @@ def config_from_hf(hf: dict, source: str = "config.json", name: str = "hf") -> M
   archs = hf.get("architectures") or [hf.get("model_type", "?")]
   if archs[0] not in SUPPORTED:
     raise UserError(
-        f"{source}: unknown architecture {archs[0]!r} " f"(supported: {', '.join(SUPPORTED)})"
+        f"{source}: unknown architecture {archs[0]!r} (supported: {', '.join(SUPPORTED)})"
     )
   window = hf.get("sliding_window")
   if (
@@ -46,7 +46,7 @@ def config_from_hf(hf: dict, source: str = "config.json", name: str = "hf") -> M
       and (window < hf.get("max_position_embeddings", 0))
   ):
     raise UserError(
-        f"{source}: sliding-window attention (sliding_window={window}) is not " "supported"
+        f"{source}: sliding-window attention (sliding_window={window}) is not supported"
     )
   try:
     H = hf["num_attention_heads"]

@@ -97,16 +97,16 @@ def check_params(model_dir: str, cfg: ModelConfig):
   for name, shape in expected.items():
     if name not in found:
       raise UserError(
-          f"{model_dir}: missing tensor {name!r} (shape {shape}) that its " f"model.json needs"
+          f"{model_dir}: missing tensor {name!r} (shape {shape}) that its model.json needs"
       )
     if found[name] != shape:
       raise UserError(
-          f"{model_dir}: tensor {name!r} has shape {found[name]}, its model.json " f"needs {shape}"
+          f"{model_dir}: tensor {name!r} has shape {found[name]}, its model.json needs {shape}"
       )
   extra = sorted(set(found) - set(expected))
   if extra:
     raise UserError(
-        f"{model_dir}: tensor {extra[0]!r} is not part of the model its " f"model.json describes"
+        f"{model_dir}: tensor {extra[0]!r} is not part of the model its model.json describes"
     )
   return stored
 

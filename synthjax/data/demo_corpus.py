@@ -47,7 +47,7 @@ def build(out_dir: str) -> dict:
       return json.load(f)
   with open(assets.wiki_summaries_json(), encoding="utf-8") as f:
     wiki = json.load(f)
-  by_topic = {}
+  by_topic: dict = {}
   for entry in wiki.values():
     text = " ".join(entry["extract"].split())
     if text:

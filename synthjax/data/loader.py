@@ -161,9 +161,7 @@ class MixtureLoader:
     if register is not None:  # e.g. @register_study_data: a launched job registers its tasks
       register()
     if isinstance(budget, bool) or not isinstance(budget, int) or budget <= 0:
-      raise UserError(
-          f"MixtureLoader.budget must be a positive number of tokens, got " f"{budget!r}"
-      )
+      raise UserError(f"MixtureLoader.budget must be a positive number of tokens, got {budget!r}")
     if isinstance(allow_repeat, str) or not isinstance(allow_repeat, (bool, list, tuple)):
       raise UserError(
           f"MixtureLoader.allow_repeat must be True, False or a list of task "
@@ -221,7 +219,7 @@ class MixtureLoader:
       return next(self._iter)
     except StopIteration:
       raise UserError(
-          f"mixture {self.mixture!r}: the {self.steps} planned batches are " "used up"
+          f"mixture {self.mixture!r}: the {self.steps} planned batches are used up"
       ) from None
 
   def get_state(self) -> dict:
@@ -255,9 +253,7 @@ class EvalSet:
       process_count: int = 1,
   ):
     if batch_size % process_count:
-      raise UserError(
-          f"EvalSet.batch_size {batch_size} is not divisible by {process_count} " "hosts"
-      )
+      raise UserError(f"EvalSet.batch_size {batch_size} is not divisible by {process_count} hosts")
     data = token_cache.TokenizedTask(task)
     order = np.random.default_rng(seed).permutation(len(data))
     docs, total = [], 0

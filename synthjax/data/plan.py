@@ -53,14 +53,17 @@ def _plan_component(lengths: np.ndarray, n_need: int, rng):
     lens.append(length)
     ends.append(end)
     taken = int(end[-1])
-  docs, lens, ends = (x[0] if len(x) == 1 else np.concatenate(x) for x in (docs, lens, ends))
-  keys = ends.astype(np.float64)  # (end - length / 2) / n_need, exactly, computed in place
-  del ends
+  all_docs, all_lens, all_ends = (
+      x[0] if len(x) == 1 else np.concatenate(x) for x in (docs, lens, ends)
+  )
+  del docs, lens, ends  # the pieces: only the joined arrays stay
+  keys = all_ends.astype(np.float64)  # (end - length / 2) / n_need, exactly, computed in place
+  del all_ends
   keys *= 2
-  np.subtract(keys, lens, out=keys)
+  np.subtract(keys, all_lens, out=keys)
   keys /= 2
   keys /= n_need
-  return docs, keys, int(lens[-1])
+  return all_docs, keys, int(all_lens[-1])
 
 
 def _merge_by_key(parts, lengths, chunk: int = 1 << 22):

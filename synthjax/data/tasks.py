@@ -82,14 +82,12 @@ def parse_mixture(name: str) -> Dict[str, float]:
       except ValueError:
         raise UserError(f"mixture {name!r}: share {m.group('share')!r} is not a number") from None
       if not 0.0 <= share <= 1.0:
-        raise UserError(
-            f"mixture {name!r}: share {share} of {m.group('task')!r} is outside " "[0, 1]"
-        )
+        raise UserError(f"mixture {name!r}: share {share} of {m.group('task')!r} is outside [0, 1]")
       shares[m.group("task")] = share
     elif i == 0 and "@" not in part:
       shares[part] = None  # takes the remainder
     else:
-      raise UserError(f"mixture {name!r}: cannot read component {part!r} " "(expected TASK@SHARE)")
+      raise UserError(f"mixture {name!r}: cannot read component {part!r} (expected TASK@SHARE)")
   given = sum(s for s in shares.values() if s is not None)
   first = next(iter(shares))
   if shares[first] is None:
@@ -104,7 +102,7 @@ def parse_mixture(name: str) -> Dict[str, float]:
           f"mixture {name!r}: unknown task {task!r} (registered: "
           f"{', '.join(sorted(seqio.TaskRegistry.names())) or 'none'})"
       )
-  return {t: float(s) for t, s in shares.items() if s > 0}
+  return {t: float(s) for t, s in shares.items() if s is not None and s > 0}
 
 
 def mixture_name(shares: Mapping[str, float]) -> str:

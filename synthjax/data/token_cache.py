@@ -17,7 +17,7 @@ never disturbed by another job making one; the manifest names the attempt it com
 import hashlib
 import json
 import os
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 import gin
 import numpy as np
@@ -34,7 +34,7 @@ MANIFEST = "manifest.json"
 
 
 @gin.configurable
-def cache_dir(path: str = None) -> str:
+def cache_dir(path: Optional[str] = None) -> str:
   return (
       path
       or os.environ.get("SYNTHJAX_CACHE")

@@ -26,6 +26,9 @@ class _RowSource:
   mixture = "natural"
   shares: Dict[str, float] = {"natural": 1.0}
 
+  def row(self, i: int) -> np.ndarray:
+    raise NotImplementedError
+
   def __init__(self, batch_size: int, seq_len: int, process_index: int = 0, process_count: int = 1):
     if batch_size % process_count:
       raise UserError(f"batch size {batch_size} is not divisible by {process_count} hosts")

@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import gin
 import numpy as np
@@ -33,7 +33,7 @@ from synthjax.data import token_cache
 from synthjax.errors import UserError
 
 
-def _plan(task_name: str) -> dict:
+def _plan(task_name: str) -> Optional[dict]:
   """What a worker needs to tokenize one task's shards, or None when a copy is committed."""
   task = token_cache.get_task(task_name)
   out = token_cache.task_dir(task_name)
@@ -81,14 +81,14 @@ def write_shard(examples, path_tokens: str, path_lengths: str, dtype) -> dict:
     local = os.path.join(tmp, "tokens.array_record")
     # group_size:1 lets the loader read any one document without decoding its neighbours
     writer = ArrayRecordWriter(local, "group_size:1")
-    lengths = []
+    counts: List[int] = []
     for tokens in examples:
       if len(tokens) <= 1:
         continue
       writer.write(np.asarray(tokens).astype(dtype).tobytes())
-      lengths.append(len(tokens))
+      counts.append(len(tokens))
     writer.close()
-    lengths = np.asarray(lengths, np.int32)
+    lengths = np.asarray(counts, np.int32)
     local_lengths = os.path.join(tmp, "lengths.npy")
     np.save(local_lengths, lengths)
     storage.upload(local, path_tokens)
@@ -217,7 +217,10 @@ def tokenize_serially(task_name: str) -> str:
 
 def _parse(rest: List[str]):
   """(task names, cache dir, modules, Beam options) from the arguments gin left."""
-  names, cache, modules, beam_args = [], None, [], []
+  names: List[str] = []
+  modules: List[str] = []
+  beam_args: List[str] = []
+  cache = None
   for i, arg in enumerate(rest):
     if arg == "--":
       beam_args.extend(rest[i + 1 :])

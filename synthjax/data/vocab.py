@@ -140,7 +140,7 @@ def load_vocabulary(path: str) -> seqio.Vocabulary:
     vocab = HfTokenizerVocabulary(local, eos)
   else:
     raise UserError(
-        f"{path}: not a vocabulary (expected a SentencePiece .model or a " "tokenizer.json)"
+        f"{path}: not a vocabulary (expected a SentencePiece .model or a tokenizer.json)"
     )
   vocab.synthjax_path = path
   return vocab

@@ -638,7 +638,7 @@ class Engine:
     owner = [-1] * self.slots
     lengths = np.zeros(self.slots, np.int32)  # tokens in each slot's cache
     last = np.zeros(self.slots, np.int32)  # each slot's newest token (not yet cached)
-    out = [[] for _ in range(self.slots)]
+    out: List[List[int]] = [[] for _ in range(self.slots)]
 
     def need(extra):
       """Cache positions the busy slots need for a pass adding `extra` tokens to each."""

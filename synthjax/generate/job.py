@@ -26,7 +26,7 @@ import math
 import os
 import sys
 import time
-from typing import Iterator, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import gin
 import jax
@@ -107,7 +107,7 @@ class GenerateConfig:
         raise UserError(f"GenerateConfig.{field} must be 0 or more, got {getattr(self, field)}")
     if not 0 <= self.temperature < math.inf:  # below 0 would favour the least likely tokens
       raise UserError(
-          f"GenerateConfig.temperature must be 0 (greedy) or more, got " f"{self.temperature}"
+          f"GenerateConfig.temperature must be 0 (greedy) or more, got {self.temperature}"
       )
     if not 0 < self.top_p <= 1:
       raise UserError(f"GenerateConfig.top_p must be in (0, 1], got {self.top_p}")
@@ -123,11 +123,11 @@ class GenerateConfig:
       )
     if self.kv_cache not in ("", *KV_CACHE_DTYPES):
       raise UserError(
-          f"GenerateConfig.kv_cache must be '', 'float32' or 'bfloat16', got " f"{self.kv_cache!r}"
+          f"GenerateConfig.kv_cache must be '', 'float32' or 'bfloat16', got {self.kv_cache!r}"
       )
     if not 0 <= self.host_index < self.host_count:
       raise UserError(
-          f"GenerateConfig.host_index {self.host_index} is outside " f"0..{self.host_count - 1}"
+          f"GenerateConfig.host_index {self.host_index} is outside 0..{self.host_count - 1}"
       )
 
 
@@ -192,7 +192,7 @@ def _check_manifest(out_dir: str, sig: dict) -> None:
   ]
   if diff:
     raise UserError(
-        f"{out_dir} holds another job's manifest ({'; '.join(diff[:3])}); use a new " "output dir"
+        f"{out_dir} holds another job's manifest ({'; '.join(diff[:3])}); use a new output dir"
     )
 
 
@@ -260,7 +260,7 @@ def run(cfg: GenerateConfig) -> dict:
         chunks = _chunks(cfg, docs, count)
         yield name, chunks, [prompt_ids(c) for c in chunks]
 
-  owned = []  # this host's shards, done before or now
+  owned: List[str] = []  # this host's shards, done before or now
   todo = unfinished()
   first = next(todo, None)  # its prompts are checked before anything is written
   storage.check_writable(cfg.output_dir)
@@ -451,7 +451,8 @@ def finalize(out_dir: str, hosts: int) -> dict:
   if not all(storage.exists(p) for p in host_files):
     return manifest
   names = sorted(n for p in host_files for n in storage.read_json(p)["shards"])
-  chunks, kept, reasons, tokens, prompt_tokens = 0, 0, {}, 0, 0
+  chunks, kept, tokens, prompt_tokens = 0, 0, 0, 0
+  reasons: Dict[str, int] = {}
   for name in names:
     for rejected in (False, True):
       for line in storage.read_text(_shard_path(out_dir, name, rejected)).splitlines():
@@ -496,7 +497,7 @@ def kept_files(out_dir: str) -> str:
 
 
 def all_records(out_dir: str) -> List[dict]:
-  out = []
+  out: List[dict] = []
   for pattern in ("shard-*.jsonl", "rejected/shard-*.jsonl"):
     for path in storage.glob(storage.join(out_dir, pattern)):
       out.extend(json.loads(l) for l in storage.read_text(path).splitlines() if l.strip())

@@ -18,6 +18,7 @@ after its query in the row is never seen: tiles above the diagonal can be skippe
 
 import functools
 import math
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
@@ -26,7 +27,7 @@ IMPLEMENTATIONS = ("auto", "xla", "blocked", "cudnn", "splash")
 _MASKED = -1e30  # not -inf: a row with nothing to see must not make NaNs
 
 
-def resolve(implementation: str, platform: str = None, dtype: str = "bfloat16") -> str:
+def resolve(implementation: str, platform: Optional[str] = None, dtype: str = "bfloat16") -> str:
   """The form `auto` stands for on a platform (the default backend's when not given) for
   activations of `dtype`."""
   if implementation != "auto":
@@ -56,7 +57,7 @@ def self_attention(
   if implementation == "splash":
     return _splash(q_BxTxHxDh, k_BxTxKxDh, v_BxTxKxDh, segment_ids_BxT, block)
   raise ValueError(
-      f"ModelConfig.attention must be one of {IMPLEMENTATIONS}, " f"got {implementation!r}"
+      f"ModelConfig.attention must be one of {IMPLEMENTATIONS}, got {implementation!r}"
   )
 
 

@@ -60,7 +60,7 @@ class ModelConfig:
 
     if self.remat not in remat.POLICIES:
       raise ValueError(
-          f"ModelConfig.remat must be one of {sorted(remat.POLICIES)}, " f"got {self.remat!r}"
+          f"ModelConfig.remat must be one of {sorted(remat.POLICIES)}, got {self.remat!r}"
       )
     if self.attention not in attention.IMPLEMENTATIONS:
       raise ValueError(

@@ -90,10 +90,11 @@ def _kernel(module: nn.Module, name: str, shape, axes, fan_in: int):
         shape[n_in:],
         jnp.float32,
     )
-    return w.astype(_dtype(cfg.dtype)) * scale.astype(_dtype(cfg.dtype))
+    # flax types a param by its boxed initializer; under nn.unbox-ing apply it is the array
+    return w.astype(_dtype(cfg.dtype)) * scale.astype(_dtype(cfg.dtype))  # type: ignore[attr-defined]
   init = nn.initializers.normal(stddev=1.0 / math.sqrt(fan_in))
   w = module.param(name, nn.with_logical_partitioning(init, axes), shape, _dtype(cfg.param_dtype))
-  return w.astype(_dtype(cfg.dtype))
+  return w.astype(_dtype(cfg.dtype))  # type: ignore[attr-defined]
 
 
 def _dot(equation: str, a, b, out_dtype=None):

@@ -4,6 +4,7 @@ else from a run that had saved no checkpoint yet."""
 
 import errno
 import logging
+from typing import Optional
 
 import gin
 import orbax.checkpoint as ocp
@@ -66,7 +67,7 @@ def clear(model_dir: str) -> list:
   return steps
 
 
-def after(e: BaseException, model_dir: str) -> UserError:
+def after(e: BaseException, model_dir: str) -> Optional[UserError]:
   """Clean MODEL_DIR after a divergence or a full disk and say what is left; any other error
   is the caller's to raise as it is (None)."""
   if isinstance(e, Diverged):

@@ -17,6 +17,7 @@ import flax.linen as nn
 import gin
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
 
 from synthjax import sharding
 from synthjax.errors import UserError
@@ -174,11 +175,10 @@ def generator_bytes(cfg: ModelConfig, slots: int, max_len: int, mesh_shape: Dict
   params = abstract_params(cfg)
   kv_spec = nn.logical_to_mesh_axes(("batch", "kv_heads", "length", "head_dim"), rules)
   kv_shape = (slots, cfg.K, max_len, cfg.Dh)
-  split = math.prod(
-      math.prod(mesh_shape[a] for a in ((ax,) if isinstance(ax, str) else ax))
-      for ax in sharding.fit_spec(kv_spec, kv_shape, mesh_shape)
-      if ax
-  )
+  split = 1  # how many devices share the cache: the product of its mesh axes' sizes
+  for ax in sharding.fit_spec(kv_spec or P(), kv_shape, mesh_shape):
+    for a in (ax,) if isinstance(ax, str) else (ax or ()):
+      split *= mesh_shape[a]
   cache = 2 * cfg.L * math.prod(kv_shape) * _dtype_bytes(cfg.dtype) // split
   weights = _shard_bytes(params, mesh_shape, rules)
   return {"weights": weights, "kv cache": cache, "total": weights + cache}

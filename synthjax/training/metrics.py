@@ -7,7 +7,7 @@ import shutil
 import sys
 import tempfile
 import time
-from typing import Dict, Optional
+from typing import Any, Dict, Optional
 
 from synthjax import storage
 
@@ -22,7 +22,7 @@ class MetricsWriter:
 
   def __init__(self, model_dir: str, enabled: bool = True, resume_step: Optional[int] = None):
     self.enabled, self.model_dir = enabled, model_dir
-    self._tb = None
+    self._tb: Any = None  # TensorBoard's writer, made only where metrics are written
     if not enabled:
       return
     self.remote = storage.is_remote(model_dir)

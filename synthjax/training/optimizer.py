@@ -27,9 +27,7 @@ class OptimizerConfig:
   def __post_init__(self):
     check_field_types(self)
     if self.schedule not in ("cosine", "wsd"):
-      raise ValueError(
-          f"OptimizerConfig.schedule must be 'cosine' or 'wsd', got " f"{self.schedule!r}"
-      )
+      raise ValueError(f"OptimizerConfig.schedule must be 'cosine' or 'wsd', got {self.schedule!r}")
 
 
 def warmup_steps(cfg: OptimizerConfig, total_steps: int) -> int:

@@ -13,7 +13,8 @@ from synthjax.sharding import BATCH_AXES
 
 def token_losses(model: Transformer, params, batch, z_loss: float = 0.0):
   """Per-token cross-entropy (+ z-loss) and the weights saying which tokens count."""
-  logits_BxTxV = model.apply(
+  # apply returns the logits alone (no mutable collections asked for)
+  logits_BxTxV: jax.Array = model.apply(  # type: ignore[assignment]
       {"params": params}, batch["inputs"], batch["positions"], batch["segment_ids"]
   )
   log_z_BxT = jax.nn.logsumexp(logits_BxTxV, axis=-1)
