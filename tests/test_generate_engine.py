@@ -10,7 +10,9 @@ import pytest
 from synthjax import convert, sharding
 from synthjax.checkpoints import store
 from synthjax.errors import UserError
-from synthjax.generate.engine import Engine, Request, Sampling, sample_tokens
+from synthjax.generate.engine import Engine
+from synthjax.generate.sampling import Sampling, sample_tokens
+from synthjax.generate.slots import Request
 from synthjax.models.llama import cache_length
 from tests.hf_fixtures import save_tiny_hf
 
@@ -77,7 +79,7 @@ def test_engines_with_the_same_settings_share_compiled_programs(tiny):
   """Two engines over one model with the same slots and EOS (the micro study's two synthetic
   kinds) trace and compile each program once per process, whatever their max_len; another EOS
   is another program."""
-  from synthjax.generate import engine as engine_module
+  from synthjax.generate import programs as device_programs
 
   _, cfg, params = tiny
   requests = [Request(p, Sampling(max_new_tokens=n)) for p, n in zip(PROMPTS, NEW_TOKENS)]
@@ -90,10 +92,10 @@ def test_engines_with_the_same_settings_share_compiled_programs(tiny):
     return [
         f._cache_size()
         for f in (
-            engine_module._prefill,
-            engine_module._insert,
-            engine_module._resize,
-            engine_module._decode,
+            device_programs.prefill,
+            device_programs.insert,
+            device_programs.resize,
+            device_programs.decode,
         )
     ]
 
@@ -217,17 +219,17 @@ def test_a_shared_prefix_prefilled_once_gives_the_same_tokens(tiny, precision):
 def test_the_stored_prefix_comes_from_the_prompts_prefill_program(tiny):
   """The prefix's keys and values are computed by the compiled program that then prefills the
   prompts of its bucket after it (an input placed otherwise made a program of its own)."""
-  from synthjax.generate import engine as engine_module
+  from synthjax.generate import programs
 
   _, cfg, params = tiny
   prefix = [3, 141, 59, 26, 53, 58, 97, 93, 23]  # bucket 16, as every prompt's rest
   engine = Engine(
       cfg, params, eos_ids=[210], slots=5, max_len=96, buckets=(16, 96), shared_prefix=prefix
   )  # 5 slots: programs no other test compiled
-  before = engine_module._prefill._cache_size()
+  before = programs.prefill._cache_size()
   engine.generate([Request(prefix + p, Sampling(max_new_tokens=2)) for p in PROMPTS])
   assert engine.stats["from_prefix"] == len(PROMPTS)
-  assert engine_module._prefill._cache_size() == before + 1
+  assert programs.prefill._cache_size() == before + 1
 
 
 def test_several_decode_steps_per_call_give_the_same_tokens(tiny):

@@ -32,8 +32,10 @@ SAME_GREEDY_TOKENS = 24
 def test_bf16_and_int8_agree_with_f32():
   from synthjax import assets
   from synthjax.checkpoints import store
-  from synthjax.generate.engine import Engine, Request, Sampling
+  from synthjax.generate.engine import Engine
   from synthjax.generate.job import resolve_generator
+  from synthjax.generate.sampling import Sampling
+  from synthjax.generate.slots import Request
   from synthjax.models.llama import Transformer
 
   model_dir = resolve_generator(assets.EMBEDDED_GENERATOR)
