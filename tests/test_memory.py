@@ -74,7 +74,7 @@ def test_parameter_and_optimizer_bytes_are_what_a_sharded_state_holds():
   for axes in ({"data": 1, "fsdp": 8, "tensor": 1}, {"data": 2, "fsdp": 2, "tensor": 2}):
     mesh = sharding.make_mesh(axes)
     rules = sharding.logical_axis_rules()
-    _, _, init, _, _ = train._programs(cfg, opt, mesh, rules, 32, 1, 0.0)
+    _, _, init, _, _ = train.programs(cfg, opt, mesh, rules, 32, 1, 0.0)
     state = init(jax.random.key(0))
     device = jax.devices()[0]
 
