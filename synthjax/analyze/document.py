@@ -1,14 +1,10 @@
-"""The report as a document: blocks (headings, paragraphs, lists, tables, images) rendered to
-Markdown and HTML."""
+"""The report as a document: its blocks (headings, paragraphs, lists, tables, images), which
+synthjax.analyze.render writes as Markdown and HTML."""
 
-import csv
-import html
-import io
-import os
 from typing import Dict, List, Optional
 
-from synthjax import storage
-from synthjax.analyze import share
+from synthjax.analyze import share, tables
+from synthjax.analyze.numbers import break_even_runs
 from synthjax.analyze.numbers import fmt as _fmt
 from synthjax.analyze.numbers import short as _short
 
@@ -43,7 +39,7 @@ def blocks(results: dict, images: Dict[str, str]):
     yield ("h2", "Missing")
     yield ("list", results["missing"])
   yield ("h2", "Tables beside this report")
-  yield ("list", [("link", name, name) for name in csv_tables(results)])
+  yield ("list", [("link", name, name) for name in tables.csv_tables(results)])
   if results["baselines"]:
     yield ("h2", "How far the models got: unigram baseline per domain")
     yield (
@@ -112,11 +108,11 @@ def blocks(results: dict, images: Dict[str, str]):
           "list",
           [
               f"{x['kind']} {e['id']} (faithfulness {e['faithfulness']:.2f}): "
-              f"{_excerpt(e['text'])}"
+              f"{tables.excerpt(e['text'])}"
               for e in x["examples"]
           ]
           + [
-              f"{x['kind']} {e['id']} (dropped: {e['reason']}): {_excerpt(e['text'])}"
+              f"{x['kind']} {e['id']} (dropped: {e['reason']}): {tables.excerpt(e['text'])}"
               for e in x["rejected_examples"]
           ],
       )
@@ -286,10 +282,10 @@ def _answers(results: dict, images: Dict[str, str], level: str):
                 _fmt(r["speedup"], 3),
                 _fmt(r["compute_speedup"], 3)
                 + (f" {_iv(r['compute_interval'])}" if r["compute_interval"] else ""),
-                _runs(r["break_even_runs"])
+                break_even_runs(r["break_even_runs"])
                 + (
-                    f" [{_runs(r['break_even_interval'][0])}, "
-                    f"{_runs(r['break_even_interval'][1])}]"
+                    f" [{break_even_runs(r['break_even_interval'][0])}, "
+                    f"{break_even_runs(r['break_even_interval'][1])}]"
                     if r["break_even_interval"]
                     else ""
                 ),
@@ -343,10 +339,6 @@ def _answers(results: dict, images: Dict[str, str], level: str):
     )
 
 
-def _runs(k: float) -> str:
-  return "never" if k == float("inf") else f"{max(k, 0):.3g}"
-
-
 def _signed(x: Optional[float]) -> str:
   return "-" if x is None else f"{x:+.3g}"
 
@@ -372,302 +364,3 @@ def _collapse_rows(results: dict):
     count[1] += all(v == "lower" for v in verdicts)
     count[2] += 1
   return [[m, worse, better, total] for m, (worse, better, total) in sorted(per_mixture.items())]
-
-
-def csv_tables(results: dict, out_dir: str = "") -> Dict[str, tuple]:
-  """The long tables, one CSV each beside the report: name -> (header, rows). Numbers are
-  written in full; an interval is two columns (lo, hi), empty where there is none. Run
-  records on local disk are named relative to out_dir, so a moved study folder still links."""
-
-  def iv(x):
-    return list(x) if x else ["", ""]
-
-  def law(fits, fixed):
-    return (
-        [
-            "mixture",
-            fixed,
-            "E",
-            "E_lo",
-            "E_hi",
-            "coefficient",
-            "exponent",
-            "exponent_lo",
-            "exponent_hi",
-            "points",
-            "holdout_relative_error",
-            "note",
-        ],
-        [
-            [
-                f["mixture"],
-                f[fixed],
-                f["E"],
-                *iv(f["intervals"].get("E")),
-                f.get("B", f.get("A")),
-                f.get("beta", f.get("alpha")),
-                *iv(f["intervals"].get("beta", f["intervals"].get("alpha"))),
-                f["n_points"],
-                f["holdout"]["relative_error"] if f["holdout"] else "",
-                f["note"] or "",
-            ]
-            for f in fits
-        ],
-    )
-
-  return {
-      "cells.csv": (
-          ["mixture", "N", "D", "seeds", "loss", "loss_lo", "loss_hi", "bits_per_byte"],
-          [
-              [
-                  c["mixture"],
-                  c["N"],
-                  c["D"],
-                  c["seeds"],
-                  c["loss"],
-                  *iv(c["interval"]),
-                  _blank(c["bits_per_byte"]),
-              ]
-              for c in results["cells"]
-          ],
-      ),
-      "findings.csv": (
-          [
-              "mixture",
-              "N",
-              "D",
-              "loss_minus_natural",
-              "lo",
-              "hi",
-              "verdict",
-              "domains_higher",
-              "domains_lower",
-              "domains",
-          ],
-          [
-              [
-                  f["mixture"],
-                  f["N"],
-                  f["D"],
-                  f["diff"],
-                  *iv(f["interval"]),
-                  f["verdict"],
-                  " ".join(f["domains_higher"]),
-                  " ".join(f["domains_lower"]),
-                  f["domains"],
-              ]
-              for f in results["findings"]
-          ],
-      ),
-      "fits_budget.csv": law(results["budget_fits"], "N"),
-      "fits_model.csv": law(results["model_fits"], "D"),
-      "speedups.csv": (
-          [
-              "mixture",
-              "N",
-              "D",
-              "loss",
-              "D_natural",
-              "speedup",
-              "lo",
-              "hi",
-              "extrapolated",
-              "natural_reach",
-              "bound",
-              "compute_speedup",
-              "compute_lo",
-              "compute_hi",
-              "break_even_runs",
-              "break_even_lo",
-              "break_even_hi",
-          ],
-          [
-              [
-                  s["mixture"],
-                  s["N"],
-                  r["D"],
-                  r["loss"],
-                  r["D_natural"] if r["natural_reach"] == "within" else "",
-                  r["speedup"] if r["natural_reach"] == "within" else "",
-                  *iv(r["interval"]),
-                  r["extrapolated"],
-                  r["natural_reach"],
-                  _blank(r["bound"]),
-                  _blank(r.get("compute_speedup")),
-                  *iv(r.get("compute_interval")),
-                  _never(r.get("break_even_runs")),
-                  *[_never(x) for x in iv(r.get("break_even_interval"))],
-              ]
-              for s in results["speedups"]
-              for r in s["rows"]
-          ],
-      ),
-      "decision_accuracy.csv": (
-          ["N", "D", "target_N", "target_D", "pairs", "accuracy", "lo", "hi"],
-          [
-              [
-                  a["N"],
-                  a["D"],
-                  a["target"]["N"],
-                  a["target"]["D"],
-                  a["pairs"],
-                  a["accuracy"],
-                  *iv(a["interval"]),
-              ]
-              for a in results.get("decision_accuracy") or []
-          ],
-      ),
-      "best_shares.csv": (
-          [
-              "kind",
-              "N",
-              "D",
-              "verdict",
-              "lo",
-              "hi",
-              "bound_lo",
-              "bound_hi",
-              "grid_argmin",
-              "argmin_lo",
-              "argmin_hi",
-              "confidence_set",
-              "why",
-          ],
-          [
-              [
-                  b["kind"],
-                  b["N"],
-                  b["D"],
-                  b["verdict"],
-                  *iv(b["interval"]),
-                  *iv(b["bound"]),
-                  b["grid_argmin"],
-                  *iv(b["grid_argmin_interval"]),
-                  " ".join(f"{x:g}" for x in b["confidence_set"]),
-                  b["why"],
-              ]
-              for b in results["best_shares"]
-          ],
-      ),
-      "domain_gaps.csv": (
-          ["mixture", "N", "D", "domain", "gap", "lo", "hi", "verdict"],
-          [
-              [
-                  x["mixture"],
-                  x["N"],
-                  x["D"],
-                  x["domain"],
-                  x["gap"],
-                  *iv(x["interval"]),
-                  x["verdict"],
-              ]
-              for x in results["domain_gaps"]
-          ],
-      ),
-      "runs.csv": (
-          ["mixture", "N", "D", "seed", "share", "loss", "repeated", "record"],
-          [
-              [
-                  r["mixture"],
-                  r["N"],
-                  r["D"],
-                  r["seed"],
-                  r["share"],
-                  r["loss"],
-                  " ".join(f"{k}x{v:.3g}" for k, v in r["repeats"].items() if v > 1),
-                  _relative(r["path"], out_dir),
-              ]
-              for r in sorted(
-                  results["records"], key=lambda r: (r["N"], r["D"], r["mixture"], r["seed"])
-              )
-          ],
-      ),
-  }
-
-
-def _relative(path: str, out_dir: str) -> str:
-  if not out_dir or storage.is_remote(path) or storage.is_remote(out_dir):
-    return path
-  return os.path.relpath(path, out_dir)
-
-
-def _blank(x):
-  return "" if x is None else x
-
-
-def _never(runs):
-  """Break-even runs in a table: 'never' where the mixture does not pay at any count."""
-  return "never" if runs == float("inf") else _blank(runs)
-
-
-def _excerpt(text: str, chars: int = 300) -> str:
-  text = " ".join(text.split())
-  return text if len(text) <= chars else text[:chars].rsplit(" ", 1)[0] + " ..."
-
-
-def _cell_md(c) -> str:
-  return f"[{c[1]}]({c[2]})" if isinstance(c, tuple) else str(c)
-
-
-def _cell_html(c) -> str:
-  if isinstance(c, tuple):
-    return f"<a href='{html.escape(c[2])}'>{html.escape(c[1])}</a>"
-  return html.escape(str(c))
-
-
-def markdown(blocks) -> str:
-  out = []
-  for b in blocks:
-    if b[0] == "h1":
-      out.append(f"# {b[1]}\n")
-    elif b[0] in ("h2", "h3"):
-      out.append(f"{'#' * int(b[0][1])} {b[1]}\n")
-    elif b[0] == "p":
-      out.append(b[1] + "\n")
-    elif b[0] == "list":
-      out.append("\n".join(f"- {_cell_md(x)}" for x in b[1]) + "\n")
-    elif b[0] == "table":
-      head, rows = b[1], b[2]
-      out.append("| " + " | ".join(head) + " |\n|" + "---|" * len(head))
-      out.extend("| " + " | ".join(_cell_md(c) for c in row) + " |" for row in rows)
-      out.append("")
-    elif b[0] == "img":
-      out.append(f"![{b[2]}]({b[1]})\n")
-  return "\n".join(out) + "\n"
-
-
-def to_html(blocks) -> str:
-  e = html.escape
-  out = [
-      "<!doctype html><meta charset='utf-8'><title>synthjax report</title>",
-      "<style>body{font-family:sans-serif;max-width:1100px;margin:auto}"
-      "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 6px}</style>",
-  ]
-  for b in blocks:
-    if b[0] in ("h1", "h2", "h3"):
-      out.append(f"<{b[0]}>{e(b[1])}</{b[0]}>")
-    elif b[0] == "p":
-      out.append(f"<p>{e(b[1])}</p>")
-    elif b[0] == "list":
-      out.append("<ul>" + "".join(f"<li>{_cell_html(x)}</li>" for x in b[1]) + "</ul>")
-    elif b[0] == "table":
-      out.append(
-          "<table><tr>"
-          + "".join(f"<th>{e(h)}</th>" for h in b[1])
-          + "</tr>"
-          + "".join(
-              "<tr>" + "".join(f"<td>{_cell_html(c)}</td>" for c in row) + "</tr>" for row in b[2]
-          )
-          + "</table>"
-      )
-    elif b[0] == "img":
-      out.append(f"<p><img src='{e(b[1])}' alt='{e(b[2])}'></p>")
-  return "\n".join(out) + "\n"
-
-
-def csv_text(header, rows) -> str:
-  buffer = io.StringIO()
-  out = csv.writer(buffer, lineterminator="\n")
-  out.writerow(header)
-  out.writerows(rows)
-  return buffer.getvalue()

@@ -27,3 +27,7 @@ def short(x: float) -> str:
     if abs(x) >= div:
       return f"{x / div:.3g}{unit}"
   return f"{x:.3g}"
+
+
+def break_even_runs(k: float) -> str:
+  return "never" if k == float("inf") else f"{max(k, 0):.3g}"

@@ -11,7 +11,17 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from synthjax import storage
-from synthjax.analyze import compute, decision, document, laws, noise, plots, speedup
+from synthjax.analyze import (
+    compute,
+    decision,
+    document,
+    laws,
+    noise,
+    plots,
+    render,
+    speedup,
+    tables,
+)
 from synthjax.analyze import records as records_lib
 from synthjax.analyze import share as share_lib
 from synthjax.analyze.numbers import fmt
@@ -322,15 +332,15 @@ def write(results: dict, out_dir: str) -> str:
   storage.makedirs(out_dir)
   images = plots.render(results, out_dir)
   blocks = list(document.blocks(results, images))
-  for name, (header, rows) in document.csv_tables(results, out_dir).items():
-    storage.write_text(storage.join(out_dir, name), document.csv_text(header, rows))
+  for name, (header, rows) in tables.csv_tables(results, out_dir).items():
+    storage.write_text(storage.join(out_dir, name), tables.csv_text(header, rows))
   slim = dict(
       results, records=[{k: v for k, v in r.items() if k != "docs"} for r in results["records"]]
   )
   storage.write_json(storage.join(out_dir, "analysis.json"), _jsonable(slim))
-  storage.write_text(storage.join(out_dir, "report.html"), document.to_html(blocks))
+  storage.write_text(storage.join(out_dir, "report.html"), render.to_html(blocks))
   path = storage.join(out_dir, "report.md")
-  storage.write_text(path, document.markdown(blocks))
+  storage.write_text(path, render.markdown(blocks))
   return path
 
 
