@@ -91,7 +91,7 @@ def test_bf16_moves_the_quantized_weights_by_a_fraction_of_their_step():
   127). Measured: at most 4.3% of a Q4_1 step (mean 1.2%), up to 46% of a Q8_0 one (mean 20%)."""
   from gguf import quants
 
-  reader = gguf_import._open(GGUF)
+  reader = gguf_import.open_gguf(GGUF)
   worst = {}
   for t in reader.tensors:
     kind = t.tensor_type.name

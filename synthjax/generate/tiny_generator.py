@@ -17,7 +17,7 @@ from synthjax.models.llama import Transformer
 def make(out_dir: str, seed: int = 0, D: int = 64, L: int = 2) -> str:
   if os.path.exists(os.path.join(out_dir, "model.json")):
     return out_dir
-  reader = gguf_import._open(assets.smollm2_gguf())
+  reader = gguf_import.open_gguf(assets.smollm2_gguf())
   tokenizer, meta = gguf_import.build_tokenizer(reader, assets.smollm2_gguf())
   cfg = ModelConfig(
       name="tiny-random-generator",
