@@ -93,7 +93,7 @@ def memory_slice(shape) -> memory.Slice:
 
 
 def run(cfg, args, gin_files: Sequence[str], bindings: Sequence[str]) -> None:
-  from synthjax import ray_study
+  from synthjax import ray_cluster, ray_study
 
   if not (0 < args.mfu <= 1 and args.chip_tflops > 0):
     raise UserError(
@@ -105,7 +105,7 @@ def run(cfg, args, gin_files: Sequence[str], bindings: Sequence[str]) -> None:
         f"--retries, --backoff_s and --generate_parts must not be negative, got "
         f"{args.retries}, {args.backoff_s} and {args.generate_parts}"
     )
-  shape = ray_study.slice_shape(args)
+  shape = ray_cluster.slice_shape(args)
   cfg.validate(dry_run=args.dry_run)
   print(grid.cost_line(grid.grid_cost(cfg, cfg.train_gin), args.chip_tflops, args.mfu), flush=True)
   plans = grid.grid_memory(cfg, cfg.train_gin, memory_slice(shape))

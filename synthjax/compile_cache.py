@@ -24,7 +24,8 @@ MAX_BYTES = 4 << 30
 
 def enable() -> Optional[str]:
   """Turn the cache on, before anything compiles; returns its folder (None when off)."""
-  configured = jax.config.read("jax_compilation_cache_dir")
+  # a flag jax defines at run time: its Config class does not declare it
+  configured = jax.config.jax_compilation_cache_dir  # type: ignore[attr-defined]
   if configured:
     return configured
   directory = os.environ.get("SYNTHJAX_COMPILE_CACHE", "") or os.path.expanduser(DEFAULT_DIR)

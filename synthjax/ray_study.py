@@ -14,7 +14,7 @@ Where each stage runs:
 - train: every run of the grid gang-scheduled on all hosts of one slice (a TPU slice through
   ray.util.tpu's slice placement group; GPU hosts through a placement group of one bundle per
   host), each host a fresh `python -m synthjax.train` process of the run's gin job
-  (study.train_job), process 0's node the jax.distributed coordinator on a free port.
+  (plan.train_job), process 0's node the jax.distributed coordinator on a free port.
 
 A run is done only when its records are in the study folder. A run that fails (a non-zero
 exit, a preempted process: SIGTERM makes train save and exit 143, a lost node) is tried again
@@ -24,223 +24,20 @@ folder must be a store every node reads (gs://) once the cluster has more than o
 """
 
 import concurrent.futures
-import ctypes
 import dataclasses
-import logging
 import os
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 from typing import Dict, List, Sequence
 
-from synthjax import grid, lease, storage, study
+from synthjax import grid, lease, plan, ray_cluster, storage
 from synthjax.errors import UserError
-from synthjax.study_config import StudyConfig
+from synthjax.study_config import EMBEDDED, StudyConfig
 
 
 def _log(msg: str) -> None:
   print(f"study: {msg}", file=sys.stderr, flush=True)
-
-
-# ----------------------------------------------------------------------------- the cluster
-
-
-def connect(address: str, env: Dict[str, str]) -> None:
-  """Join the cluster at `address` (RAY_ADDRESS), or say in one line why not. The address is
-  probed first: ray.init on an address where nothing listens retries for a minute."""
-  import ray
-
-  if not address:
-    raise UserError(
-        "--launcher=ray needs a cluster: set RAY_ADDRESS (the address `ray start "
-        "--head` prints, host:6379) or pass --ray_address"
-    )
-  host, _, port = address.replace("ray://", "").rpartition(":")
-  try:
-    socket.create_connection((host, int(port)), timeout=5).close()
-  except (OSError, ValueError) as e:
-    raise UserError(f"no Ray cluster at RAY_ADDRESS={address}: {e}") from None
-  ray.init(
-      address=address,
-      runtime_env={"env_vars": env},
-      logging_level=logging.ERROR,
-      log_to_driver=False,
-      configure_logging=True,
-  )
-
-
-def alive_nodes() -> List[dict]:
-  import ray
-
-  return [n for n in ray.nodes() if n.get("Alive")]
-
-
-def require_shared_store(study_dir: str, nodes: Sequence[dict]) -> None:
-  if len(nodes) > 1 and not storage.is_remote(study_dir):
-    raise UserError(
-        f"StudyConfig.study_dir {study_dir}: a local folder, but the cluster has "
-        f"{len(nodes)} nodes, and each would see only its own disk: put the study on "
-        "a store every node reads (gs://BUCKET/...)"
-    )
-
-
-def require_tfds_data_dir(cfg) -> None:
-  """A 'tfds:' source on a cluster is read where it was prepared: a fresh node has no copy and
-  would try to build the dataset itself."""
-  sources = [cfg.natural, *cfg.eval_domains.values()]
-  if any(s.startswith("tfds:") for s in sources) and not storage.is_remote(cfg.tfds_data_dir):
-    raise UserError(
-        f"StudyConfig.natural {cfg.natural}: a TFDS source on a cluster needs "
-        "StudyConfig.tfds_data_dir on a store every node reads (gs://...), where "
-        f"the dataset is prepared; got {cfg.tfds_data_dir!r}"
-    )
-
-
-@dataclasses.dataclass(frozen=True)
-class SliceShape:
-  """The hosts one training run holds: a TPU slice (version and topology, as Ray's TPU
-  placement names them), or `hosts` machines with `gpus` GPUs each."""
-
-  tpu_version: str = ""
-  tpu_topology: str = ""
-  hosts: int = 1
-  gpus: int = 0
-
-  @property
-  def is_tpu(self) -> bool:
-    return bool(self.tpu_version)
-
-  def describe(self) -> str:
-    if self.is_tpu:
-      return f"TPU {self.tpu_version} {self.tpu_topology} ({self.hosts} hosts)"
-    return f"{self.hosts} hosts" + (f" of {self.gpus} GPUs" if self.gpus else "")
-
-  def host_resources(self) -> Dict[str, float]:
-    """What one accelerator host of this shape advertises (a generation part holds one)."""
-    if self.is_tpu:
-      return {"TPU": float(_tpu_chips_per_host(self))}
-    return {"GPU": float(self.gpus)} if self.gpus else {"CPU": 1.0}
-
-
-def _tpu_chips_per_host(shape: SliceShape) -> int:
-  from ray._private.accelerators.tpu import get_chips_per_host
-
-  return get_chips_per_host(shape.tpu_topology, shape.tpu_version)
-
-
-def slice_shape(args) -> SliceShape:
-  if args.tpu_version or args.tpu_topology:
-    if not (args.tpu_version and args.tpu_topology):
-      raise UserError(
-          "a TPU slice needs both --tpu_version (v4, v5p, v5litepod, v6e) and "
-          "--tpu_topology (2x2x2, 4x4, ...)"
-      )
-    from ray._private.accelerators.tpu import get_num_chips_from_topology
-
-    try:
-      chips = get_num_chips_from_topology(args.tpu_topology)
-    except Exception:
-      raise UserError(
-          f"--tpu_topology={args.tpu_topology}: not a TPU topology such as 2x2x2 or 4x4"
-      ) from None
-    shape = SliceShape(args.tpu_version, args.tpu_topology)
-    return dataclasses.replace(shape, hosts=max(1, chips // _tpu_chips_per_host(shape)))
-  if args.slice_hosts < 1 or args.gpus_per_host < 0:
-    raise UserError(
-        f"--slice_hosts must be at least 1 and --gpus_per_host at least 0, got "
-        f"{args.slice_hosts} and {args.gpus_per_host}"
-    )
-  return SliceShape(hosts=args.slice_hosts, gpus=args.gpus_per_host)
-
-
-def count_slices(shape: SliceShape, nodes: Sequence[dict]) -> int:
-  """How many whole slices of this shape the cluster has now."""
-  if shape.is_tpu:
-    from ray.util.tpu import get_num_tpu_slices
-
-    return get_num_tpu_slices(shape.tpu_topology, "TPU-" + shape.tpu_version.upper())
-  need = shape.host_resources()
-  hosts = sum(
-      all(n["Resources"].get(k, 0) >= v for k, v in need.items())
-      for n in nodes
-      if not n["Resources"].get("node:__internal_head__")
-  )
-  return hosts // shape.hosts
-
-
-def require_slices(shape: SliceShape, nodes: Sequence[dict]) -> int:
-  n = count_slices(shape, nodes)
-  if n == 0:
-    raise UserError(
-        f"the cluster has no slice of {shape.describe()}: its nodes offer "
-        f"{_node_summary(nodes)}"
-    )
-  return n
-
-
-def _node_summary(nodes: Sequence[dict]) -> str:
-  parts = []
-  for n in nodes:
-    res = {
-        k: v
-        for k, v in n["Resources"].items()
-        if k in ("CPU", "GPU", "TPU") or k.startswith("TPU-")
-    }
-    labels = {
-        k.split("/")[-1]: v
-        for k, v in (n.get("Labels") or {}).items()
-        if k.startswith("ray.io/tpu")
-    }
-    parts.append(f"{n['NodeManagerAddress']} {res}" + (f" {labels}" if labels else ""))
-  return "; ".join(parts)
-
-
-# ------------------------------------------------------------------------ work on the nodes
-
-
-def _die_with_parent() -> None:
-  """The binary goes when the Ray worker that started it goes (a lost node, a cancel)."""
-  ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def run_binary(argv: Sequence[str], env: Dict[str, str], log_path: str) -> dict:
-  """Run one synthjax binary on this node with the node's own Python (the one running Ray
-  here), its output appended to log_path (on the store). Returns the exit code and the
-  output's last lines."""
-  import ray
-
-  node = ray.util.get_node_ip_address()
-  argv = [sys.executable if argv[0] == "python3" else argv[0], *argv[1:]]
-  proc = subprocess.run(
-      list(argv),
-      env={**os.environ, **env},
-      capture_output=True,
-      text=True,
-      preexec_fn=_die_with_parent,
-  )
-  out = proc.stdout + proc.stderr
-  try:
-    old = storage.read_text(log_path) if storage.exists(log_path) else ""
-    storage.write_text(
-        log_path, old + f"=== {node}: {' '.join(argv[:3])} exit {proc.returncode} ===\n" + out
-    )
-  except Exception as e:  # the log is for people: it never decides the outcome
-    out += f"\n(log not written to {log_path}: {e})"
-  return {"code": proc.returncode, "node": node, "tail": out[-3000:]}
-
-
-def free_port() -> tuple:
-  """This node's address and a port free on it now: the coordinator of a multi-host run."""
-  import ray
-
-  s = socket.socket()
-  s.bind(("", 0))
-  port = s.getsockname()[1]
-  s.close()
-  return ray.util.get_node_ip_address(), port
 
 
 # ---------------------------------------------------------------------------------- stages
@@ -251,7 +48,7 @@ class Context:
   cfg: StudyConfig
   gin_files: Sequence[str]
   bindings: Sequence[str]
-  shape: SliceShape
+  shape: ray_cluster.SliceShape
   retries: int
   backoff_s: float
   logs: str  # where each unit of work appends its output (on the study's store)
@@ -275,7 +72,7 @@ def _on_head(fn):
 def cpu_stage(ctx: Context, stage: str) -> None:
   import ray
 
-  task = _on_head(ray.remote(run_binary))
+  task = _on_head(ray.remote(ray_cluster.run_binary))
   log = storage.join(ctx.logs, f"{stage}.log")
   res = ray.get(task.remote(_study_args(ctx, stage), {}, log))
   if res["code"] != 0:
@@ -291,7 +88,7 @@ def generate_stage(ctx: Context) -> None:
   import ray
 
   parts = ctx.generate_parts
-  task = ray.remote(run_binary).options(
+  task = ray.remote(ray_cluster.run_binary).options(
       num_cpus=0,
       resources=ctx.shape.host_resources(),
       max_retries=ctx.retries,
@@ -334,7 +131,7 @@ def generate_stage(ctx: Context) -> None:
 class _Slice:
   """One slice held for one attempt of a run: a placement group with a bundle per host."""
 
-  def __init__(self, shape: SliceShape):
+  def __init__(self, shape: ray_cluster.SliceShape):
     from ray.util.placement_group import PlacementGroup, placement_group
 
     self._tpu = None
@@ -440,7 +237,7 @@ def _attempt(ctx: Context, job: grid.Job, logs: str, progress: Progress) -> str:
     held.ready()
     progress.update(running=1)
     try:
-      ip, port = ray.get(held.on_host(ray.remote(free_port), 0).remote())
+      ip, port = ray.get(held.on_host(ray.remote(ray_cluster.free_port), 0).remote())
       refs = []
       for i in range(held.hosts):
         env = {
@@ -449,7 +246,7 @@ def _attempt(ctx: Context, job: grid.Job, logs: str, progress: Progress) -> str:
             "SYNTHJAX_PROCESS_ID": str(i),
         }
         refs.append(
-            held.on_host(ray.remote(run_binary), i).remote(
+            held.on_host(ray.remote(ray_cluster.run_binary), i).remote(
                 job.args(), env, storage.join(logs, f"host{i}.log")
             )
         )
@@ -506,7 +303,7 @@ def _last_line(text: str) -> str:
 def train_stage(ctx: Context, slices: int) -> None:
   cfg = ctx.cfg
   runs = cfg.train_runs()
-  jobs = study.train_jobs(cfg, study.study_paths(cfg))
+  jobs = plan.train_jobs(cfg, plan.study_paths(cfg))
   todo = [
       (j, r["budget"]) for j, r in zip(jobs, runs) if not all(storage.exists(p) for p in j.records)
   ]
@@ -534,11 +331,13 @@ def train_stage(ctx: Context, slices: int) -> None:
     )
 
 
-def run(cfg, args, shape: SliceShape, gin_files: Sequence[str], bindings: Sequence[str]) -> None:
+def run(
+    cfg, args, shape: ray_cluster.SliceShape, gin_files: Sequence[str], bindings: Sequence[str]
+) -> None:
   """Every stage of the study on the cluster at RAY_ADDRESS, in order; a dry run names the
   stages and the runs and reaches no cluster."""
-  require_tfds_data_dir(cfg)
-  stages = [s for s in cfg.stages if s != "corpus" or cfg.natural == study.EMBEDDED]
+  ray_cluster.require_tfds_data_dir(cfg)
+  stages = [s for s in cfg.stages if s != "corpus" or cfg.natural == EMBEDDED]
   if args.dry_run:
     for stage in stages:
       where = {"generate": "accelerator hosts", "train": f"slices of {shape.describe()}"}
@@ -569,12 +368,12 @@ def run(cfg, args, shape: SliceShape, gin_files: Sequence[str], bindings: Sequen
     env["TFDS_DATA_DIR"] = cfg.tfds_data_dir
   # The study folder's lease is this driver's; the stages it runs as jobs hold it through it.
   held = lease.Lease(cfg.study_dir, "a study on Ray")
-  env[study.LEASE_ENV] = held.mine["owner"]
-  connect(address, env)
+  env[plan.LEASE_ENV] = held.mine["owner"]
+  ray_cluster.connect(address, env)
   try:
-    nodes = alive_nodes()
-    require_shared_store(cfg.study_dir, nodes)
-    slices = require_slices(shape, nodes)
+    nodes = ray_cluster.alive_nodes()
+    ray_cluster.require_shared_store(cfg.study_dir, nodes)
+    slices = ray_cluster.require_slices(shape, nodes)
     _log(f"ray: {len(nodes)} nodes at {address}; {slices} slices of {shape.describe()}")
     ctx = Context(
         cfg,
@@ -602,10 +401,10 @@ def _stages(ctx, cfg, stages, slices) -> None:
     if stage == "generate":
       generate_stage(ctx)
     elif stage == "train":
-      study.check_budgets(cfg, study.study_paths(cfg))  # the tokenized copies' stats
+      plan.check_budgets(cfg, plan.study_paths(cfg))  # the tokenized copies' stats
       train_stage(ctx, slices)
     else:
       cpu_stage(ctx, stage)
     print(f"stage {stage} done in {time.time() - t:.0f}s", flush=True)
   if "analyze" in stages:
-    print(f"report: {storage.join(study.study_paths(cfg)['report'], 'report.md')}", flush=True)
+    print(f"report: {storage.join(plan.study_paths(cfg)['report'], 'report.md')}", flush=True)
