@@ -173,10 +173,17 @@ def main():
     print(json.dumps(plan_child(args.plan_child)))
     return
   print(f"{os.cpu_count()} cores", flush=True)
-  plan_rows([int(float(x)) for x in args.documents.split(",")])
+  plans = plan_rows([int(float(x)) for x in args.documents.split(",")])
+  figures = {
+      f"plan {r['documents']:.0e} docs": {"s": r["seconds"], "peak_gb": r["peak_gb"]} for r in plans
+  }
   if not args.skip_tokenize:
     with tempfile.TemporaryDirectory() as work:
-      tokenize_rows(work, args.shards, args.repeat)
+      for way, r in tokenize_rows(work, args.shards, args.repeat).items():
+        figures[f"tokenize {way} tokens/s"] = r["tokens_per_s"]
+  from results import append  # benchmarks/, the folder of this script
+
+  append("data_scale", figures)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ import argparse
 import os
 import time
 
+import results  # benchmarks/, the folder of this script
+
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 
@@ -57,11 +59,14 @@ def main():
       f"loader: {tps:,.0f} packed tokens/s on one core "
       f"(batch {args.batch}x{args.seq}, mixture natural+rephrased_hq@0.33)"
   )
+  figures = {"batch": f"{args.batch}x{args.seq}", "loader_tokens_per_s": tps}
   if args.train_tokens_per_s:
     print(
         f"ratio to training ({args.train_tokens_per_s:,.0f} tokens/s): "
         f"{tps / args.train_tokens_per_s:,.0f}x"
     )
+    figures["ratio_to_training"] = tps / args.train_tokens_per_s
+  results.append("data_throughput", figures)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,8 @@ def main():
   p.add_argument("--kv_cache", choices=KV_CACHE_DTYPES, default=None)
   p.add_argument("--steps", type=int, default=25)
   args = p.parse_args()
-  from generate_throughput import job_sampling  # this folder is on the path
+  import results  # this folder is on the path
+  from generate_throughput import job_sampling
 
   from synthjax import assets
   from synthjax.checkpoints import store
@@ -52,6 +53,7 @@ def main():
       jnp.full((B,), s["top_p"]),
       jnp.full((B,), s["repetition_penalty"]),
   )
+  steps = {}  # "slots x positions" -> ms a step
   for length in args.lengths:
     engine.cache = engine._on_mesh(engine._resize, engine.cache, length)
     times = []
@@ -72,11 +74,18 @@ def main():
       )
       jax.block_until_ready(out)
       times.append(time.perf_counter() - t)
+    ms = 1000 * statistics.median(times[2:])
+    steps[f"{B} slots x {length}"] = ms
     print(
         f"{args.weights} weights, {engine.cache[0]['k'].dtype} cache, {B} slots, {length} "
-        f"positions: {1000 * statistics.median(times[2:]):.1f} ms a step",
+        f"positions: {ms:.1f} ms a step",
         flush=True,
     )
+
+  results.append(
+      "decode_step",
+      {"weights": args.weights, "cache": str(engine.cache[0]["k"].dtype), "ms_a_step": steps},
+  )
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import results  # noqa: E402
 from train_throughput import matmul_peak_flops, torch_matmul_peak_flops  # noqa: E402
 
 from synthjax.generate.job import KV_CACHE_DTYPES  # noqa: E402
@@ -90,7 +91,9 @@ def random_model(preset):
 def synthjax_tps(
     model, batch, prompt_len, new_tokens, decode_steps=0, prefill_batch=0, cache_dtype=None
 ):
-  from synthjax.generate.engine import Engine, Request, Sampling
+  from synthjax.generate.engine import Engine
+  from synthjax.generate.sampling import Sampling
+  from synthjax.generate.slots import Request
 
   cfg, params = model
   engine = Engine(
@@ -133,7 +136,9 @@ def synthjax_real(
 ):
   """Seconds to run every prompt through `batch` slots (compile excluded), and the engine's
   counts (passes, draft tokens proposed and kept)."""
-  from synthjax.generate.engine import Engine, Request, Sampling
+  from synthjax.generate.engine import Engine
+  from synthjax.generate.sampling import Sampling
+  from synthjax.generate.slots import Request
 
   cfg, params = model
   engine = Engine(
@@ -234,12 +239,15 @@ def real_workload(args, model, name, peak):
       f"tokens, {min(map(len, prompt_ids))}-{max(map(len, prompt_ids))} each), {new} new "
       f"tokens each (EOS ignored), sampling {job_sampling()}; compute bound {bound:.1f} s"
   )
+  figures = {}  # "batch B" -> output tokens/s of each engine setting
   for batch in args.real_batches:
     line = f"batch {batch:3d}:"
+    row = figures[f"batch {batch}"] = {}
     for prefill_batch in args.prefill_batch:  # the last one is also the others' reference
       ours, _ = synthjax_real(
           model, batch, prompt_ids, new, 0, args.decode_steps, prefill_batch, args.kv_cache
       )
+      row[f"prefill {prefill_batch}"] = count * new / ours
       line += (
           f" synthjax (prefill {prefill_batch}) {count * new / ours:7.1f} tok/s, "
           f"{count / ours:.2f} chunks/s, {bound / ours:.1%} of the compute bound |"
@@ -256,6 +264,7 @@ def real_workload(args, model, name, peak):
           args.prefill_batch[-1],
           args.kv_cache,
       )
+      row[f"{args.draft_tokens} draft tokens"] = count * new / spec
       line += (
           f" | with {args.draft_tokens} draft tokens {count * new / spec:7.1f} tok/s "
           f"(x{ours / spec:.2f}; {stats['accepted']} of {stats['drafted']} drafted kept, "
@@ -263,11 +272,16 @@ def real_workload(args, model, name, peak):
       )
     if not args.skip_torch:
       theirs = transformers_real(assets.smollm2_gguf(), batch, prompt_ids, new, 2, args.torch_dtype)
+      row["transformers 2 threads"] = count * new / theirs
       line += (
           f" | transformers 2t {count * new / theirs:7.1f} tok/s, {count / theirs:.2f} "
           f"chunks/s (synthjax x{theirs / ours:.2f})"
       )
     print(line, flush=True)
+  results.append(
+      "generate_throughput",
+      {"model": name, "workload": "real", "output_tokens_per_s": figures},
+  )
 
 
 def main():
@@ -371,6 +385,7 @@ def main():
   if args.workload == "real":
     return
   print(f"{name}, {args.prompt_len}-token prompts, {args.new_tokens} new tokens, greedy")
+  figures = {}  # "batch B" -> tokens/s of synthjax and transformers
   for batch in args.batches:
     ours, cfg = synthjax_tps(
         model,
@@ -383,6 +398,7 @@ def main():
     )
     roof = ours * decode_flops_per_token(cfg) / peak
     line = f"batch {batch:3d}: synthjax {ours:7.1f} tok/s ({roof:.1%} of roofline)"
+    row = figures[f"batch {batch}"] = {"synthjax": ours, "of_roofline": roof}
     if not args.skip_torch:
       for threads in (1, 2):
         theirs = transformers_tps(
@@ -395,7 +411,16 @@ def main():
             args.torch_dtype,
         )
         line += f" | transformers {threads}t {theirs:7.1f} tok/s (x{ours / theirs:.2f})"
+        row[f"transformers {threads} threads"] = theirs
     print(line, flush=True)
+  results.append(
+      "generate_throughput",
+      {
+          "model": name,
+          "workload": f"{args.prompt_len}+{args.new_tokens} tokens",
+          "output_tokens_per_s": figures,
+      },
+  )
 
 
 if __name__ == "__main__":

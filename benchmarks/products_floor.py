@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import results  # noqa: E402
 from train_throughput import matmul_peak_flops  # noqa: E402
 
 
@@ -65,6 +66,7 @@ def main():
   gin_cli.parse([f"models/{args.model}.gin"])
   cfg = ModelConfig()
   layers, embedding = weights(cfg)
+  floors = {}
   for rows in args.rows:
     x = jnp.ones((rows, cfg.D), jnp.float32)
     products(x, layers, embedding).block_until_ready()
@@ -75,6 +77,7 @@ def main():
       times.append(time.perf_counter() - t)
     seconds, peak = statistics.median(times), matmul_peak_flops()
     flops = rows * decode_flops_per_token(cfg)
+    floors[f"{rows} rows"] = {"ms": 1000 * seconds, "of_peak": flops / seconds / peak}
     print(
         f"{args.model}, {rows} rows: weight products {1000 * seconds:.1f} ms, "
         f"{flops / seconds / 1e9:.0f} GFLOP/s; f32 peak {peak / 1e9:.0f} GFLOP/s (2N of "
@@ -82,6 +85,8 @@ def main():
         f"{flops / seconds / peak:.1%} of the peak",
         flush=True,
     )
+
+  results.append("products_floor", {"model": args.model, **floors})
 
 
 if __name__ == "__main__":

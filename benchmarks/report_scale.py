@@ -88,6 +88,14 @@ def main(argv=None):
       for b in results["best_shares"]
       if b["verdict"].startswith("best at") and true_best_share(b["kind"]) is not None
   ]
+  figures = {
+      "records": n,
+      "analyze_s": round(t1 - t0, 1),
+      "render_s": round(t2 - t1, 1),
+      "total_s": round(t2 - t0, 1),
+      "best_share_cells": len(results["best_shares"]),
+      "end_verdicts_where_truth_is_interior": len(wrong),
+  }
   print(
       json.dumps(
           {
@@ -103,6 +111,9 @@ def main(argv=None):
       ),
       flush=True,
   )
+  from results import append  # benchmarks/ is on the path when this runs as a script
+
+  append("report_scale", figures)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+import results  # benchmarks/, the folder of this script
 
 
 def matmul_peak_flops(n=2048, repeats=7, dtype="float32") -> float:
@@ -182,6 +183,13 @@ def main():
   from synthjax.models import attention
 
   speeds = {}
+  figures = {
+      "model": args.model,
+      "batch": f"{args.batch}x{args.seq}",
+      "dtype": args.dtype,
+      "peak_gflops": peak / 1e9,
+      "tokens_per_s": speeds,
+  }
   for form in dict.fromkeys(args.attention.split(",")):
     ours = synthjax_tokens_per_s(cfg.replace(attention=form), args.batch, args.seq, args.steps)
     speeds[form] = ours
@@ -191,16 +199,20 @@ def main():
         f"{ours * flops_full / peak:.1%} (6N_matmul + attention), "
         f"{ours * flops_6n / peak:.1%} (6N)"
     )
-  if args.skip_torch:
-    return
-  first = args.attention.split(",")[0]
-  for threads in (1, 2):
-    theirs = torch_tokens_per_s(cfg, args.batch, args.seq, args.steps, threads)
-    print(
-        f"torch {threads} thread(s): {theirs:.0f} tokens/s, MFU "
-        f"{theirs * flops_full / peak:.1%} (6N_matmul + attention); "
-        f"synthjax ({first}) / torch = {speeds[first] / theirs:.2f}"
-    )
+  figures["mfu"] = {form: s * flops_full / peak for form, s in speeds.items()}
+  if not args.skip_torch:
+    first = args.attention.split(",")[0]
+    figures["torch_tokens_per_s"] = {}
+    for threads in (1, 2):
+      theirs = torch_tokens_per_s(cfg, args.batch, args.seq, args.steps, threads)
+      figures["torch_tokens_per_s"][f"{threads} threads"] = theirs
+      print(
+          f"torch {threads} thread(s): {theirs:.0f} tokens/s, MFU "
+          f"{theirs * flops_full / peak:.1%} (6N_matmul + attention); "
+          f"synthjax ({first}) / torch = {speeds[first] / theirs:.2f}"
+      )
+
+  results.append("train_throughput", figures)
 
 
 if __name__ == "__main__":
