@@ -31,7 +31,7 @@ def main():
   args = p.parse_args()
   os.environ["SYNTHJAX_CACHE"] = os.path.join(args.work, "cache")
   os.sched_setaffinity(0, {sorted(os.sched_getaffinity(0))[0]})  # one core
-  from synthjax.data import demo_corpus, loader, sources, tasks, vocab
+  from synthjax.data import demo_corpus, loader, sources, tasks, tokenize, vocab
 
   corpus = os.path.join(args.work, "demo")
   demo_corpus.build(corpus)
@@ -46,6 +46,8 @@ def main():
   train = os.path.join(corpus, "natural_train.jsonl")
   tasks.register_task("natural", train, voc)
   tasks.register_task("rephrased_hq", train, voc)  # stands in for generated text here
+  for name in ("natural", "rephrased_hq"):  # the loader reads tokenized copies (made once)
+    tokenize.tokenize_serially(name)
   budget = args.batch * args.seq * args.batches
   src = loader.MixtureLoader(
       args.batch, args.seq, mixture="natural+rephrased_hq@0.33", budget=budget, threads=1

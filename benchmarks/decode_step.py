@@ -16,7 +16,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from synthjax.generate.job import KV_CACHE_DTYPES
+from synthjax.generate.config import KV_CACHE_DTYPES
 from synthjax.models.quantize import PRECISIONS
 
 

@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import results  # noqa: E402
 from train_throughput import matmul_peak_flops, torch_matmul_peak_flops  # noqa: E402
 
-from synthjax.generate.job import KV_CACHE_DTYPES  # noqa: E402
+from synthjax.generate.config import KV_CACHE_DTYPES  # noqa: E402
 from synthjax.models.quantize import PRECISIONS  # noqa: E402
 
 

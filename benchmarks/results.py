@@ -34,6 +34,12 @@ def _commit() -> str:
   return (head or "unknown") + ("+changes" if head and dirty else "")
 
 
+def _script() -> str:
+  """The script as run from the repository's root (no path of this machine in a record)."""
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  return os.path.relpath(os.path.abspath(sys.argv[0]), repo)
+
+
 def _machine() -> dict:
   import jax
 
@@ -55,7 +61,7 @@ def append(name: str, figures: dict) -> str:
       "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
       "commit": _commit(),
       "machine": _machine(),
-      "command": " ".join(["python", *sys.argv]),
+      "command": " ".join(["python", _script(), *sys.argv[1:]]),
       "figures": figures,
   }
   path = os.path.join(RESULTS, f"{name}.jsonl")

@@ -188,6 +188,28 @@ def test_meshes_give_the_same_loss_curve(tmp_path):
   assert curves["dp"][-1] < curves["dp"][0]  # it learns
 
 
+def _tensorboard_scalars(model_dir, tag):
+  """step -> value of one scalar in the run's TensorBoard event files."""
+  import glob
+
+  import tensorflow as tf
+
+  out = {}
+  for path in glob.glob(os.path.join(model_dir, "tensorboard", "events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == tag:
+          out[event.step] = float(tf.make_ndarray(value.tensor))
+  return out
+
+
+def test_tensorboard_holds_the_metrics_of_metrics_jsonl(tmp_path):
+  d = str(tmp_path / "run")
+  _in_process(d, 8 * 32 * 6, ["TrainConfig.log_every = 2"])
+  assert _tensorboard_scalars(d, "train/loss") == pytest.approx(_losses(d), rel=1e-6)
+  assert sorted(_tensorboard_scalars(d, "eval/avg/loss")) == [6]  # evaluated at the end
+
+
 def test_gradient_accumulation_matches_full_batch(tmp_path):
   tokens = 16 * 32 * 4  # 2 rows on each of the 8 devices: one in each microbatch
   a, b = str(tmp_path / "a"), str(tmp_path / "b")

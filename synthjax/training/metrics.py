@@ -39,11 +39,10 @@ class MetricsWriter:
         if resume_step is not None and rec.get("step", 0) <= resume_step:
           keep.append(line + "\n")
       storage.write_text(self.path, "".join(keep))
-    import tensorflow as tf  # TensorBoard's own event-file writer
+    from clu import metric_writers  # TensorBoard event files, through TensorFlow's writer
 
-    self._tf = tf
     self._tb_dir = os.path.join(self.local_dir, "tensorboard")
-    self._tb = tf.summary.create_file_writer(self._tb_dir)
+    self._tb = metric_writers.SummaryWriter(self._tb_dir)
 
   def write(self, step: int, values: Dict[str, float]) -> None:
     if not self.enabled:
@@ -51,10 +50,10 @@ class MetricsWriter:
     rec = {**{k: _plain(v) for k, v in values.items()}, "step": int(step)}
     with open(self.path, "a") as f:
       f.write(json.dumps(rec, sort_keys=True) + "\n")
-    with self._tb.as_default(step=int(step)):
-      for k, v in values.items():
-        if isinstance(v, (int, float)) and math.isfinite(v):
-          self._tf.summary.scalar(k, v)
+    scalars = {
+        k: v for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)
+    }
+    self._tb.write_scalars(int(step), scalars)
     self._tb.flush()
 
   def sync(self) -> None:
