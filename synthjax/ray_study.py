@@ -33,6 +33,7 @@ from typing import Dict, List, Sequence
 
 from synthjax import grid, lease, plan, ray_cluster, storage
 from synthjax.errors import UserError
+from synthjax.progress import Rate
 from synthjax.study_config import EMBEDDED, StudyConfig
 
 
@@ -186,22 +187,20 @@ class Progress:
 
   def __init__(self, jobs: Sequence[grid.Job], tokens: Dict[str, int]):
     self.total = len(jobs)
-    self.tokens = tokens
-    self.t0 = time.time()
+    self.tokens = Rate(sum(tokens.values()))
     self.done = self.running = self.retried = self.failed = 0
-    self.trained = 0
     self._lock = threading.Lock()
 
-  def update(self, **delta) -> None:
+  def update(self, trained: int = 0, **delta) -> None:
+    """The counts moved by delta, and `trained` tokens more (runs done before are not here)."""
     with self._lock:
       for k, v in delta.items():
         setattr(self, k, getattr(self, k) + v)
-      rate = self.trained / max(time.time() - self.t0, 1e-9)
-      left = sum(self.tokens.values()) - self.trained
-      eta = f"{left / rate / 60:.0f} min" if rate > 0 and left > 0 else "-"
+      self.tokens.add(trained)
       _log(
           f"train: {self.done} of {self.total} done, {self.running} running, "
-          f"{self.retried} retried, {self.failed} failed; {rate:,.0f} tokens/s; ETA {eta}"
+          f"{self.retried} retried, {self.failed} failed; "
+          f"{self.tokens.per_second():,.0f} tokens/s; ETA {self.tokens.eta()}"
       )
 
 

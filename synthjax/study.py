@@ -20,6 +20,7 @@ from typing import Optional
 import gin
 
 from synthjax import gin_cli, lease, plan, storage
+from synthjax.progress import Rate
 from synthjax.study_config import EMBEDDED, StudyConfig
 
 
@@ -101,14 +102,13 @@ def stage_train(cfg, paths):
 
   plan.check_budgets(cfg, paths)
   runs, jobs = cfg.train_runs(), plan.train_jobs(cfg, paths)
-  t0, done_tokens = time.time(), 0
-  total_tokens = sum(r["budget"] for r in runs)
+  tokens = Rate(sum(r["budget"] for r in runs))
   for i, (r, j) in enumerate(zip(runs, jobs), start=1):
     t = time.time()
     what = f"train {i}/{len(jobs)}: {r['size']} D={r['budget']} {r['mixture']} seed {r['seed']}"
-    done_tokens += r["budget"]
     if all(storage.exists(p) for p in j.records):
       _log(f"{what}: done already")
+      tokens.skip(r["budget"])
       continue
     model_dir = storage.dirname(j.records[-1])
     stale = sorted(
@@ -122,12 +122,8 @@ def stage_train(cfg, paths):
     # the job's definition, quieter: a study trains dozens of runs in this process
     gin_cli.parse(j.gin_files, [*j.bindings, "TrainConfig.log_every = 1000000"])
     record = train_lib.train(TrainConfig(), ModelConfig(), OptimizerConfig())
-    elapsed = time.time() - t0
-    eta = elapsed / done_tokens * (total_tokens - done_tokens)
-    _log(
-        f"{what}: loss {record['loss']:.4f} ({time.time() - t:.1f}s; ETA "
-        f"{int(eta // 60)}m{int(eta % 60):02d}s)"
-    )
+    tokens.add(r["budget"])
+    _log(f"{what}: loss {record['loss']:.4f} ({time.time() - t:.1f}s; ETA {tokens.eta()})")
 
 
 def _report_digest(record_files) -> str:

@@ -6,10 +6,10 @@ import os
 import shutil
 import sys
 import tempfile
-import time
 from typing import Any, Dict, Optional
 
 from synthjax import storage
+from synthjax.progress import Rate
 
 
 class MetricsWriter:
@@ -50,9 +50,7 @@ class MetricsWriter:
     rec = {**{k: _plain(v) for k, v in values.items()}, "step": int(step)}
     with open(self.path, "a") as f:
       f.write(json.dumps(rec, sort_keys=True) + "\n")
-    scalars = {
-        k: v for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)
-    }
+    scalars = {k: v for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
     self._tb.write_scalars(int(step), scalars)
     self._tb.flush()
 
@@ -87,17 +85,16 @@ class Progress:
   """`step 40/100 | loss 3.21 | 12.3k tok/s | ETA 1m20s` on stderr."""
 
   def __init__(self, total_steps: int, start_step: int, enabled: bool = True):
-    self.total, self.enabled = total_steps, enabled
-    self.t0, self.s0 = time.time(), start_step
+    self.enabled = enabled
+    self.steps = Rate(total_steps, start_step)  # a resumed run's steps are not this run's rate
 
   def line(self, step: int, loss: float, tokens_per_s: float) -> None:
     if not self.enabled:
       return
-    done = step - self.s0
-    eta = (time.time() - self.t0) / max(done, 1) * (self.total - step)
+    self.steps.done = step
     print(
-        f"step {step}/{self.total} | loss {loss:.4f} | {tokens_per_s / 1e3:.2f}k tok/s | "
-        f"ETA {int(eta // 60)}m{int(eta % 60):02d}s",
+        f"step {step}/{self.steps.total:.0f} | loss {loss:.4f} | {tokens_per_s / 1e3:.2f}k "
+        f"tok/s | ETA {self.steps.eta()}",
         file=sys.stderr,
         flush=True,
     )
