@@ -14,6 +14,7 @@ import ast
 import io
 import logging
 import os
+import re
 import tokenize
 from typing import Callable, List, Optional, Sequence
 
@@ -51,18 +52,13 @@ def _default_type(name: str):
   import dataclasses
   import inspect
 
-  from gin import config as gin_config
-
   if "." not in name:
     return None
   selector, param = name.rsplit(".", 1)
   try:
-    configurable = gin_config._REGISTRY.get_match(selector.split("/")[-1])
+    fn = gin.get_configurable(selector.split("/")[-1])
   except (KeyError, ValueError):
     return None
-  if configurable is None:
-    return None
-  fn = configurable.wrapped
   if dataclasses.is_dataclass(fn):
     field = {f.name: f for f in dataclasses.fields(fn)}.get(param)
     kind = field.type if field else None
@@ -185,17 +181,11 @@ def _one_line(e: BaseException) -> str:
 
 def missing_required_macros() -> List[str]:
   """Macros still bound to %gin.REQUIRED (gin itself only checks REQUIRED on parameters, not
-  on macros, so t5x-style run files need this; reads gin 0.5.0's config table)."""
-  from gin import config as gin_config
-
-  missing = []
-  for (scope, selector), bindings in gin_config._CONFIG.items():
-    value = bindings.get("value")
-    if selector == "gin.macro" and getattr(value, "scoped_selector", None) == (
-        "gin.REQUIRED/gin.constant"
-    ):
-      missing.append(scope)
-  return sorted(missing)
+  on macros, so t5x-style run files need this), read from gin's own listing of the config."""
+  return sorted(
+      m.group(1)
+      for m in re.finditer(r"^([\w./]+) = %gin\.REQUIRED$", gin.config_str(), re.MULTILINE)
+  )
 
 
 def call_configured(fn: Callable, *args, **kwargs):
