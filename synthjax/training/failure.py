@@ -25,11 +25,12 @@ class Diverged(UserError):
     self.step, self.loss = step, loss
 
 
+NO_SPACE = "No space left on device"  # the text tensorstore's errors carry (through orbax)
+
+
 def no_space(e: BaseException) -> bool:
   """A write failed for want of room: an OSError, or tensorstore's error text (orbax)."""
-  if isinstance(e, OSError) and e.errno == errno.ENOSPC:
-    return True
-  return "No space left on device" in str(e)
+  return (isinstance(e, OSError) and e.errno == errno.ENOSPC) or NO_SPACE in str(e)
 
 
 class _ReportedByTrain(logging.Filter):
@@ -38,7 +39,7 @@ class _ReportedByTrain(logging.Filter):
 
   def filter(self, record: logging.LogRecord) -> bool:
     error = record.exc_info[1] if record.exc_info else None
-    return not (no_space(Exception(record.getMessage())) or (error and no_space(error)))
+    return not (NO_SPACE in record.getMessage() or (error is not None and no_space(error)))
 
 
 def report_full_disk_once() -> None:
