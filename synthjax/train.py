@@ -164,7 +164,7 @@ def _train(
   warmup = optimizer_lib.warmup_steps(opt_cfg, min([cfg.steps] + [s for _, s in branches.values()]))
   lrs = branch_lib.lr_table(opt_cfg, cfg.steps, warmup)
 
-  failure.report_full_disk_once()
+  failure.report_failed_saves_once()
   ckpt = TrainCheckpointer(
       cfg.model_dir, cfg.keep_checkpoints, cfg.milestones, cfg.checkpoint_ocdbt
   )

@@ -656,11 +656,9 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tmp_path):
     )
     lines = [l for l in proc.stderr.splitlines() if l.strip()]
     assert proc.returncode == 2, proc.stderr[-2000:]
-    # The progress lines until the failed save surfaced, then one line, and no library log.
-    # Known and left: tensorstore's writes still in flight when orbax's save failed may print
-    # "Event loop is closed" from their own threads first (in about 1 run of 5 here).
-    cancelled = ("Traceback", "  File ", "    ", "RuntimeError: Event loop is closed")
-    assert all(l.startswith(("step ", *cancelled)) for l in lines[:-1]), lines
+    # The progress lines until the failed save surfaced, then one line: no library log, and no
+    # traceback of the writes the failed save cancelled.
+    assert all(l.startswith("step ") for l in lines[:-1]), lines
     assert lines[-1] == (
         f"synthjax.train: error: no space left on device writing MODEL_DIR "
         f"{d}; nothing was saved and the run's files are removed"

@@ -387,6 +387,7 @@ def test_a_disk_that_fills_after_a_checkpoint_keeps_it_and_a_rerun_resumes(tmp_p
     cmd = _train_cmd(d, 8 * 32 * 40, "--gin.TrainConfig.checkpoint_every=20")
     proc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert (
         proc.stderr.strip()
         .splitlines()[-1]

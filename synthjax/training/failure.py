@@ -4,6 +4,7 @@ else from a run that had saved no checkpoint yet."""
 
 import errno
 import logging
+import sys
 from typing import Optional
 
 import gin
@@ -42,10 +43,30 @@ class _ReportedByTrain(logging.Filter):
     return not (NO_SPACE in record.getMessage() or (error is not None and no_space(error)))
 
 
-def report_full_disk_once() -> None:
+def _is_cancelled_write(unraisable) -> bool:
+  """When a save fails, orbax ends its event loop while tensorstore still completes the other
+  writes of that save; each completion then fails to reach the closed loop and tensorstore hands
+  the RuntimeError to sys.unraisablehook, which would print its traceback amid the error line."""
+  error = unraisable.exc_value
+  return isinstance(error, RuntimeError) and str(error) == "Event loop is closed"
+
+
+def report_failed_saves_once() -> None:
+  """A failed save is reported by the training loop in one line: drop orbax's log of it and
+  tensorstore's tracebacks of the writes it cancelled."""
   logger = logging.getLogger("absl")
   if not any(isinstance(f, _ReportedByTrain) for f in logger.filters):
     logger.addFilter(_ReportedByTrain())
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_cancelled_writes", False):
+    return
+
+  def hook(unraisable) -> None:
+    if not _is_cancelled_write(unraisable):
+      previous(unraisable)
+
+  hook.drops_cancelled_writes = True  # type: ignore[attr-defined]
+  sys.unraisablehook = hook
 
 
 def committed_steps(model_dir: str) -> list:
