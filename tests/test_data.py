@@ -112,6 +112,53 @@ def test_hosts_read_disjoint_rows_that_cover_one_host(corpus, hosts):
     assert len(rows) == 8  # no row twice
 
 
+@pytest.mark.parametrize("segment_ids", [True, False])
+def test_batches_are_the_planned_stream_read_document_by_document(corpus, segment_ids):
+  """Row r is tokens [rT, rT + T] of the stream its plan lays out (whole documents, the last
+  cut); each host reads its rows' stretch in one call: the same rows, segments and positions."""
+  T, B, hosts = 64, 8, 2
+  mixture = "natural+rephrased_hq@0.3"
+  source = loader.MixtureLoader(B, T, mixture=mixture, budget=30_000, seed=5)
+  s = source.stream
+  stream = np.concatenate(
+      [
+          s.tasks[c].tokens(d)[: s.offsets[i + 1] - s.offsets[i]]
+          for i, (c, d) in enumerate(zip(s.comp, s.doc))
+      ]
+  )
+  comp = np.repeat(s.comp, np.diff(s.offsets))
+  seg = np.repeat(np.arange(len(s.comp)), np.diff(s.offsets))
+  pos = np.arange(len(stream)) - np.repeat(s.offsets[:-1], np.diff(s.offsets))
+  readers = [
+      loader.MixtureLoader(
+          B,
+          T,
+          mixture=mixture,
+          budget=30_000,
+          seed=5,
+          segment_ids=segment_ids,
+          process_index=h,
+          process_count=hosts,
+      )
+      for h in range(hosts)
+  ]
+  for b in range(source.steps):
+    parts = [r.next_batch() for r in readers]
+    got = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    for row in range(B):
+      at = slice((b * B + row) * T, (b * B + row + 1) * T)
+      after = slice(at.start + 1, at.stop + 1)
+      np.testing.assert_array_equal(got["inputs"][row], stream[at])
+      np.testing.assert_array_equal(got["targets"][row], stream[after])
+      np.testing.assert_array_equal(got["source_ids"][row], comp[at])
+      if segment_ids:
+        np.testing.assert_array_equal(got["segment_ids"][row], seg[at] - seg[at.start] + 1)
+        np.testing.assert_array_equal(got["positions"][row], pos[at])
+      else:
+        assert (got["segment_ids"][row] == 1).all()
+        np.testing.assert_array_equal(got["positions"][row], np.arange(T))
+
+
 def test_packing_marks_documents(corpus):
   batch = loader.MixtureLoader(4, 1024, mixture="natural", budget=4096).next_batch()
   segs, pos, inputs = batch["segment_ids"], batch["positions"], batch["inputs"]

@@ -198,6 +198,8 @@ cache_dir.path = 'gs://bkt/tokens'
   record = storage.read_json("gs://bkt/killed/run.json")
   assert record["model_dir"] == "gs://bkt/killed" and np.isfinite(record["losses"]["held"])
   assert storage.listdir("gs://bkt/killed/tensorboard")  # event files reached the store
+  downloaded = [f for _, _, files in os.walk(tmp_path / "local-cache") for f in files]
+  assert not [f for f in downloaded if f.startswith("tokens-")], downloaded  # read by ranges
   assert sorted(os.listdir(work)) == []
   # the analysis reads run records from the store and writes its report there
   from synthjax.analyze import report
@@ -205,6 +207,56 @@ cache_dir.path = 'gs://bkt/tokens'
   path = report.report(["gs://bkt/ref"], "gs://bkt/report", n_boot=20, n_fit_boot=5)
   assert path == "gs://bkt/report/report.md" and storage.exists("gs://bkt/report/analysis.json")
   assert "gs://bkt/ref/run.json" in storage.read_text("gs://bkt/report/runs.csv")
+
+
+def test_a_tokenized_copy_on_the_store_is_read_by_ranges_and_never_copied(
+    emulator, tmp_path, monkeypatch
+):
+  """A job reads the documents it needs from a copy on the store (ranged reads) and gets the
+  tokens and batches a local copy of the same task gives; nothing lands on the local disk."""
+  from synthjax import storage
+  from synthjax.data import loader, tasks, token_cache, tokenize, vocab
+
+  rng = np.random.default_rng(1)
+  src = tmp_path / "src"
+  src.mkdir()
+  for i in range(3):  # three source shards of documents from 1 to 120 words
+    (src / f"part{i}.jsonl").write_text(
+        "".join(json.dumps({"text": _text(rng, int(n))}) + "\n" for n in rng.integers(1, 120, 50))
+    )
+  model = vocab.train_sentencepiece((_text(rng, 60) for _ in range(300)), 64, str(tmp_path / "sp"))
+  tasks.register_task("ranges", str(src / "*.jsonl"), vocab.load_vocabulary(model))
+  local_cache = tmp_path / "local-cache"
+  monkeypatch.setenv("SYNTHJAX_LOCAL_CACHE", str(local_cache))
+  copies = {}
+  for where in (str(tmp_path / "tokens"), "gs://bkt/ranges-tokens"):
+    monkeypatch.setenv("SYNTHJAX_CACHE", where)
+    tokenize.tokenize(["ranges"])
+    copies[where] = token_cache.TokenizedTask("ranges")
+  local, remote = copies.values()
+  assert remote.dir.startswith("gs://bkt/ranges-tokens/")
+  assert len(token_cache.read_manifest("ranges")["shards"]) == 3
+  docs = rng.permutation(len(local))
+  np.testing.assert_array_equal(remote.lengths, local.lengths)
+  for a, b in zip(remote.read(docs), local.read(docs)):
+    np.testing.assert_array_equal(a, b)
+  begin = rng.integers(0, local.lengths[docs] // 2)
+  for a, b in zip(remote.read(docs, begin, begin + 3), local.read(docs, begin, begin + 3)):
+    assert len(a) == 3
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(
+      np.concatenate(list(remote.shard_tokens(block=100))),
+      np.concatenate(list(local.shard_tokens())),
+  )
+  batches = {}
+  for where in copies:
+    monkeypatch.setenv("SYNTHJAX_CACHE", where)
+    source = loader.MixtureLoader(4, 32, mixture="ranges", budget=4 * 32 * 6)
+    batches[where] = [source.next_batch() for _ in range(source.steps)]
+  for x, y in zip(*batches.values()):
+    assert all(np.array_equal(x[k], y[k]) for k in x)
+  assert not local_cache.exists()  # no shard was downloaded whole
+  assert storage.exists(f"{remote.dir}/tokens-00002-of-00003.bin")
 
 
 def test_unreachable_store_is_one_line(tmp_path):

@@ -61,29 +61,23 @@ class TokenStream:
     self.total = int(self.offsets[-1])
 
   def read(self, start: int, count: int):
-    """Tokens [start, start + count) with their component, segment and position."""
+    """Tokens [start, start + count) with their component, segment (numbered from 1) and
+    position in their document; each component's documents are read in one call."""
+    stop = start + count
     first = int(np.searchsorted(self.offsets, start, side="right")) - 1
-    tokens, comps, segs, pos = [], [], [], []
-    i, at, seg_no = first, start, 0
-    while at < start + count:
-      c, doc = int(self.comp[i]), int(self.doc[i])
-      length = int(self.offsets[i + 1] - self.offsets[i])
-      within = at - self.offsets[i]
-      take = min(length - within, start + count - at)
-      doc_tokens = self.tasks[c].tokens(doc)
-      tokens.append(doc_tokens[within : within + take])
-      comps.append(np.full(take, c))
-      seg_no += 1
-      segs.append(np.full(take, seg_no))
-      pos.append(np.arange(within, within + take))
-      at += take
-      i += 1
-    return (
-        np.concatenate(tokens),
-        np.concatenate(comps),
-        np.concatenate(segs),
-        np.concatenate(pos),
-    )
+    seg = np.arange(first, int(np.searchsorted(self.offsets, stop, side="left")))
+    begin = np.maximum(self.offsets[seg], start) - self.offsets[seg]  # within the document
+    end = np.minimum(self.offsets[seg + 1], stop) - self.offsets[seg]
+    comp, doc = self.comp[seg], self.doc[seg]
+    pieces: List[np.ndarray] = [np.empty(0)] * len(seg)
+    for c in np.unique(comp):
+      at = np.flatnonzero(comp == c)
+      for k, part in zip(at, self.tasks[c].read(doc[at], begin[at], end[at])):
+        pieces[k] = part
+    take = end - begin
+    tokens = np.concatenate(pieces)
+    pos = np.arange(len(tokens)) + np.repeat(begin - (np.cumsum(take) - take), take)
+    return tokens, np.repeat(comp, take), np.repeat(np.arange(1, len(seg) + 1), take), pos
 
 
 def plan_needs(
@@ -195,24 +189,26 @@ class MixtureLoader:
         dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=4))
     )
 
-  def _row(self, r: int):
-    tokens, comps, segs, pos = self.stream.read(r * self.seq_len, self.seq_len + 1)
-    T = self.seq_len
-    if not self.segment_ids:
-      segs, pos = np.ones_like(segs), np.arange(T + 1)
-    return tokens[:T], tokens[1:], comps[:T], segs[:T], pos[:T]
-
   def _batch(self, b: int) -> Dict[str, np.ndarray]:
-    rows = [self._row(b * self.batch_size + self.offset + i) for i in range(self.local)]
-    inputs, targets, comps, segs, pos = (np.stack(x).astype(np.int32) for x in zip(*rows))
-    return {
-        "inputs": inputs,
-        "targets": targets,
-        "weights": np.ones_like(inputs),
-        "segment_ids": segs,
-        "positions": pos,
-        "source_ids": comps,
+    """This host's rows of global batch b: one read of the stretch they cover."""
+    T = self.seq_len
+    first_row = b * self.batch_size + self.offset
+    stretch = self.stream.read(first_row * T, self.local * T + 1)
+    rows = np.arange(self.local)[:, None] * T + np.arange(T + 1)[None]  # row r: [rT, rT + T]
+    tokens, comps, segs, pos = (x[rows].astype(np.int32) for x in stretch)
+    if self.segment_ids:
+      segs = segs - segs[:, :1] + 1  # numbered from 1 in each row
+    else:
+      segs, pos = np.ones_like(segs), np.broadcast_to(np.arange(T + 1, dtype=np.int32), segs.shape)
+    batch = {
+        "inputs": tokens[:, :T],
+        "targets": tokens[:, 1:],
+        "weights": np.ones_like(tokens[:, :T]),
+        "segment_ids": segs[:, :T],
+        "positions": pos[:, :T],
+        "source_ids": comps[:, :T],
     }
+    return {k: np.ascontiguousarray(v) for k, v in batch.items()}
 
   def next_batch(self) -> Dict[str, np.ndarray]:
     try:
@@ -256,13 +252,10 @@ class EvalSet:
       raise UserError(f"EvalSet.batch_size {batch_size} is not divisible by {process_count} hosts")
     data = token_cache.TokenizedTask(task)
     order = np.random.default_rng(seed).permutation(len(data))
-    docs, total = [], 0
-    for d in order:  # max_tokens targets need max_tokens + 1 tokens
-      tokens = data.tokens(d)[: max_tokens + 1 - total]
-      docs.append(tokens)
-      total += len(tokens)
-      if total > max_tokens:
-        break
+    # max_tokens targets need max_tokens + 1 tokens: the documents of that order up to there
+    last = int(np.searchsorted(np.cumsum(data.lengths[order], dtype=np.int64), max_tokens + 1))
+    docs = data.read(order[: last + 1])
+    docs[-1] = docs[-1][: max_tokens + 1 - sum(len(d) for d in docs[:-1])]
     self.documents = len(docs)
     stream = np.concatenate(docs).astype(np.int64)
     doc_of = np.concatenate([np.full(len(t), i) for i, t in enumerate(docs)])
@@ -320,7 +313,7 @@ def unigram_counts(task: str, vocab_size: int) -> np.ndarray:
   key = (data.dir, vocab_size)
   if key not in _UNIGRAM_COUNTS:
     counts = np.zeros(vocab_size, np.int64)
-    for d in range(len(data)):
-      counts += np.bincount(data.tokens(d), minlength=vocab_size)[:vocab_size]
+    for block in data.shard_tokens():
+      counts += np.bincount(block, minlength=vocab_size)[:vocab_size]
     _UNIGRAM_COUNTS[key] = counts
   return _UNIGRAM_COUNTS[key]

@@ -3,24 +3,31 @@ of a study, local or on an object store. `synthjax.data.tokenize` (Apache Beam) 
 jobs only read them, and a missing one is an error naming the command that makes it.
 
     CACHE/<task>-<fingerprint>/manifest.json        written last: commits the copy
-    CACHE/<task>-<fingerprint>/<attempt>/tokens-00003-of-00008.array_record
-                                                    one record per document: token ids
+    CACHE/<task>-<fingerprint>/<attempt>/tokens-00003-of-00008.bin
+                                                    that shard's documents' token ids, end to end
     CACHE/<task>-<fingerprint>/<attempt>/lengths-00003-of-00008.npy
                                                     tokens per document of that shard
 
+A document is a byte range of its shard's tokens file, so a job reads exactly the documents it
+needs where the copy lives: a local file is mapped into memory, an object is read by ranged
+requests (concurrently for a batch). No host copies a source's shards to its own disk.
+
 The fingerprint covers the task's name, source (file names, sizes and the store's checksums or
-modification stamps: no input byte is read) and the vocabulary's bytes. Every tokenization
-writes into a fresh attempt folder and nothing here is ever deleted, so a job reading a copy is
-never disturbed by another job making one; the manifest names the attempt it commits.
+modification stamps: no input byte is read), the vocabulary's bytes and the layout above
+(FORMAT). Every tokenization writes into a fresh attempt folder and nothing here is ever
+deleted, so a job reading a copy is never disturbed by another job making one; the manifest
+names the attempt it commits.
 """
 
 import hashlib
+import io
 import json
 import os
 from typing import Dict, List, Optional
 
 import gin
 import numpy as np
+from numpy.typing import ArrayLike
 
 from synthjax import quiet
 
@@ -31,6 +38,7 @@ from synthjax import storage
 from synthjax.errors import UserError
 
 MANIFEST = "manifest.json"
+FORMAT = "flat-1"  # a change of layout makes new copies beside the old ones
 
 
 @gin.configurable
@@ -69,6 +77,7 @@ def token_dtype(vocab_size: int):
 
 def fingerprint(task: seqio.Task) -> str:
   h = hashlib.sha256(task.name.encode())
+  h.update(FORMAT.encode())
   h.update(vocabulary_info(task)["sha256"].encode())
   pattern = getattr(task.source, "synthjax_pattern", None)
   if pattern:
@@ -138,33 +147,71 @@ def stats(task_name: str) -> dict:
 
 
 class TokenizedTask:
-  """Random access to a committed copy's documents, in source order across its shards."""
+  """Random access to a committed copy's documents, in source order across its shards.
+
+  Holds the documents' lengths and start offsets (12 bytes a document); the tokens stay where
+  the copy is."""
 
   def __init__(self, task_name: str):
-    import grain
-
     self.name = task_name
     manifest = read_manifest(task_name)
     self.dir = storage.join(task_dir(task_name), manifest["attempt"])
     self.dtype = np.dtype(manifest["dtype"])
-    shards = manifest["shards"]
-    self.lengths = np.concatenate(
-        [np.load(storage.local_copy(storage.join(self.dir, s["lengths_file"]))) for s in shards]
-    )
-    files: List[str] = [
-        storage.local_copy(storage.join(self.dir, s["tokens_file"]))
+    shards = [s for s in manifest["shards"] if s["documents"]]
+    lengths = [
+        np.load(io.BytesIO(storage.read_bytes(storage.join(self.dir, s["lengths_file"]))))
         for s in shards
-        if s["documents"]
     ]
-    self._records = grain.sources.ArrayRecordDataSource(files)
+    self.lengths = np.concatenate(lengths) if lengths else np.zeros(0, np.int32)
+    self._paths = [storage.join(self.dir, s["tokens_file"]) for s in shards]
+    # shard k holds documents [_first_doc[k], _first_doc[k + 1]); document i starts at token
+    # _starts[i] of the copy, so at _starts[i] - _starts[_first_doc[k]] of its shard
+    self._first_doc = np.cumsum([0] + [len(x) for x in lengths])
+    self._starts = np.cumsum(self.lengths, dtype=np.int64) - self.lengths
+    self._local = not storage.is_remote(self.dir)
 
   def __len__(self):
     return len(self.lengths)
 
   def tokens(self, index: int) -> np.ndarray:
-    return np.frombuffer(self._records[int(index)], self.dtype)
+    return self.read([index])[0]
+
+  def read(
+      self,
+      docs: ArrayLike,
+      begin: Optional[ArrayLike] = None,
+      end: Optional[ArrayLike] = None,
+  ) -> List[np.ndarray]:
+    """Tokens [begin[k], end[k]) of document docs[k] (whole documents by default)."""
+    index = np.asarray(docs, np.int64)
+    first = np.zeros(len(index), np.int64) if begin is None else np.asarray(begin, np.int64)
+    stop = self.lengths[index].astype(np.int64) if end is None else np.asarray(end, np.int64)
+    shard = np.searchsorted(self._first_doc, index, side="right") - 1
+    at = self._starts[index] - self._starts[self._first_doc[shard]]
+    lo, hi = at + first, at + stop
+    size = self.dtype.itemsize
+    if self._local:  # a file opened per read: a copy of many shards holds no descriptors
+      return [
+          np.fromfile(self._paths[s], self.dtype, b - a, offset=a * size)
+          for s, a, b in zip(shard, lo, hi)
+      ]
+    chunks = storage.read_ranges([self._paths[s] for s in shard], lo * size, hi * size)
+    return [np.frombuffer(c, self.dtype) for c in chunks]
+
+  def shard_tokens(self, block: int = 1 << 24):
+    """Every token of the copy, shard by shard in blocks of at most `block` tokens."""
+    for k, path in enumerate(self._paths):
+      n = int(self.lengths[self._first_doc[k] : self._first_doc[k + 1]].sum(dtype=np.int64))
+      size = self.dtype.itemsize
+      for a in range(0, n, block):
+        b = min(a + block, n)
+        if self._local:
+          yield np.fromfile(path, self.dtype, b - a, offset=a * size)
+        else:
+          (chunk,) = storage.read_ranges([path], [a * size], [b * size])
+          yield np.frombuffer(chunk, self.dtype)
 
 
 def shard_names(index: int, count: int) -> Dict[str, str]:
   suffix = f"{index:05d}-of-{count:05d}"
-  return {"tokens_file": f"tokens-{suffix}.array_record", "lengths_file": f"lengths-{suffix}.npy"}
+  return {"tokens_file": f"tokens-{suffix}.bin", "lengths_file": f"lengths-{suffix}.npy"}

@@ -1,6 +1,6 @@
 """Tokenize registered seqio Tasks into their shared tokenized copies (token_cache.py), on
 Apache Beam: each of a task's source shards (its files, or a TFDS dataset's files) goes through
-the task's own preprocessors on some worker and becomes one ArrayRecord shard with its
+the task's own preprocessors on some worker and becomes one shard of tokens with its
 document lengths; a final step per task writes the manifest that commits the copy.
 
     python -m synthjax.data.tokenize --task=natural,valid_web --gin_file=my_tasks.gin \
@@ -73,21 +73,17 @@ def _ensure_registered(plan: dict, modules: Sequence[str]):
 
 
 def write_shard(examples, path_tokens: str, path_lengths: str, dtype) -> dict:
-  """Documents (token arrays) -> one ArrayRecord shard and its lengths; empty documents (EOS
-  only) are dropped."""
-  from array_record.python.array_record_module import ArrayRecordWriter
-
+  """Documents (token arrays) -> one shard: their tokens end to end, and their lengths; empty
+  documents (EOS only) are dropped."""
   with tempfile.TemporaryDirectory() as tmp:
-    local = os.path.join(tmp, "tokens.array_record")
-    # group_size:1 lets the loader read any one document without decoding its neighbours
-    writer = ArrayRecordWriter(local, "group_size:1")
+    local = os.path.join(tmp, "tokens.bin")
     counts: List[int] = []
-    for tokens in examples:
-      if len(tokens) <= 1:
-        continue
-      writer.write(np.asarray(tokens).astype(dtype).tobytes())
-      counts.append(len(tokens))
-    writer.close()
+    with open(local, "wb") as f:
+      for tokens in examples:
+        if len(tokens) <= 1:
+          continue
+        f.write(np.asarray(tokens).astype(dtype).tobytes())
+        counts.append(len(tokens))
     lengths = np.asarray(counts, np.int32)
     local_lengths = os.path.join(tmp, "lengths.npy")
     np.save(local_lengths, lengths)
@@ -134,6 +130,7 @@ def _commit(plan: dict, shards: List[dict]) -> dict:
       "task": plan["task"],
       "fingerprint": plan["fingerprint"],
       "attempt": plan["attempt"],
+      "format": token_cache.FORMAT,
       "dtype": plan["dtype"],
       "vocabulary": plan["vocabulary"],
       "shards": shards,
