@@ -27,6 +27,9 @@ from synthjax.errors import UserError
 
 TTL_S = 60.0  # object stores: a holder that has not renewed for this long is taken to be dead
 SETTLE_S = 1.0  # object stores: how long a racing write may take to land
+# Seconds to wait for a live-looking lease to go before refusing: set for a retry of work whose
+# holder was lost on another machine, whose lease lives until its ttl runs out.
+WAIT_ENV = "SYNTHJAX_LEASE_WAIT_S"
 
 
 class Lease:
@@ -98,8 +101,12 @@ class Lease:
     if not storage.is_remote(self.path):
       return self._lock_local()
     held = self._read()
-    if held and not self._dead(held):
-      self._refuse(held)
+    give_up = time.time() + float(os.environ.get(WAIT_ENV) or 0)
+    while held and not self._dead(held):
+      if time.time() >= give_up:
+        self._refuse(held)
+      time.sleep(min(5.0, self.ttl_s / 4, max(0.0, give_up - time.time())))
+      held = self._read()
     storage.write_bytes(self.path, self._body())
     time.sleep(SETTLE_S)
     held = self._read()

@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import jax
+import numpy as np
 import pytest
 
 from synthjax.generate import filters, job, prompts
@@ -342,3 +344,29 @@ def test_hosts_stream_disjoint_parts_that_cover_the_input(tmp_path):
   assert sorted(d for host in capped for ids in host.values() for d in ids) == sorted(
       ["f0d0", "f0d1", "f0d2", "f0d3", "f0d4", "f1d0", "f1d1"]
   )
+
+
+def test_a_long_lived_process_loads_a_generator_once(tmp_path, tiny_generator):
+  """A Ray generation actor runs part after part: the weights come from the first load until
+  the generator's folder is rewritten or another precision is asked for."""
+  import shutil
+
+  from synthjax.checkpoints import store
+
+  gen = str(tmp_path / "gen")
+  shutil.copytree(tiny_generator, gen)
+  cfg = store.load_config(gen)
+  first = job._loaded(gen, cfg, "")
+  assert job._loaded(gen, cfg, "") is first  # the same arrays, not a second load
+  assert job._loaded(gen, cfg, "bfloat16") is not first
+  time.sleep(0.01)  # a rewrite of the folder (a new conversion) changes model.json's stamp
+  with open(os.path.join(gen, "model.json"), "r+") as f:
+    text = f.read()
+    f.seek(0)
+    f.write(text)
+  again = job._loaded(gen, cfg, "")
+  assert again is not first
+  a, b = first[1], again[1]
+  assert all(
+      np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
+  )  # reloaded, the same weights

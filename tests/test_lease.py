@@ -130,3 +130,34 @@ def test_store_lease_of_a_dead_holder_is_taken_over(bucket, host, age, taken):
   with lease.Lease(folder, "a new run"):
     assert json.loads(storage.read_text(f"{folder}/lease.json"))["what"] == "a new run"
   assert not storage.exists(f"{folder}/lease.json")
+
+
+@pytest.mark.parametrize("wait_s,taken", [(0, False), (8, True)])
+def test_a_retry_waits_out_the_lease_of_a_holder_lost_elsewhere(bucket, monkeypatch, wait_s, taken):
+  """Work retried after its machine was lost finds the lost holder's lease still fresh: told
+  to wait (WAIT_ENV), it takes the folder once the heartbeat is older than the ttl."""
+  folder = f"{bucket}/retry-{wait_s}"
+  storage.write_text(
+      f"{folder}/lease.json",
+      json.dumps(
+          {
+              "owner": "lost",
+              "host": "a-lost-host",
+              "pid": 1,
+              "what": "a generation part",
+              "ttl_s": 3,
+              "heartbeat": time.time(),
+          }
+      ),
+  )
+  monkeypatch.setenv(lease.WAIT_ENV, str(wait_s))
+  t = time.time()
+  if not taken:
+    with pytest.raises(UserError, match=r"in use by a generation part on host a-lost-host"):
+      with lease.Lease(folder, "the retry", ttl_s=3):
+        pass
+    assert time.time() - t < 3
+    return
+  with lease.Lease(folder, "the retry", ttl_s=3):
+    assert json.loads(storage.read_text(f"{folder}/lease.json"))["what"] == "the retry"
+  assert 3 <= time.time() - t < 8

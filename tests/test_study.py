@@ -114,13 +114,15 @@ def test_smoke_study_end_to_end(smoke):
 def test_sigkill_then_rerun_equals_uninterrupted(smoke, tmp_path):
   ref, _ = smoke
   d = str(tmp_path / "study")
-  proc = subprocess.Popen(_cmd(d), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+  log = tmp_path / "killed.log"
+  with open(log, "w") as out:
+    proc = subprocess.Popen(_cmd(d), env=_env(), stdout=out, stderr=out)
   deadline = time.time() + 600
-  while time.time() < deadline and len(_records(d)) < 3:
+  while time.time() < deadline and len(_records(d)) < 3 and proc.poll() is None:
     time.sleep(0.2)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
-  assert 3 <= len(_records(d)) < 24, "not killed mid-way"
+  assert 3 <= len(_records(d)) < 24, f"not killed mid-way: {log.read_text()[-3000:]}"
   subprocess.run(_cmd(d), env=_env(), check=True, capture_output=True, timeout=900)
   assert _records(d) == _records(ref)
 

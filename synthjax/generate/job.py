@@ -97,6 +97,24 @@ def _chunks(cfg: GenerateConfig, docs: List[dict], count_tokens) -> List[dict]:
   ]
 
 
+_LOADED: dict = {}  # the last generator's weights, for the next job in this process
+
+
+def _loaded(generator_dir: str, model_cfg, weights: str):
+  """The generator's (config, weights), loaded once for every job a long-lived process runs
+  (a Ray generation actor serves many parts); one generator is held at a time."""
+  from synthjax.checkpoints import store
+
+  key = (generator_dir, tuple(storage.stamp(storage.join(generator_dir, "model.json"))), weights)
+  if key not in _LOADED:
+    _LOADED.clear()  # the previous generator's weights go before the next one's load
+    params = store.load_params(generator_dir, model_cfg)
+    if weights:
+      model_cfg, params = quantize.convert(model_cfg, params, weights)
+    _LOADED[key] = (model_cfg, params)
+  return _LOADED[key]
+
+
 def run(cfg: GenerateConfig) -> dict:
   from synthjax.checkpoints import store
 
@@ -142,9 +160,7 @@ def run(cfg: GenerateConfig) -> dict:
   ):
     output.check_manifest(cfg.output_dir, _signature(cfg, template, generator_dir))
     if first is not None:
-      params = store.load_params(generator_dir, model_cfg)
-      if cfg.weights:
-        model_cfg, params = quantize.convert(model_cfg, params, cfg.weights)
+      model_cfg, params = _loaded(generator_dir, model_cfg, cfg.weights)
       engine = Engine(
           model_cfg,
           params,
