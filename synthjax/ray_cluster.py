@@ -1,8 +1,10 @@
 """The Ray cluster a study runs on: joining it, the nodes it has, the slices they form, and the
 work a node runs for a stage (a synthjax binary as its own process)."""
 
+import contextlib
 import ctypes
 import dataclasses
+import io
 import logging
 import os
 import signal
@@ -185,15 +187,50 @@ def run_binary(argv: Sequence[str], env: Dict[str, str], log_path: str) -> dict:
       text=True,
       preexec_fn=_die_with_parent,
   )
-  out = proc.stdout + proc.stderr
+  return _logged(log_path, node, " ".join(argv[:3]), proc.returncode, proc.stdout + proc.stderr)
+
+
+def run_in_process(main, argv: Sequence[str], env: Dict[str, str], log_path: str) -> dict:
+  """Run a binary's main(argv) in this long-lived Ray worker (what it loads stays for the next
+  call), like run_binary: its output shown as it comes and appended to log_path, its exit
+  code and last lines returned."""
+  import ray
+
+  os.environ.update(env)
+  captured = io.StringIO()
+  code = 0
+  with contextlib.redirect_stdout(_Tee(sys.stdout, captured)):
+    with contextlib.redirect_stderr(_Tee(sys.stderr, captured)):
+      try:
+        main(list(argv))
+      except SystemExit as e:  # a binary's main ends a failure with its exit code
+        code = e.code if isinstance(e.code, int) else 1
+  name = getattr(main, "__module__", "main")
+  return _logged(log_path, ray.util.get_node_ip_address(), name, code, captured.getvalue())
+
+
+class _Tee(io.TextIOBase):
+
+  def __init__(self, *streams):
+    self.streams = streams
+
+  def write(self, text: str) -> int:
+    for s in self.streams:
+      s.write(text)
+    return len(text)
+
+  def flush(self) -> None:
+    for s in self.streams:
+      s.flush()
+
+
+def _logged(log_path: str, node: str, what: str, code: int, out: str) -> dict:
   try:
     old = storage.read_text(log_path) if storage.exists(log_path) else ""
-    storage.write_text(
-        log_path, old + f"=== {node}: {' '.join(argv[:3])} exit {proc.returncode} ===\n" + out
-    )
+    storage.write_text(log_path, old + f"=== {node}: {what} exit {code} ===\n" + out)
   except Exception as e:  # the log is for people: it never decides the outcome
     out += f"\n(log not written to {log_path}: {e})"
-  return {"code": proc.returncode, "node": node, "tail": out[-3000:]}
+  return {"code": code, "node": node, "tail": out[-3000:]}
 
 
 def free_port() -> tuple:

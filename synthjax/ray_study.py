@@ -7,10 +7,11 @@
 Where each stage runs:
 - corpus, vocab, tokenize and analyze: one Ray task on the head node (a CPU machine in the
   launch/ray configs), never on an accelerator host;
-- generate: the corpus split into parts (`--generate_parts`, a few per accelerator host), each
-  part a Ray task holding one accelerator host; Ray hands the parts to hosts as they free up,
-  and a part lost with its host is run again elsewhere, where it skips the shards already
-  written (a shard is written whole, once: every chunk ends up exactly once);
+- generate: one actor per accelerator host (GenerationHost), holding its generator's weights
+  across parts; the corpus is split into parts (`--generate_parts`, a few per host) handed
+  from one queue to actors as they free up. A part lost with its host goes back to the queue
+  and is run again elsewhere, where it skips the shards already written (a shard is written
+  whole, once: every chunk ends up exactly once);
 - train: every run of the grid gang-scheduled on all hosts of one slice (a TPU slice through
   ray.util.tpu's slice placement group; GPU hosts through a placement group of one bundle per
   host), each host a fresh `python -m synthjax.train` process of the run's gin job
@@ -23,13 +24,14 @@ that fails `--retries` more times stops the study before analyze, naming its log
 folder must be a store every node reads (gs://) once the cluster has more than one node.
 """
 
+import collections
 import concurrent.futures
 import dataclasses
 import os
 import sys
 import threading
 import time
-from typing import Dict, List, Sequence
+from typing import Any, Dict, List, Sequence
 
 from synthjax import grid, lease, plan, ray_cluster, storage
 from synthjax.errors import UserError
@@ -54,6 +56,7 @@ class Context:
   backoff_s: float
   logs: str  # where each unit of work appends its output (on the study's store)
   generate_parts: int
+  hosts: int  # accelerator hosts in the cluster's whole slices: one generation actor each
 
 
 def _study_args(ctx: Context, stage: str) -> List[str]:
@@ -83,45 +86,90 @@ def cpu_stage(ctx: Context, stage: str) -> None:
     )
 
 
+class GenerationHost:
+  """One accelerator host's generation worker (a Ray actor). It runs the study's generate
+  stage for each part it is handed, in its own process, so the generator's weights loaded for
+  its first part serve every later one (generate/job.py keeps them)."""
+
+  def __init__(self, args: List[str]):
+    self.args = args
+
+  def ready(self) -> bool:
+    return True
+
+  def part(self, index: int, parts: int, log: str, lease_wait_s: float) -> dict:
+    from synthjax import study
+
+    env = {
+        "SYNTHJAX_PROCESS_ID": str(index),
+        "SYNTHJAX_NUM_PROCESSES": str(parts),
+        lease.WAIT_ENV: str(lease_wait_s),
+    }
+    return ray_cluster.run_in_process(study.main, self.args[3:], env, log)
+
+
 def generate_stage(ctx: Context) -> None:
-  """The corpus in parts, each a Ray task on one accelerator host; Ray retries a part whose
-  host was lost (max_retries), and the part skips the shards already written."""
+  """The corpus in parts, handed from one queue to one GenerationHost actor per accelerator
+  host as each frees up. A part whose actor is lost (its node died) goes back to the queue; the
+  next actor to take it skips the shards already written (each is written whole, once) and
+  waits out the lost holder's lease. A lost actor is replaced; Ray places the new one where a
+  host is free."""
   import ray
 
   parts = ctx.generate_parts
-  task = ray.remote(ray_cluster.run_binary).options(
-      num_cpus=0,
-      resources=ctx.shape.host_resources(),
-      max_retries=ctx.retries,
-      retry_exceptions=False,
+  host: Any = ray.remote(GenerationHost).options(
+      num_cpus=0, resources=ctx.shape.host_resources(), max_restarts=0
   )
-  refs = {}
-  for i in range(parts):
-    env = {"SYNTHJAX_PROCESS_ID": str(i), "SYNTHJAX_NUM_PROCESSES": str(parts)}
-    refs[
-        task.remote(
-            _study_args(ctx, "generate"),
-            env,
-            storage.join(ctx.logs, f"generate-{i}-of-{parts}.log"),
-        )
-    ] = i
-  failed = []
-  pending = list(refs)
-  while pending:
-    ready, pending = ray.wait(pending, num_returns=1)
-    i = refs[ready[0]]
-    try:
-      res = ray.get(ready[0])
-    except ray.exceptions.RayError as e:
-      failed.append(f"part {i}: {type(e).__name__}")
-      continue
-    if res["code"] != 0:
-      failed.append(f"part {i} on {res['node']}: {_last_line(res['tail'])}")
-    else:
-      _log(
-          f"generate: part {i} done on {res['node']} "
-          f"({parts - len(pending) - len(failed)} of {parts} parts)"
-      )
+  args = _study_args(ctx, "generate")
+  starting = {}  # actor's ready ref -> actor
+  for _ in range(min(ctx.hosts, parts)):
+    actor = host.remote(args)
+    starting[actor.ready.remote()] = actor
+  idle: List = []
+  running: Dict = {}  # part's ref -> (actor, part)
+  queue = collections.deque(range(parts))
+  lost: collections.Counter = collections.Counter()  # part -> times its actor was lost
+  failed: List[str] = []
+  done = 0
+  try:
+    while queue or running:
+      while queue and idle:
+        actor, i = idle.pop(), queue.popleft()
+        wait_s = lease.TTL_S + 15 if lost[i] else 0.0
+        log = storage.join(ctx.logs, f"generate-{i}-of-{parts}.log")
+        running[actor.part.remote(i, parts, log, wait_s)] = (actor, i)
+      (ref,), _ = ray.wait([*starting, *running], num_returns=1)
+      if ref in starting:
+        actor = starting.pop(ref)
+        try:
+          ray.get(ref)
+          idle.append(actor)
+        except ray.exceptions.RayError:  # it could not start: another takes its place
+          actor = host.remote(args)
+          starting[actor.ready.remote()] = actor
+        continue
+      actor, i = running.pop(ref)
+      try:
+        res = ray.get(ref)
+      except ray.exceptions.RayError as e:  # the actor died with its node
+        lost[i] += 1
+        if lost[i] > ctx.retries:
+          failed.append(f"part {i}: lost {lost[i]} times ({type(e).__name__})")
+        else:
+          _log(f"generate: part {i} lost with its host ({type(e).__name__}); queued again")
+          queue.append(i)
+        actor = host.remote(args)
+        starting[actor.ready.remote()] = actor
+        continue
+      idle.append(actor)
+      if res["code"] != 0:
+        failed.append(f"part {i} on {res['node']}: {_last_line(res['tail'])}")
+      else:
+        done += 1
+        _log(f"generate: part {i} done on {res['node']} ({done} of {parts} parts)")
+  finally:  # the accelerators go back to Ray for training
+    for actor in [*starting.values(), *idle, *(a for a, _ in running.values())]:
+      ray.kill(actor)
   if failed:
     raise UserError(
         f"stage generate: {len(failed)} of {parts} parts failed ({failed[0]}; logs "
@@ -213,7 +261,7 @@ def train_run(ctx: Context, job: grid.Job, budget: int, progress: Progress) -> s
     if attempt:
       progress.update(retried=1)
       time.sleep(min(ctx.backoff_s * 2 ** (attempt - 1), 300))
-    why = _attempt(ctx, job, logs, progress)
+    why = _attempt(ctx, job, logs, progress, retry=attempt > 0)
     if not why and all(storage.exists(p) for p in job.records):
       progress.update(done=1, trained=budget)
       return "done"
@@ -223,9 +271,10 @@ def train_run(ctx: Context, job: grid.Job, budget: int, progress: Progress) -> s
   return f"failed after {ctx.retries + 1} attempts (logs: {logs}/): {why}"
 
 
-def _attempt(ctx: Context, job: grid.Job, logs: str, progress: Progress) -> str:
+def _attempt(ctx: Context, job: grid.Job, logs: str, progress: Progress, retry: bool) -> str:
   """Hold a slice, start the run's binary on every host at once, let the slice go when they
-  end. Returns why the attempt failed, or '' when every host exited 0."""
+  end. Returns why the attempt failed, or '' when every host exited 0. A retry waits out the
+  lease of an attempt lost with its machine."""
   import ray
 
   try:
@@ -243,6 +292,7 @@ def _attempt(ctx: Context, job: grid.Job, logs: str, progress: Progress) -> str:
             "SYNTHJAX_COORDINATOR": f"{ip}:{port}",
             "SYNTHJAX_NUM_PROCESSES": str(held.hosts),
             "SYNTHJAX_PROCESS_ID": str(i),
+            lease.WAIT_ENV: str(lease.TTL_S + 15 if retry else 0),
         }
         refs.append(
             held.on_host(ray.remote(ray_cluster.run_binary), i).remote(
@@ -383,6 +433,7 @@ def run(
         args.backoff_s,
         storage.join(cfg.study_dir, "logs"),
         args.generate_parts or 2 * slices * shape.hosts,
+        slices * shape.hosts,
     )
     storage.makedirs(cfg.study_dir)
     with held:

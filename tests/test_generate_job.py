@@ -370,3 +370,15 @@ def test_a_long_lived_process_loads_a_generator_once(tmp_path, tiny_generator):
   assert all(
       np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))
   )  # reloaded, the same weights
+
+
+def test_the_host_part_is_read_when_a_config_is_made(monkeypatch, tmp_path):
+  """One process runs part after part (a Ray generation actor): each config takes the part
+  the environment names at that moment."""
+  from synthjax.generate.config import GenerateConfig
+
+  for index in (2, 0):
+    monkeypatch.setenv("SYNTHJAX_PROCESS_ID", str(index))
+    monkeypatch.setenv("SYNTHJAX_NUM_PROCESSES", "4")
+    cfg = GenerateConfig(input="x.jsonl", style="hq", output_dir=str(tmp_path))
+    assert (cfg.host_index, cfg.host_count) == (index, 4)

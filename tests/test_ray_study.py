@@ -180,8 +180,8 @@ def _same_losses(records, reference):
     assert rec["losses"] == pytest.approx(reference[key]["losses"], abs=1e-5), key
 
 
-def _binaries(c, module):
-  """pid -> (worker node, command line) of each `python -m MODULE` process on the workers."""
+def _worker_processes(c):
+  """pid -> (worker node, command line) of each process started on the workers."""
   out = {}
   for pid in c.left_running():
     try:
@@ -192,19 +192,28 @@ def _binaries(c, module):
     except OSError:
       continue
     name = node[0].decode().rsplit("-", 1)[-1] if node else "head"
-    if f"-m {module}" in cmd and name != "head":
-      out[pid] = (name, cmd)
+    if name != "head":
+      out[pid] = (name, cmd.strip())
   return out
+
+
+def _binaries(c, module):
+  """pid -> (worker node, command line) of each `python -m MODULE` process on the workers."""
+  return {p: (n, cmd) for p, (n, cmd) in _worker_processes(c).items() if f"-m {module}" in cmd}
+
+
+def _generating(c):
+  """pid -> node of each generation actor generating a part now (Ray titles its process)."""
+  return {p: n for p, (n, cmd) in _worker_processes(c).items() if cmd == "ray::GenerationHost.part"}
+
+
+def _generation_actors(c):
+  return {p: n for p, (n, cmd) in _worker_processes(c).items() if "GenerationHost" in cmd}
 
 
 def _train_processes(c, model_dir=""):
   """pid -> node of each `synthjax.train` process (of one run, if named)."""
   return {p: n for p, (n, cmd) in _binaries(c, "synthjax.train").items() if model_dir in cmd}
-
-
-def _stage_processes(c, stage):
-  """pid -> node of the study processes running one stage on the workers."""
-  return {p: n for p, (n, cmd) in _binaries(c, "synthjax.study").items() if f'["{stage}"]' in cmd}
 
 
 def _model_dir(pid):
@@ -252,15 +261,14 @@ def test_faults_on_the_cluster_end_in_the_in_process_records(cluster, corpus, re
   env = _cluster_env(tmp_path, cluster)
   args = [*GRID, *_corpus_bindings(*_upload_corpus(corpus)), f"--gin.STUDY_DIR={study_dir}", *RAY]
   data = _study(args + ["--gin.StudyConfig.stages=['vocab', 'generate', 'tokenize']"], env)
-  # a worker node dies while generation parts run on it (each part is a study process there)
-  victim = _wait_for(
-      "a generation part",
-      lambda: next(iter(node for pid, node in _stage_processes(cluster, "generate").items()), None),
-  )
+  # a worker node dies while its generation actor generates a part
+  victim = _wait_for("a generation part", lambda: next(iter(_generating(cluster).values()), None))
   assert cluster.kill_node(victim) > 0
   out, err = data.communicate(timeout=1800)
   assert data.returncode == 0, err[-4000:]
+  assert "lost with its host" in err and "queued again" in err
   _each_chunk_once(study_dir)
+  _wait_for("the accelerators back with Ray", lambda: not _generation_actors(cluster), 60)
   cluster.restart_node(victim)
   cluster.wait_for_nodes(5)
 
@@ -310,7 +318,8 @@ def test_faults_on_the_cluster_end_in_the_in_process_records(cluster, corpus, re
   out, err = final.communicate(timeout=900)
   assert final.returncode == 0, err[-3000:]
   assert "train: 4 of 4 runs done already; 0 to go" in err
-  assert _train_processes(cluster) == {} and _stage_processes(cluster, "generate") == {}
+  assert _train_processes(cluster) == {}
+  _wait_for("the generation actors gone", lambda: not _generation_actors(cluster), 60)
 
   # bad input against this cluster: one line within 30 s, nothing started or written
   local = tmp_path / "local-study"

@@ -56,9 +56,15 @@ class GenerateConfig:
   prefix_cache: bool = True
   max_len: int = 1024  # KV cache length: prompt + output
   apply_filter: bool = True  # False keeps every output (its reason goes in "flag")
-  # Hosts work independently (no collectives): host i of n takes shards i, i+n, ...
-  host_index: int = int(os.environ.get("SYNTHJAX_PROCESS_ID", 0))
-  host_count: int = int(os.environ.get("SYNTHJAX_NUM_PROCESSES", 1))
+  # Hosts work independently (no collectives): host i of n takes shards i, i+n, ... Read from
+  # the environment when a config is made, not when this module is imported: a Ray generation
+  # actor runs one part after another in one process.
+  host_index: int = dataclasses.field(
+      default_factory=lambda: int(os.environ.get("SYNTHJAX_PROCESS_ID", 0))
+  )
+  host_count: int = dataclasses.field(
+      default_factory=lambda: int(os.environ.get("SYNTHJAX_NUM_PROCESSES", 1))
+  )
 
   def __post_init__(self):
     check_field_types(self)
