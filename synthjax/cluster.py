@@ -1,5 +1,5 @@
 """A study on a cluster: what it costs and whether each size fits the slice it will run on,
-then every stage on the Ray cluster at RAY_ADDRESS (ray_study.py).
+then every stage on the Ray cluster at RAY_ADDRESS (ray_study/).
 
     python -m synthjax.study --gin_file=study/paper.gin --launcher=ray \
         --tpu_version=v4 --tpu_topology=2x2x4 [--retries=3] [--dry_run]

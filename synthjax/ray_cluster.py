@@ -4,6 +4,7 @@ work a node runs for a stage (a synthjax binary as its own process)."""
 import contextlib
 import ctypes
 import dataclasses
+import importlib
 import io
 import logging
 import os
@@ -95,7 +96,7 @@ class SliceShape:
 
 
 def _tpu_chips_per_host(shape: SliceShape) -> int:
-  from ray._private.accelerators.tpu import get_chips_per_host
+  from ray.util.tpu import get_chips_per_host
 
   return get_chips_per_host(shape.tpu_topology, shape.tpu_version)
 
@@ -107,7 +108,7 @@ def slice_shape(args) -> SliceShape:
           "a TPU slice needs both --tpu_version (v4, v5p, v5litepod, v6e) and "
           "--tpu_topology (2x2x2, 4x4, ...)"
       )
-    from ray._private.accelerators.tpu import get_num_chips_from_topology
+    from ray.util.tpu import get_num_chips_from_topology
 
     try:
       chips = get_num_chips_from_topology(args.tpu_topology)
@@ -190,23 +191,26 @@ def run_binary(argv: Sequence[str], env: Dict[str, str], log_path: str) -> dict:
   return _logged(log_path, node, " ".join(argv[:3]), proc.returncode, proc.stdout + proc.stderr)
 
 
-def run_in_process(main, argv: Sequence[str], env: Dict[str, str], log_path: str) -> dict:
-  """Run a binary's main(argv) in this long-lived Ray worker (what it loads stays for the next
-  call), like run_binary: its output shown as it comes and appended to log_path, its exit
-  code and last lines returned."""
+def run_in_process(argv: Sequence[str], env: Dict[str, str], log_path: str) -> dict:
+  """run_binary's `python3 -m MODULE ARGS` in this long-lived Ray worker instead of a fresh
+  process (what it loads stays for the next call): MODULE's main(ARGS), its output shown as it
+  comes and appended to log_path, its exit code and last lines returned."""
   import ray
 
+  if list(argv[:2]) != ["python3", "-m"]:
+    raise ValueError(f"run_in_process runs `python3 -m MODULE ...`, got {list(argv[:3])}")
+  main = importlib.import_module(argv[2]).main
   os.environ.update(env)
   captured = io.StringIO()
   code = 0
   with contextlib.redirect_stdout(_Tee(sys.stdout, captured)):
     with contextlib.redirect_stderr(_Tee(sys.stderr, captured)):
       try:
-        main(list(argv))
+        main(list(argv[3:]))
       except SystemExit as e:  # a binary's main ends a failure with its exit code
         code = e.code if isinstance(e.code, int) else 1
-  name = getattr(main, "__module__", "main")
-  return _logged(log_path, ray.util.get_node_ip_address(), name, code, captured.getvalue())
+  node = ray.util.get_node_ip_address()
+  return _logged(log_path, node, " ".join(argv[:3]), code, captured.getvalue())
 
 
 class _Tee(io.TextIOBase):
