@@ -352,7 +352,7 @@ def _run(rest):
     )
     sys.exit(PREEMPTED_EXIT)
   if jax.process_index() == 0:
-    print(json.dumps({k: record[k] for k in ("N", "D", "loss", "wall_s")}), flush=True)
+    print(json.dumps({k: record[k] for k in ("params", "tokens", "loss", "wall_s")}), flush=True)
 
 
 def main(argv=None):

@@ -184,11 +184,19 @@ def test_run_json_folders_are_found(tmp_path):
   assert len(got) == 1 and got[0]["kind"] == "natural" and got[0]["share"] == 0
 
 
+def test_records_name_params_and_tokens_and_earlier_ones_read_the_same():
+  old = json.loads(open(FIXTURE).readline())  # the fixture keeps the earlier names, N and D
+  new = {{"N": "params", "D": "tokens"}.get(k, k): v for k, v in old.items()}
+  assert "N" not in new and "D" not in new
+  assert records.normalise(new, "run.json") == records.normalise(old, "run.json")
+  assert records.normalise(new, "run.json")["N"] == old["N"]
+
+
 @pytest.mark.parametrize(
     "edit,message",
     [
-        (lambda r: r.pop("N"), "missing field 'N'"),
-        (lambda r: r.update(D=-5), "N and D must be positive"),
+        (lambda r: r.pop("N"), "missing field 'params' (or 'N')"),
+        (lambda r: r.update(D=-5), "params and tokens must be positive"),
         (lambda r: r.update(loss=float("nan")), "field 'loss' is NaN"),
         (lambda r: r.update(shares={"natural": 1.5}), "outside [0, 1]"),
     ],
@@ -198,7 +206,7 @@ def test_malformed_record_is_one_clear_error(tmp_path, edit, message):
   edit(rec)
   path = tmp_path / "bad.jsonl"
   path.write_text(json.dumps(rec) + "\n")
-  with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")) as e:
+  with pytest.raises(UserError, match=re.escape(message)) as e:
     records.load(str(path))
   assert str(path) in str(e.value)
 

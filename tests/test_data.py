@@ -428,7 +428,7 @@ cache_dir.path = '{tmp_path / "tokens"}'
   fits = dry(tokens // 2)
   assert fits.returncode == 0, fits.stderr[-2000:]
   plan = json.loads(fits.stdout.strip().splitlines()[-1])
-  assert plan["D"] >= tokens // 2 and plan["steps"] == -(-(tokens // 2) // 128)
+  assert plan["tokens"] >= tokens // 2 and plan["steps"] == -(-(tokens // 2) // 128)
   assert not model_dir.exists()
 
 

@@ -114,7 +114,7 @@ def _records(study_dir):
   out = {}
   for path in storage.glob(storage.join(study_dir, "runs", "**", "run.json")):
     rec = storage.read_json(path)
-    out[(rec["mixture"], rec["D"])] = rec
+    out[(rec["mixture"], rec["tokens"])] = rec
   return out
 
 

@@ -49,7 +49,7 @@ def _records(study_dir):
   for path in glob.glob(os.path.join(study_dir, "runs", "**", "run.json"), recursive=True):
     with open(path) as f:
       rec = json.load(f)
-    out[os.path.relpath(path, study_dir)] = (rec["N"], rec["D"], rec["losses"])
+    out[os.path.relpath(path, study_dir)] = (rec["params"], rec["tokens"], rec["losses"])
   return out
 
 

@@ -100,7 +100,7 @@ def test_sigkill_mid_run_then_resume_matches_uninterrupted(tmp_path):
   assert _data_state(killed, 30) == {"batch_index": 30}  # none repeated or skipped
   with open(os.path.join(killed, "run.json")) as f:
     record = json.load(f)
-  assert record["D"] == tokens and set(record["losses"]) == {"markov0", "markov1"}
+  assert record["tokens"] == tokens and set(record["losses"]) == {"markov0", "markov1"}
   # a finished run rerun is a no-op that keeps its record
   again = subprocess.run(
       _train_cmd(killed, tokens, *LOG_EVERY_STEP),
@@ -247,7 +247,10 @@ def test_a_cooldown_branch_is_the_run_of_its_length_and_leaves_the_main_run_alon
       main, 20 * step_tokens, wsd + [f"TrainConfig.branch_budgets = [{10 * step_tokens}]"]
   )
   branch = json.load(open(os.path.join(main, "branches", str(10 * step_tokens), "run.json")))
-  assert branch["D"] == 10 * step_tokens and branch["branch"] == {"from_step": 8, "of_steps": 20}
+  assert branch["tokens"] == 10 * step_tokens and branch["branch"] == {
+      "from_step": 8,
+      "of_steps": 20,
+  }
   # the 10-step run warms up as long as the branch did (warmup from the shortest budget)
   ten = _in_process(short, 10 * step_tokens, wsd)
   # and so does the 20-step run alone: 5% of 20 steps is the branch's 10% of 10

@@ -52,14 +52,24 @@ def _kind_and_share(rec: dict, where: str):
   raise UserError(f"{where}: missing field 'shares' (or 'share')")
 
 
+# A run record names its model's parameters `params` and its training tokens `tokens`; records
+# and tables of earlier versions say `N` and `D`, the scaling-law letters the analysis uses.
+SIZE_FIELDS = {"N": ("params", "N"), "D": ("tokens", "D")}
+
+
+def _size(rec: dict, letter: str, where: str) -> float:
+  for field in SIZE_FIELDS[letter]:
+    if rec.get(field) not in ("", None):
+      return _number(rec[field], field, where)
+  raise UserError(f"{where}: missing field {SIZE_FIELDS[letter][0]!r} (or {letter!r})")
+
+
 def normalise(rec: dict, where: str) -> dict:
-  for field in ("N", "D", "mixture"):
-    if field not in rec or rec[field] in ("", None):
-      raise UserError(f"{where}: missing field {field!r}")
-  N = _number(rec["N"], "N", where)
-  D = _number(rec["D"], "D", where)
+  N, D = _size(rec, "N", where), _size(rec, "D", where)
+  if rec.get("mixture") in ("", None):
+    raise UserError(f"{where}: missing field 'mixture'")
   if N <= 0 or D <= 0:
-    raise UserError(f"{where}: N and D must be positive, got N={N:g}, D={D:g}")
+    raise UserError(f"{where}: params and tokens must be positive, got {N:g} and {D:g}")
   domains = {k: _number(v, f"losses.{k}", where) for k, v in (rec.get("losses") or {}).items()}
   if "loss" in rec:
     loss = _number(rec["loss"], "loss", where)

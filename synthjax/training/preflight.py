@@ -117,8 +117,8 @@ def dry_run(
           for k in ("verdict", "total_gib", "parts", "slice", "mesh", "remat", "attention")
       },
       "model_dir": storage.abspath(cfg.model_dir),
-      "N": n,
-      "D": tokens,
+      "params": n,
+      "tokens": tokens,
       "steps": cfg.steps,
       "mesh": dict(mesh.shape),
       "flops": flops,

@@ -21,8 +21,8 @@ def run_record(
   """The run record: what was trained on what, and its per-domain evaluation."""
   return {
       "model": model_cfg.name,
-      "N": param_count(model_cfg),
-      "D": steps * cfg.batch_size * cfg.seq_len,
+      "params": param_count(model_cfg),
+      "tokens": steps * cfg.batch_size * cfg.seq_len,
       "steps": steps,
       "mixture": getattr(source, "mixture", "unknown"),
       "shares": getattr(source, "shares", {}),
