@@ -356,15 +356,15 @@ def test_a_long_lived_process_loads_a_generator_once(tmp_path, tiny_generator):
   gen = str(tmp_path / "gen")
   shutil.copytree(tiny_generator, gen)
   cfg = store.load_config(gen)
-  first = job._loaded(gen, cfg, "")
-  assert job._loaded(gen, cfg, "") is first  # the same arrays, not a second load
-  assert job._loaded(gen, cfg, "bfloat16") is not first
+  first = job.loaded_generator(gen, cfg, "")
+  assert job.loaded_generator(gen, cfg, "") is first  # the same arrays, not a second load
+  assert job.loaded_generator(gen, cfg, "bfloat16") is not first
   time.sleep(0.01)  # a rewrite of the folder (a new conversion) changes model.json's stamp
   with open(os.path.join(gen, "model.json"), "r+") as f:
     text = f.read()
     f.seek(0)
     f.write(text)
-  again = job._loaded(gen, cfg, "")
+  again = job.loaded_generator(gen, cfg, "")
   assert again is not first
   a, b = first[1], again[1]
   assert all(

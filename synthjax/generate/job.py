@@ -100,7 +100,7 @@ def _chunks(cfg: GenerateConfig, docs: List[dict], count_tokens) -> List[dict]:
 _LOADED: dict = {}  # the last generator's weights, for the next job in this process
 
 
-def _loaded(generator_dir: str, model_cfg, weights: str):
+def loaded_generator(generator_dir: str, model_cfg, weights: str):
   """The generator's (config, weights), loaded once for every job a long-lived process runs
   (a Ray generation actor serves many parts); one generator is held at a time."""
   from synthjax.checkpoints import store
@@ -160,7 +160,7 @@ def run(cfg: GenerateConfig) -> dict:
   ):
     output.check_manifest(cfg.output_dir, _signature(cfg, template, generator_dir))
     if first is not None:
-      model_cfg, params = _loaded(generator_dir, model_cfg, cfg.weights)
+      model_cfg, params = loaded_generator(generator_dir, model_cfg, cfg.weights)
       engine = Engine(
           model_cfg,
           params,
