@@ -86,7 +86,8 @@ def render() -> str:
       "",
       "Written by `python benchmarks/results.py` from the `*.jsonl` files beside it (one line",
       "per benchmark run). Figures of one run compare with each other; across runs, machines of",
-      "one kind differ (see each record's machine).",
+      "one kind differ (see each record's machine). A commit marked (transcribed) is a run",
+      "published in README.md with that commit before runs were recorded as data.",
   ]
   for path in sorted(glob.glob(os.path.join(RESULTS, "*.jsonl"))):
     with open(path) as f:
@@ -100,7 +101,8 @@ def render() -> str:
     for r in records:
       m = r["machine"]
       machine = f"{m['device']}, {m['cpus']} CPUs, jax {m['jax']}"
-      cells = [r["date"][:10], r["commit"], machine, f"`{r['command']}`"]
+      commit = r["commit"] + (" (transcribed)" if r.get("source") else "")
+      cells = [r["date"][:10], commit, machine, f"`{r['command']}`"]
       cells += [_cell(r["figures"].get(k, "")) for k in keys]
       out.append("| " + " | ".join(cells) + " |")
   return "\n".join(out) + "\n"
