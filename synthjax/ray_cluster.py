@@ -214,6 +214,7 @@ def run_in_process(argv: Sequence[str], env: Dict[str, str], log_path: str) -> d
 
 
 class _Tee(io.TextIOBase):
+  """Text written to several streams at once: a part's output shows as it comes and is kept."""
 
   def __init__(self, *streams):
     self.streams = streams

@@ -9,7 +9,7 @@ jobs only read them, and a missing one is an error naming the command that makes
                                                     tokens per document of that shard
 
 A document is a byte range of its shard's tokens file, so a job reads exactly the documents it
-needs where the copy lives: a local file is mapped into memory, an object is read by ranged
+needs where the copy lives: a local file is read at the document's offset, an object by ranged
 requests (concurrently for a batch). No host copies a source's shards to its own disk.
 
 The fingerprint covers the task's name, source (file names, sizes and the store's checksums or
