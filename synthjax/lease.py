@@ -30,6 +30,7 @@ SETTLE_S = 1.0  # object stores: how long a racing write may take to land
 # Seconds to wait for a live-looking lease to go before refusing: set for a retry of work whose
 # holder was lost on another machine, whose lease lives until its ttl runs out.
 WAIT_ENV = "SYNTHJAX_LEASE_WAIT_S"
+RETRY_WAIT_S = TTL_S + 15.0  # what such a retry waits: a lost holder's lease lapses within it
 
 
 class Lease:

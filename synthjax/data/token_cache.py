@@ -200,9 +200,9 @@ class TokenizedTask:
 
   def shard_tokens(self, block: int = 1 << 24):
     """Every token of the copy, shard by shard in blocks of at most `block` tokens."""
+    size = self.dtype.itemsize
     for k, path in enumerate(self._paths):
       n = int(self.lengths[self._first_doc[k] : self._first_doc[k + 1]].sum(dtype=np.int64))
-      size = self.dtype.itemsize
       for a in range(0, n, block):
         b = min(a + block, n)
         if self._local:

@@ -55,7 +55,7 @@ def generate_stage(ctx: Context) -> None:
     while queue or running:
       while queue and idle:
         actor, i = idle.pop(), queue.popleft()
-        wait_s = lease.TTL_S + 15 if lost[i] else 0.0
+        wait_s = lease.RETRY_WAIT_S if lost[i] else 0.0
         log_path = storage.join(ctx.logs, f"generate-{i}-of-{parts}.log")
         running[actor.part.remote(i, parts, log_path, wait_s)] = (actor, i)
       (ref,), _ = ray.wait([*starting, *running], num_returns=1)

@@ -127,7 +127,7 @@ def _attempt(ctx: Context, job: grid.Job, logs: str, progress: Progress, retry: 
             "SYNTHJAX_COORDINATOR": f"{ip}:{port}",
             "SYNTHJAX_NUM_PROCESSES": str(held.hosts),
             "SYNTHJAX_PROCESS_ID": str(i),
-            lease.WAIT_ENV: str(lease.TTL_S + 15 if retry else 0),
+            lease.WAIT_ENV: str(lease.RETRY_WAIT_S if retry else 0),
         }
         refs.append(
             held.on_host(ray.remote(ray_cluster.run_binary), i).remote(
