@@ -261,6 +261,25 @@ def write_json(path: str, obj) -> None:
   write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+@contextlib.contextmanager
+def atomic_folder(path: str, overwrite: bool = False):
+  """A local folder that appears whole or not at all: yields a temporary sibling to fill; on
+  success it is renamed to `path`, on any error removed."""
+  path = os.path.abspath(path)
+  parent = os.path.dirname(path)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=parent, prefix=f".{os.path.basename(path)}.tmp")
+  try:
+    yield tmp
+    if os.path.exists(path):
+      if not overwrite:
+        raise UserError(f"{path} already exists; pass --overwrite to replace it")
+      shutil.rmtree(path)
+    os.replace(tmp, path)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
 def upload(local_path: str, path: str) -> None:
   """Copy a finished local file to `path` whole (local: copied, then renamed into place)."""
   if not is_remote(path):

@@ -6,6 +6,7 @@ from typing import Dict
 
 import numpy as np
 
+from synthjax import storage
 from synthjax.checkpoints import layout
 from synthjax.errors import UserError
 from synthjax.models.config import ModelConfig
@@ -164,9 +165,7 @@ def save(cfg: ModelConfig, params: dict, out_dir: str, overwrite: bool = False) 
   """Export to a HF directory that transformers' from_pretrained reads."""
   from safetensors.numpy import save_file
 
-  from synthjax import atomic
-
-  with atomic.directory(out_dir, overwrite=overwrite) as tmp:
+  with storage.atomic_folder(out_dir, overwrite=overwrite) as tmp:
     tensors = {k: np.asarray(v, np.float32) for k, v in layout.params_to_hf(cfg, params).items()}
     save_file(tensors, os.path.join(tmp, "model.safetensors"), metadata={"format": "pt"})
     with open(os.path.join(tmp, "config.json"), "w") as f:

@@ -15,7 +15,7 @@ from typing import Optional
 import jax
 import orbax.checkpoint as ocp
 
-from synthjax import atomic
+from synthjax import storage
 from synthjax.errors import UserError
 from synthjax.models.config import ModelConfig
 
@@ -28,7 +28,7 @@ def save_model(
     tokenizer_meta: Optional[dict] = None,
     overwrite: bool = False,
 ) -> None:
-  with atomic.directory(out_dir, overwrite=overwrite) as tmp:
+  with storage.atomic_folder(out_dir, overwrite=overwrite) as tmp:
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(os.path.join(tmp, "params"), params)
     checkpointer.wait_until_finished()

@@ -18,7 +18,7 @@ import json
 import os
 import re
 
-from synthjax import assets, atomic
+from synthjax import assets, storage
 
 VERSION = 2
 WIKI_DOMAINS = ("People", "Geography", "Physical sciences", "Arts")
@@ -36,7 +36,7 @@ def _key(title: str) -> str:
 
 
 def _write_jsonl(path, docs):
-  atomic.write_text(path, "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs))
+  storage.write_text(path, "".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs))
 
 
 def build(out_dir: str) -> dict:
@@ -89,7 +89,7 @@ def build(out_dir: str) -> dict:
       "held_out_words": HELD_OUT_WORDS,
       "domains": sorted(valid),
   }
-  atomic.write_json(manifest_path, manifest)  # written last: marks the corpus complete
+  storage.write_json(manifest_path, manifest)  # written last: marks the corpus complete
   return manifest
 
 
