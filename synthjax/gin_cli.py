@@ -5,7 +5,8 @@
 
 `--gin_file` repeats; `--gin.NAME=value` binds a macro or parameter (a bare word or path is
 taken as a string, so quoting is optional); `--gin_search_paths` lists folders that
-`--gin_file` and gin `include` statements are resolved against (gin_configs/ always is).
+`--gin_file` and gin `include` statements are resolved against, after the working directory
+(gin_configs/ always is).
 Errors in the config (unknown name, unparsable value, missing required macro, missing file)
 become one line naming the problem.
 """
@@ -27,6 +28,8 @@ from synthjax.errors import UserError
 _PACKAGED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gin_configs")
 _CHECKOUT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "gin_configs")
 GIN_CONFIGS = _PACKAGED if os.path.isdir(_PACKAGED) else _CHECKOUT
+
+_ADDED_SEARCH_PATHS: List[str] = []  # gin's search list only grows; each folder goes in once
 
 _WORDS = {"true": "True", "false": "False", "none": "None"}
 
@@ -135,19 +138,28 @@ def parse(
   """Clear gin, then parse files and bindings; any config error becomes a UserError."""
   search_paths = list(search_paths) + [GIN_CONFIGS]
   gin.clear_config()
-  # Our folders come before the working directory (gin 0.5.0 keeps them in this list and only
-  # appends): gin's package-resource reader errors on an include like 'models/x.gin' when the
-  # working directory happens to hold a folder named 'models'.
-  from gin import config as gin_config
-
-  gin_config._LOCATION_PREFIXES[:] = search_paths + [""]
+  for (
+      folder
+  ) in search_paths:  # gin searches the working directory, then these, in first-added order
+    if folder not in _ADDED_SEARCH_PATHS:
+      gin.add_config_file_search_path(folder)
+      _ADDED_SEARCH_PATHS.append(folder)
   files = [_resolve(f, search_paths) for f in gin_files]
   root = logging.getLogger()
   level = root.level
   root.setLevel(logging.CRITICAL)  # gin logs every search path an include is not found in
   try:
     gin.parse_config_files_and_bindings(files, bindings, finalize_config=False)
-  except (ValueError, SyntaxError, IOError, TypeError, KeyError) as e:
+  except TypeError as e:
+    if "NoneType" not in str(e):
+      raise UserError(f"bad gin config: {_one_line(e)}") from None
+    # gin 0.5 takes the include's folder, when a folder of that name sits in the working
+    # directory, for a Python package, and fails before it tries the search paths.
+    raise UserError(
+        f"bad gin config: {_one_line(e)}: an include's folder has the name of a folder in the "
+        "working directory; write the include as './folder/file.gin'"
+    ) from None
+  except (ValueError, SyntaxError, IOError, KeyError) as e:
     raise UserError(f"bad gin config: {_one_line(e)}") from None
   except tokenize.TokenError as e:  # gin's tokenizer names neither the file nor the line
     raise UserError(

@@ -42,6 +42,25 @@ def test_model_preset_parses_and_macros_bind(tmp_path):
   assert "_job.steps = 3" in open(path).read()
 
 
+def test_presets_parse_from_a_folder_whose_subfolders_share_their_names(tmp_path, monkeypatch):
+  # gin 0.5 reads an include's folder as a Python package when the working directory (on
+  # sys.path under `python -m`) holds a folder of that name; the presets' './' includes and the
+  # one-line error for a plain one keep that from reaching a user as a TypeError.
+  for name in ("models", "train", "study"):
+    (tmp_path / name).mkdir()
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.syspath_prepend(str(tmp_path))
+  gin_cli.parse(["train/tiny_markov.gin"], ["MODEL_DIR = '/out'"])
+  assert ModelConfig().name == "tiny"
+  run = tmp_path / "run.gin"
+  run.write_text("include 'models/tiny.gin'\n")
+  with pytest.raises(UserError, match="write the include as './folder/file.gin'"):
+    gin_cli.parse([str(run)])
+  run.write_text("include './models/tiny.gin'\n")
+  gin_cli.parse([str(run)])
+  assert ModelConfig().name == "tiny"
+
+
 def test_unknown_binding_is_one_clear_line():
   with pytest.raises(UserError, match="bad gin config: .*No configurable matching 'nope'"):
     gin_cli.parse([], ["nope.x = 1"])
