@@ -38,6 +38,20 @@ def study_paths(cfg: StudyConfig) -> dict:
   }
 
 
+class Study:
+  """One study's plan: its settings, folders and data. The data reads the corpus stage's
+  manifest and stamps every source file, so it is built on first use (after the corpus stage)
+  and kept: a process builds it once."""
+
+  def __init__(self, cfg: StudyConfig, dry_run: bool = False):
+    self.cfg, self.dry_run = cfg, dry_run
+    self.paths = study_paths(cfg)
+
+  @functools.cached_property
+  def data(self) -> "Data":
+    return Data(self.cfg, self.paths, self.dry_run)
+
+
 class Data:
   """Where the study's data lives and the keys that say what it was made from."""
 
@@ -114,10 +128,10 @@ def vocabulary(data):
   return load_vocabulary(data.vocab)
 
 
-def register(cfg, paths):
+def register(study: Study):
   from synthjax.data import tasks
 
-  data = Data(cfg, paths)
+  data = study.data
   voc = vocabulary(data)
   tasks.register_study_data(data.vocab, kinds(data), data.domains, shares=())
   return voc, data
@@ -221,20 +235,21 @@ def record_path(model_dir: str, run_budget: int, budget: int) -> str:
   return branch_record_path(model_dir, budget)
 
 
-def train_jobs(cfg: StudyConfig, paths: dict, dry_run: bool = False) -> list:
+def train_jobs(study: Study) -> list:
   """Every training job of the grid; a dry run, before any data exists, takes the vocabulary
   size asked for and keys sources by their names."""
-  data = Data(cfg, paths, dry_run)
-  vocab_size = cfg.vocab_size if dry_run else vocabulary(data).vocab_size
-  return [train_job(cfg, paths, data, vocab_size, r) for r in cfg.train_runs()]
+  cfg = study.cfg
+  vocab_size = cfg.vocab_size if study.dry_run else vocabulary(study.data).vocab_size
+  return [train_job(cfg, study.paths, study.data, vocab_size, r) for r in cfg.train_runs()]
 
 
-def check_budgets(cfg: StudyConfig, paths: dict) -> None:
+def check_budgets(study: Study) -> None:
   """Every run's budget against the tokenized copies' stats, before any training."""
   from synthjax.data import loader
 
-  _, data = register(cfg, paths)
-  gin.bind_parameter("cache_dir.path", paths["tokens"])
+  cfg = study.cfg
+  _, data = register(study)
+  gin.bind_parameter("cache_dir.path", study.paths["tokens"])
   for r in cfg.train_runs():
     loader.check_budget(
         r["mixture"],
@@ -245,7 +260,7 @@ def check_budgets(cfg: StudyConfig, paths: dict) -> None:
     )
 
 
-def record_paths(cfg, paths) -> list:
+def record_paths(study: Study) -> list:
   """The run record of every job and budget of the grid (runs of other settings are not
   among them)."""
-  return [p for j in train_jobs(cfg, paths) for p in j.records]
+  return [p for j in train_jobs(study) for p in j.records]

@@ -28,7 +28,8 @@ def _log(msg: str) -> None:
   print(f"study: {msg}", file=sys.stderr, flush=True)
 
 
-def stage_corpus(cfg, paths):
+def stage_corpus(study: plan.Study):
+  cfg, paths = study.cfg, study.paths
   if cfg.natural != EMBEDDED:
     _log(f"corpus: natural text from {cfg.natural}; {len(cfg.eval_domains)} evaluation domains")
     return
@@ -41,10 +42,10 @@ def stage_corpus(cfg, paths):
   )
 
 
-def stage_vocab(cfg, paths):
+def stage_vocab(study: plan.Study):
   from synthjax.data import sources, vocab
 
-  data = plan.Data(cfg, paths)
+  cfg, paths, data = study.cfg, study.paths, study.data
   if storage.exists(data.vocab):
     _log(f"vocab: {data.vocab} (made already for this corpus and vocab_size)")
     return
@@ -60,14 +61,13 @@ def stage_vocab(cfg, paths):
   _log(f"vocab: {data.vocab}")
 
 
-def stage_generate(cfg, paths):
+def stage_generate(study: plan.Study):
   """Each kind's synthetic text; on a cluster every host of the job runs this and takes its
   own part of the corpus (SYNTHJAX_PROCESS_ID of SYNTHJAX_NUM_PROCESSES)."""
   from synthjax.generate import job
 
-  data = plan.Data(cfg, paths)
-  generator = plan.generator_dir(cfg, paths)
-  for kind, (out_dir, _, settings) in data.synthetic.items():
+  generator = plan.generator_dir(study.cfg, study.paths)
+  for kind, (out_dir, _, settings) in study.data.synthetic.items():
     t = time.time()
     manifest = job.run(
         job.GenerateConfig(**dict(settings, generator=generator, output_dir=out_dir))
@@ -81,27 +81,27 @@ def stage_generate(cfg, paths):
       _log(f"generate {kind}: this host's part done in {time.time() - t:.0f}s")
 
 
-def stage_tokenize(cfg, paths):
+def stage_tokenize(study: plan.Study):
   """Every task the grid reads, tokenized once into the study's shared copies (Beam)."""
   from synthjax.data import tokenize
   from synthjax.generate import output as generate_output
 
-  for kind, (out_dir, _, _) in plan.Data(cfg, paths).synthetic.items():
+  for kind, (out_dir, _, _) in study.data.synthetic.items():
     generate_output.require_complete(out_dir, kind)
-  _, data = plan.register(cfg, paths)
-  gin.bind_parameter("cache_dir.path", paths["tokens"])
+  _, data = plan.register(study)
+  gin.bind_parameter("cache_dir.path", study.paths["tokens"])
   names = ["natural", *data.synthetic, *(f"valid_{d}" for d in data.domains)]
-  tokenize.tokenize(names, cfg.tokenize_options)
+  tokenize.tokenize(names, study.cfg.tokenize_options)
 
 
-def stage_train(cfg, paths):
+def stage_train(study: plan.Study):
   from synthjax import train as train_lib
   from synthjax.models.config import ModelConfig
   from synthjax.training.config import TrainConfig
   from synthjax.training.optimizer import OptimizerConfig
 
-  plan.check_budgets(cfg, paths)
-  runs, jobs = cfg.train_runs(), plan.train_jobs(cfg, paths)
+  plan.check_budgets(study)
+  runs, jobs = study.cfg.train_runs(), plan.train_jobs(study)
   tokens = Rate(sum(r["budget"] for r in runs))
   for i, (r, j) in enumerate(zip(runs, jobs), start=1):
     t = time.time()
@@ -121,7 +121,8 @@ def stage_train(cfg, paths):
       )
     # the job's definition, quieter: a study trains dozens of runs in this process
     gin_cli.parse(j.gin_files, [*j.bindings, "TrainConfig.log_every = 1000000"])
-    record = train_lib.train(TrainConfig(), ModelConfig(), OptimizerConfig())
+    train_cfg = gin_cli.call_configured(TrainConfig)  # its required fields come from the job
+    record = train_lib.train(train_cfg, ModelConfig(), OptimizerConfig())
     tokens.add(r["budget"])
     _log(f"{what}: loss {record['loss']:.4f} ({time.time() - t:.1f}s; ETA {tokens.eta()})")
 
@@ -138,19 +139,20 @@ def _report_digest(record_files) -> str:
   return h.hexdigest()
 
 
-def stage_analyze(cfg, paths):
+def stage_analyze(study: plan.Study):
   """The report over this grid's run records (collected from wherever the runs wrote them),
   rebuilt only when the records or the analysis code changed (the fits and bootstraps take a
   while)."""
   from synthjax.analyze import report
 
-  records = plan.record_paths(cfg, paths)
+  paths = study.paths
+  records = plan.record_paths(study)
   found = [p for p in records if storage.exists(p)]
   if len(found) < len(records):
     _log(f"report: {len(records) - len(found)} of {len(records)} runs have no record yet")
   synthetic = {
       k: d
-      for k, (d, _, _) in plan.Data(cfg, paths).synthetic.items()
+      for k, (d, _, _) in study.data.synthetic.items()
       if storage.exists(storage.join(d, "manifest.json"))
   }
   digest = _report_digest(found + [storage.join(d, "manifest.json") for d in synthetic.values()])
@@ -163,14 +165,14 @@ def stage_analyze(cfg, paths):
       found,
       paths["report"],
       synthetic=synthetic,
-      generation=_generation_costs(cfg, paths, synthetic),
+      generation=_generation_costs(study, synthetic),
   )
   storage.write_text(stamp, digest)
   _log(f"report: {path}")
   return path
 
 
-def _generation_costs(cfg, paths, synthetic: dict) -> dict:
+def _generation_costs(study: plan.Study, synthetic: dict) -> dict:
   """Per generated kind, what its set cost to make (analyze/compute.py): the generator's
   parameters, the tokens it processed, and the kept text's training tokens."""
   from synthjax.analyze import compute
@@ -182,10 +184,10 @@ def _generation_costs(cfg, paths, synthetic: dict) -> dict:
 
   if not synthetic:
     return {}
-  gin.bind_parameter("cache_dir.path", paths["tokens"])
-  plan.register(cfg, paths)
+  gin.bind_parameter("cache_dir.path", study.paths["tokens"])
+  plan.register(study)
   params = flops.param_count(
-      store.load_config(job.resolve_generator(plan.generator_dir(cfg, paths)))
+      store.load_config(job.resolve_generator(plan.generator_dir(study.cfg, study.paths)))
   )
   out = {}
   for kind, out_dir in synthetic.items():
@@ -221,7 +223,7 @@ def use_tfds_data_dir(cfg: StudyConfig) -> None:
 def run(cfg: StudyConfig) -> Optional[str]:
   cfg.validate()  # before anything is written
   use_tfds_data_dir(cfg)
-  paths = plan.study_paths(cfg)
+  study = plan.Study(cfg)  # its data is built at first use, after the corpus stage
   storage.makedirs(cfg.study_dir)
   t0 = time.time()
   report_path: Optional[str] = None
@@ -229,7 +231,7 @@ def run(cfg: StudyConfig) -> Optional[str]:
     for stage in cfg.stages:
       t = time.time()
       _log(f"stage {stage} ...")
-      out = STAGES[stage](cfg, paths)
+      out = STAGES[stage](study)
       report_path = out or report_path
       _log(f"stage {stage} done in {time.time() - t:.0f}s")
   _log(f"finished in {time.time() - t0:.0f}s")

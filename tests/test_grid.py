@@ -20,7 +20,7 @@ def test_the_paper_preset_expands_into_its_training_jobs():
   # 4 sizes x 6 budgets x (7 HQ shares + 3 QA + 3 textbook, natural counted once) mixtures,
   # served by one run per (size, mixture) with a cooldown branch per smaller budget
   assert len(cfg.mixtures()) == 7 + 3 + 3 and len(cfg.jobs()) == 4 * 6 * 13
-  jobs = plan.train_jobs(cfg, plan.study_paths(cfg), dry_run=True)
+  jobs = plan.train_jobs(plan.Study(cfg, dry_run=True))
   assert len(jobs) == 4 * 13 and all(len(j.records) == 6 for j in jobs)
   assert {j.gin_files[1] for j in jobs} == {
       f"models/paper_{s}.gin" for s in ("100m", "300m", "1b", "3b")

@@ -125,8 +125,9 @@ def _stages(ctx, cfg, stages, slices) -> None:
     if stage == "generate":
       generate_stage(ctx)
     elif stage == "train":
-      plan.check_budgets(cfg, plan.study_paths(cfg))  # the tokenized copies' stats
-      train_stage(ctx, slices)
+      study = plan.Study(cfg)  # built after the stages before it: their outputs are its data
+      plan.check_budgets(study)  # the tokenized copies' stats
+      train_stage(ctx, study, slices)
     else:
       cpu_stage(ctx, stage)
     print(f"stage {stage} done in {time.time() - t:.0f}s", flush=True)

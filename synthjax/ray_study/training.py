@@ -179,10 +179,10 @@ def _all_or_none(refs) -> list:
   return [results[r] for r in refs]
 
 
-def train_stage(ctx: Context, slices: int) -> None:
+def train_stage(ctx: Context, study: plan.Study, slices: int) -> None:
   cfg = ctx.cfg
   runs = cfg.train_runs()
-  jobs = plan.train_jobs(cfg, plan.study_paths(cfg))
+  jobs = plan.train_jobs(study)
   todo = [
       (j, r["budget"]) for j, r in zip(jobs, runs) if not all(storage.exists(p) for p in j.records)
   ]
