@@ -13,7 +13,7 @@ from synthjax.errors import UserError
 from synthjax.generate.engine import Engine
 from synthjax.generate.sampling import Sampling, sample_tokens
 from synthjax.generate.slots import Request
-from synthjax.models.llama import cache_length
+from synthjax.models import kv_cache
 from tests.hf_fixtures import save_tiny_hf
 
 PROMPTS = [
@@ -72,7 +72,7 @@ def test_cache_that_grows_and_shrinks_keeps_greedy_output(tiny, torch_module):
   for prompt, n, res in zip(prompts, new_tokens, results):
     assert res.tokens == _transformers_greedy(torch_module, hf_dir, prompt, n, None)
   assert engine.stats["grown"] > 0 and engine.stats["shrunk"] > 0
-  assert cache_length(engine.cache) < 64
+  assert kv_cache.length(engine.cache) < 64
 
 
 def test_engines_with_the_same_settings_share_compiled_programs(tiny):
@@ -139,6 +139,42 @@ def test_sharded_engine_matches_one_device(tiny):
       r.tokens for r in single.generate(requests)
   ]
   assert sharded.stats["grown"] > 0
+
+
+@pytest.mark.parametrize("mesh_axes", [None, {"data": 4, "fsdp": 1, "tensor": 2}])
+def test_a_ragged_cache_gives_the_dense_caches_tokens(tiny, mesh_axes):
+  """Decode steps that read each row only up to its own length (the GPU kernel, interpreted
+  here) against the dense cache, greedy, on prompts of mixed lengths whose slots free up and
+  refill, a cache that grows, a max_len off the kernel's block, a shared prefix and drafts;
+  on one device and with rows and kv heads split over a mesh."""
+  _, cfg, params = tiny
+  prefix = [3, 141, 59, 26, 53, 58, 97, 93, 23]
+  prompts = PROMPTS + [prefix + p for p in PROMPTS]
+  requests = [Request(p, Sampling(max_new_tokens=n)) for p, n in zip(prompts, NEW_TOKENS * 2)]
+  mesh = sharding.make_mesh(mesh_axes) if mesh_axes else None
+
+  def run(decode_attention, **kw):
+    engine = Engine(
+        cfg,
+        params,
+        eos_ids=[210],
+        slots=4,
+        max_len=100,
+        cache_step=8,
+        mesh=mesh,
+        decode_attention=decode_attention,
+        shared_prefix=prefix,
+        **kw,
+    )
+    return [r.tokens for r in engine.generate(requests)], engine
+
+  dense, _ = run("dense")
+  ragged, engine = run("ragged")
+  assert ragged == dense
+  assert engine.cache[0]["k"].shape[2] % 16 == 0 and engine.stats["grown"] > 0
+  assert engine.stats["from_prefix"] == len(PROMPTS)
+  drafted, engine = run("ragged", draft_tokens=3)
+  assert drafted == dense and engine.stats["drafted"] > 0
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])

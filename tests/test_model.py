@@ -4,9 +4,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from synthjax.models import flops
+from synthjax.models import flops, kv_cache
 from synthjax.models.config import ModelConfig
-from synthjax.models.llama import Transformer, init_cache, rope_frequencies
+from synthjax.models.llama import Transformer, rope_frequencies
 
 CFG = ModelConfig(V=97, D=32, L=2, H=4, K=2, Dh=8, F=48)
 
@@ -71,7 +71,7 @@ def test_kv_cache_decoding_equals_full_forward():
   params = _init(CFG, tokens)
   model = Transformer(CFG)
   full = model.apply(params, tokens)
-  cache = init_cache(CFG, 2, 16)
+  cache = kv_cache.init(CFG, 2, 16)
   S = 16
   kv_pos = np.broadcast_to(np.arange(S), (2, S))
   steps = []
@@ -96,9 +96,7 @@ def test_kv_cache_decoding_equals_full_forward():
 @pytest.mark.parametrize("T", [1, 3])
 def test_cache_write_puts_each_rows_entries_at_its_offset(name, dtype, T):
   # A bf16 decode step writes with a select, the other cases with a scatter: same result, in
-  # the keys' layout (BxKxDhxS) and the values' (BxKxSxDh).
-  from synthjax.models.llama import _write_cache
-
+  # the dense keys' layout (BxKxDhxS) and the values' (BxKxSxDh).
   rng = np.random.default_rng(0)
   B, K, S, Dh = 3, 2, 10, 4
   cache = rng.normal(size=(B, K, S, Dh)).astype(np.float32)
@@ -108,13 +106,48 @@ def test_cache_write_puts_each_rows_entries_at_its_offset(name, dtype, T):
   for b in range(B):
     expected[b, :, starts[b] : starts[b] + T] = new[b].swapaxes(0, 1)
   layout = (lambda x: x.swapaxes(2, 3)) if name == "k" else (lambda x: x)
-  got = _write_cache(
-      jnp.asarray(layout(cache), dtype), jnp.asarray(new, dtype), jnp.asarray(starts), name
+  got = kv_cache.write(
+      jnp.asarray(layout(cache), dtype),
+      jnp.asarray(new, dtype),
+      jnp.asarray(starts),
+      kv_cache.length_axis(CFG)[name],
   )
   assert got.dtype == jnp.dtype(dtype)
   np.testing.assert_array_equal(
       np.asarray(layout(got), np.float32), np.asarray(jnp.asarray(expected, dtype), np.float32)
   )
+
+
+def test_kv_cache_decoding_equals_full_forward_in_the_ragged_layout():
+  # Keys laid out as the values are, and a decode step (T = 1) attends through the GPU kernel
+  # (interpreted here); rows of different lengths, one of them idle at each step.
+  cfg = CFG.replace(decode_attention="ragged")
+  tokens = np.random.default_rng(3).integers(0, CFG.V, (3, 9))
+  params = _init(CFG, tokens)
+  full = Transformer(CFG).apply(params, tokens)
+  model = Transformer(cfg)
+  cache = kv_cache.init(cfg, 3, 32)
+  assert cache[0]["k"].shape == cache[0]["v"].shape == (3, CFG.K, 32, CFG.Dh)
+  S, starts = 32, np.array([0, 2, 5])  # row b starts decoding at step starts[b]
+  kv_pos = np.broadcast_to(np.arange(S), (3, S))
+  steps = np.zeros_like(full)
+  for step in range(14):
+    t = np.clip(step - starts, 0, 8)
+    busy = (step >= starts) & (step - starts <= 8)
+    kv_valid = ((np.arange(S)[None] <= t[:, None]) & busy[:, None]).astype(np.int32)
+    logits, cache = model.apply(
+        params,
+        tokens[np.arange(3), t][:, None],
+        t[:, None],
+        busy[:, None].astype(np.int32),
+        cache,
+        t,
+        kv_pos,
+        kv_valid,
+    )
+    for b in np.flatnonzero(busy):
+      steps[b, t[b]] = logits[b, 0]
+  np.testing.assert_allclose(steps, full, atol=1e-5)
 
 
 def test_llama3_rope_scaling_keeps_high_frequencies():

@@ -1,6 +1,6 @@
 """Batched decoding with a KV cache, static shapes and refilled slots.
 
-A fixed number of batch slots share one KV cache per layer (llama.CACHE_AXES). Waiting
+A fixed number of batch slots share one KV cache per layer (models/kv_cache.py). Waiting
 requests are prefilled `prefill_batch` at a time (0: `default_prefill_batch()`) into free
 slots: prompts are padded to a length bucket, so prefill compiles once per bucket and attends
 over that bucket only, and a batch takes the oldest waiting request and the waiting ones nearest
@@ -52,14 +52,9 @@ from synthjax import sharding
 from synthjax.errors import UserError
 from synthjax.generate import programs
 from synthjax.generate.slots import Request, Result, Slots
+from synthjax.models import kv_cache
 from synthjax.models.config import ModelConfig
-from synthjax.models.llama import (
-    CACHE_AXES,
-    CACHE_LENGTH_AXIS,
-    abstract_params,
-    cache_length,
-    init_cache,
-)
+from synthjax.models.llama import abstract_params
 
 PREFILL_STEP = 64  # prompts are padded to 16, 32 or a multiple of this
 LOOKAHEAD = 4  # waiting requests, in prefill batches, searched for similar lengths
@@ -77,6 +72,12 @@ def default_decode_steps() -> int:
   """Decode steps per device call: 1 on a CPU (the host's share of a step is under 1% there,
   and the loop costs compile time), 8 on an accelerator, where a step takes milliseconds."""
   return 1 if jax.default_backend() == "cpu" else 8
+
+
+def default_decode_attention() -> str:
+  """'ragged' on a GPU, where JAX ships the kernel; 'dense' elsewhere (a TPU would need its
+  paged-attention kernel and a paged cache; on a CPU the kernel only runs interpreted)."""
+  return "ragged" if jax.default_backend() == "gpu" else "dense"
 
 
 def batching(slots: int, decode_steps: int, prefill_batch: int):
@@ -108,10 +109,17 @@ class Engine:
       prefill_batch: int = 0,
       cache_dtype=None,
       shared_prefix: Sequence[int] = (),
+      decode_attention: str = "",
   ):
     if cfg.scan_layers:
       raise UserError("generation needs unstacked layers (convert without --scan_layers)")
-    self.cfg, self.slots, self.max_len, self.cache_step = cfg, slots, max_len, cache_step
+    # How a decode step reads the cache ('': ragged on a GPU, dense elsewhere; kv_cache.py).
+    cfg = cfg.replace(decode_attention=decode_attention or default_decode_attention())
+    self.cfg, self.slots, self.max_len = cfg, slots, max_len
+    # A ragged cache's length is a multiple of the kernel's block; max_len still ends requests.
+    unit = kv_cache.RAGGED_MULTIPLE if cfg.decode_attention == "ragged" else 1
+    self.cache_step = -(-cache_step // unit) * unit
+    self._longest_cache = -(-max_len // unit) * unit
     # Every prefill has prefill_batch rows (a short batch repeats its first request), so it
     # compiles once per bucket.
     self.decode_steps, self.prefill_batch = batching(slots, decode_steps, prefill_batch)
@@ -124,14 +132,14 @@ class Engine:
     self.param_shardings = sharding.logical_shardings(abstract_params(cfg), self.mesh, self.rules)
     self.params = jax.device_put(nn.unbox(params), self.param_shardings)
     # "length" is never split, so one sharding serves every cache length
-    full = jax.eval_shape(lambda: init_cache(cfg, slots, max_len))
+    full = jax.eval_shape(lambda: kv_cache.init(cfg, slots, self._longest_cache))
     kv_sharding = {
-        n: sharding.named(self.mesh, self.rules, CACHE_AXES[n], full[0][n].shape)
-        for n in CACHE_AXES
+        n: sharding.named(self.mesh, self.rules, axes, full[0][n].shape)
+        for n, axes in kv_cache.axes(cfg).items()
     }
     # The cache's dtype (None: the model's compute dtype) is the prefill's too.
     self.cache = jax.device_put(
-        init_cache(cfg, slots, self._size(1), cache_dtype), [kv_sharding] * cfg.L
+        kv_cache.init(cfg, slots, self._size(1), cache_dtype), [kv_sharding] * cfg.L
     )
     seen_sharding = sharding.named(self.mesh, self.rules, ("batch", "vocab"), (slots, cfg.V))
     self.seen = jax.device_put(jnp.zeros((slots, cfg.V), bool), seen_sharding)
@@ -194,14 +202,14 @@ class Engine:
     return []
 
   def _size(self, need: int) -> int:
-    """The cache length that holds `need` positions: a multiple of the step, or max_len."""
-    return min(self.max_len, -(-max(need, 1) // self.cache_step) * self.cache_step)
+    """The cache length that holds `need` positions: a multiple of the step, or the longest."""
+    return min(self._longest_cache, -(-max(need, 1) // self.cache_step) * self.cache_step)
 
   def _fit_cache(self, need: int, shrink: bool) -> None:
     """Grow the cache to hold `need` positions; with `shrink`, also cut it when it is at least
     two steps too long (one step of slack, so a prompt's padding does not make it shrink
     and grow again around every refill)."""
-    size, now = self._size(need), cache_length(self.cache)
+    size, now = self._size(need), kv_cache.length(self.cache)
     if size > now or (shrink and size < now - self.cache_step):
       self.cache = self._on_mesh(self._resize, self.cache, size)
       self.stats["grown" if size > now else "shrunk"] += 1
@@ -231,7 +239,7 @@ class Engine:
       # input made this a program of its own, compiled apart from the prompts' (2-3 s).
       on_mesh = sharding.replicated(self.mesh)
       empty = (
-          jax.device_put(init_cache(self.cfg, 1, W, self._device.cache_dtype), on_mesh),
+          jax.device_put(kv_cache.init(self.cfg, 1, W, self._device.cache_dtype), on_mesh),
           jnp.asarray(ids),
           jnp.int32(0),
       )
@@ -248,7 +256,7 @@ class Engine:
       cache = jax.device_put(
           [
               {
-                  n: jax.lax.slice_in_dim(x[:1], 0, W, axis=CACHE_LENGTH_AXIS[n])
+                  n: jax.lax.slice_in_dim(x[:1], 0, W, axis=kv_cache.length_axis(self.cfg)[n])
                   for n, x in layer.items()
               }
               for layer in cache

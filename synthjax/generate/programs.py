@@ -9,8 +9,9 @@ import jax
 import jax.numpy as jnp
 
 from synthjax.generate.sampling import sample_tokens
+from synthjax.models import kv_cache
 from synthjax.models.config import ModelConfig
-from synthjax.models.llama import CACHE_LENGTH_AXIS, Transformer, cache_length, init_cache
+from synthjax.models.llama import Transformer
 
 
 def _zero_padded(x, size: int, axis: int):
@@ -59,14 +60,16 @@ class DevicePrograms:
     seen = jnp.zeros((N, self.cfg.V), bool)
     if prefix is None:
       A, W = 0, 0
-      new_cache = init_cache(self.cfg, N, P_len, self.cache_dtype)
+      new_cache = kv_cache.init(self.cfg, N, P_len, self.cache_dtype)
     else:
       prefix_cache, prefix_ids_W, A = prefix
       W = len(prefix_ids_W)
       new_cache = [
           {
               n: _zero_padded(
-                  jnp.broadcast_to(x, (N, *x.shape[1:])), W + P_len, CACHE_LENGTH_AXIS[n]
+                  jnp.broadcast_to(x, (N, *x.shape[1:])),
+                  W + P_len,
+                  kv_cache.length_axis(self.cfg)[n],
               )
               for n, x in layer.items()
           }
@@ -96,7 +99,7 @@ class DevicePrograms:
   def insert(self, cache, seen, slots_N, new_cache, new_seen):
     """Write prefilled prompts over their slots' first positions (later ones stay masked until
     decoding writes them). Rows that repeat a slot carry the same data."""
-    S = cache_length(cache)
+    S = kv_cache.length(cache)
     if cache[0]["k"].dtype.itemsize == 2:
       # XLA:CPU runs a dynamic-update-slice into a bf16 array through a whole-cache f32 copy
       # (53 ms a prompt, measured); a select over the cache is one pass for the whole batch.
@@ -117,8 +120,9 @@ class DevicePrograms:
           c = jax.lax.dynamic_update_slice(c, new[n : n + 1], (slots_N[n], 0, 0, 0))
         return c
 
+    axis = kv_cache.length_axis(self.cfg)
     cache = [
-        {n: put(layer[n], new_layer[n], CACHE_LENGTH_AXIS[n]) for n in layer}
+        {n: put(layer[n], new_layer[n], axis[n]) for n in layer}
         for layer, new_layer in zip(cache, new_cache)
     ]
     return self.pinned(cache, seen.at[slots_N].set(new_seen))
@@ -131,9 +135,8 @@ class DevicePrograms:
         return jax.lax.slice_in_dim(x, 0, size, axis=axis)
       return _zero_padded(x, size, axis)
 
-    return self.pinned(
-        [{n: fit(x, CACHE_LENGTH_AXIS[n]) for n, x in layer.items()} for layer in cache]
-    )
+    axis = kv_cache.length_axis(self.cfg)
+    return self.pinned([{n: fit(x, axis[n]) for n, x in layer.items()} for layer in cache])
 
   def decode(
       self, params, cache, seen, tokens_B, lengths_B, busy_B, sampling, seeds_B, counts_B, room_B
@@ -171,7 +174,7 @@ class DevicePrograms:
   def step(self, params, cache, seen, tokens_B, lengths_B, busy_B, sampling, seeds_B, counts_B):
     """One decode step for the busy rows: their next tokens, cached and marked seen."""
     keys = jax.vmap(lambda s, c: jax.random.fold_in(jax.random.key(s), c))(seeds_B, counts_B)
-    S = cache_length(cache)
+    S = kv_cache.length(cache)
     kv_positions = jnp.broadcast_to(jnp.arange(S), (self.slots, S))
     kv_valid = ((kv_positions <= lengths_B[:, None]) & busy_B[:, None]).astype(jnp.int32)
     logits, cache = self.apply(
@@ -210,7 +213,7 @@ class DevicePrograms:
         seeds_B, counts_B[:, None] + jnp.arange(T)
     )
     positions = lengths_B[:, None] + jnp.arange(T)
-    S = cache_length(cache)
+    S = kv_cache.length(cache)
     kv_positions = jnp.broadcast_to(jnp.arange(S), (B, S))
     kv_valid = ((kv_positions <= lengths_B[:, None] + T - 1) & busy_B[:, None]).astype(jnp.int32)
     rows = jnp.broadcast_to(busy_B[:, None], (B, T)).astype(jnp.int32)

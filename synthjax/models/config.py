@@ -48,6 +48,10 @@ class ModelConfig:
   # channel (synthjax.models.quantize makes them from float weights; for generation).
   weights: str = "float"
   scan_layers: bool = False  # one scanned layer body: faster compiles, stacked params
+  # How a decode step attends over the KV cache (synthjax.models.kv_cache, which also lays the
+  # cache out for it): 'dense' (every cached position, masked) or 'ragged' (each row up to its
+  # own length, by a GPU kernel). The generation engine sets it; training never reads it.
+  decode_attention: str = "dense"
 
   def __post_init__(self):
     check_field_types(self)
@@ -66,6 +70,13 @@ class ModelConfig:
       raise ValueError(
           f"ModelConfig.attention must be one of {attention.IMPLEMENTATIONS}, "
           f"got {self.attention!r}"
+      )
+    from synthjax.models import kv_cache
+
+    if self.decode_attention not in kv_cache.LAYOUTS:
+      raise ValueError(
+          f"ModelConfig.decode_attention must be one of {kv_cache.LAYOUTS}, "
+          f"got {self.decode_attention!r}"
       )
     if self.weights not in ("float", "int8"):
       raise ValueError(f"ModelConfig.weights must be 'float' or 'int8', got {self.weights!r}")

@@ -19,8 +19,9 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from synthjax.models import attention, remat
+from synthjax.models import attention, kv_cache, remat
 from synthjax.models.config import ModelConfig
+from synthjax.models.matmul import dot
 
 constrain = nn.with_logical_constraint
 
@@ -97,18 +98,6 @@ def _kernel(module: nn.Module, name: str, shape, axes, fan_in: int):
   return w.astype(_dtype(cfg.dtype))  # type: ignore[attr-defined]
 
 
-def _dot(equation: str, a, b, out_dtype=None):
-  """einsum returned in `out_dtype` (default: a's dtype). On a CPU, products accumulate in f32
-  explicitly: XLA:CPU runs a bf16-out product about 5x slower (measured here; bf16 in, f32 out
-  reaches its oneDNN/AMX kernels). TPUs and GPUs accumulate bf16 products in f32 anyway, and
-  asking there would make the backward pass's products f32."""
-  if jax.default_backend() == "cpu":
-    return jnp.einsum(equation, a, b, preferred_element_type=jnp.float32).astype(
-        out_dtype or a.dtype
-    )
-  return jnp.einsum(equation, a, b).astype(out_dtype or a.dtype)
-
-
 class Attention(nn.Module):
   """Self-attention. Without a cache it attends within the row's segments (positions and
   segment ids); with one it writes this step's keys/values at each row's offset and attends
@@ -127,9 +116,9 @@ class Attention(nn.Module):
     o_HxDhxD = _kernel(
         self, "o", (cfg.H, cfg.Dh, cfg.D), ("heads", "head_dim", "embed"), cfg.H * cfg.Dh
     )
-    q = checkpoint_name(_dot("btd,dhk->bthk", x_BxTxD, q_DxHxDh), "query_proj")
-    k = checkpoint_name(_dot("btd,dhk->bthk", x_BxTxD, k_DxKxDh), "key_proj")
-    v = checkpoint_name(_dot("btd,dhk->bthk", x_BxTxD, v_DxKxDh), "value_proj")
+    q = checkpoint_name(dot("btd,dhk->bthk", x_BxTxD, q_DxHxDh), "query_proj")
+    k = checkpoint_name(dot("btd,dhk->bthk", x_BxTxD, k_DxKxDh), "key_proj")
+    v = checkpoint_name(dot("btd,dhk->bthk", x_BxTxD, v_DxKxDh), "value_proj")
     if cfg.qkv_bias:
       zeros = nn.initializers.zeros
       dt = _dtype(cfg.param_dtype)
@@ -159,11 +148,12 @@ class Attention(nn.Module):
 
     new_cache = None
     if cache is not None:
+      axis = kv_cache.length_axis(cfg)
       new_cache = {
-          "k": _write_cache(cache["k"], k_BxTxKxDh, cache_index_B, "k"),
-          "v": _write_cache(cache["v"], v_BxTxKxDh, cache_index_B, "v"),
+          "k": kv_cache.write(cache["k"], k_BxTxKxDh, cache_index_B, axis["k"]),
+          "v": kv_cache.write(cache["v"], v_BxTxKxDh, cache_index_B, axis["v"]),
       }
-      out = _attend_cache(q_BxTxHxDh, new_cache["k"], new_cache["v"], mask_BxTxS)
+      out = kv_cache.attend(q_BxTxHxDh, new_cache["k"], new_cache["v"], mask_BxTxS, cfg)
     else:
       out = attention.self_attention(
           q_BxTxHxDh,
@@ -175,51 +165,8 @@ class Attention(nn.Module):
           cfg.attention_block,
       )
     out = checkpoint_name(out, "attention_out")
-    out_BxTxD = _dot("bthk,hkd->btd", out.astype(o_HxDhxD.dtype), o_HxDhxD)
+    out_BxTxD = dot("bthk,hkd->btd", out.astype(o_HxDhxD.dtype), o_HxDhxD)
     return constrain(out_BxTxD, ("batch", "length", "embed")), new_cache
-
-
-def _write_cache(c, new_BxTxKxDh, start_B, name):
-  """The cache with each row's T new keys (`name` "k") or values ("v") written from its offset
-  on. A decode step's one entry goes into a 16-bit cache as a select over the cache: XLA:CPU
-  runs a scatter into a bf16 cache by converting the whole cache to f32 and back, most of a
-  bf16 decode step (measured). Into an f32 cache the scatter is the faster."""
-  axis = CACHE_LENGTH_AXIS[name]
-  new = new_BxTxKxDh.astype(c.dtype)
-  new = new.transpose(0, 2, 3, 1) if axis == 3 else new.swapaxes(1, 2)  # the cache's layout
-  if new.shape[axis] == 1 and c.dtype.itemsize == 2:
-    hit = jnp.arange(c.shape[axis])[None] == start_B[:, None]
-    hit = hit[:, None, None, :] if axis == 3 else hit[:, None, :, None]
-    return jnp.where(hit, new, c)
-
-  def write(c_row, new_row, start):
-    return jax.lax.dynamic_update_slice_in_dim(c_row, new_row, start, axis=axis - 1)
-
-  return jax.vmap(write)(c, new, start_B)
-
-
-def _attend_cache(q_BxTxHxDh, k_BxKxDhxS, v_BxKxSxDh, mask_BxTxS):
-  """Attention over a KV cache laid out as `init_cache` makes it, so that XLA sees plain matrix
-  products per (row, kv head). A decode step (T = 1) is written without the unit T dimension
-  and masks by adding a bias: on XLA:CPU either one alone makes a step's attention several
-  times slower."""
-  B, T, H, Dh = q_BxTxHxDh.shape
-  K = k_BxKxDhxS.shape[1]
-  k, v = k_BxKxDhxS, v_BxKxSxDh
-  q = q_BxTxHxDh.astype(k.dtype)  # in the cache's dtype: converting a cache costs a pass over it
-  if T == 1:
-    q_BxKxGxDh = q.reshape(B, K, H // K, Dh)
-    bias_Bx1x1xS = jnp.where(mask_BxTxS[:, 0], 0.0, -1e30).astype(jnp.float32)[:, None, None]
-    scores = _dot("bkds,bkgd->bkgs", k, q_BxKxGxDh, jnp.float32)
-    probs = jax.nn.softmax(scores / math.sqrt(Dh) + bias_Bx1x1xS, axis=-1).astype(v.dtype)
-    out = _dot("bkgs,bksd->bkgd", probs, v).reshape(B, 1, H, Dh)
-    return out.astype(q_BxTxHxDh.dtype)
-  q_BxKxGxTxDh = q.reshape(B, T, K, H // K, Dh).transpose(0, 2, 3, 1, 4)
-  scores = _dot("bkgtd,bkds->bkgts", q_BxKxGxTxDh, k, jnp.float32)
-  scores = jnp.where(mask_BxTxS[:, None, None], scores / math.sqrt(Dh), jnp.finfo(jnp.float32).min)
-  probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-  out = _dot("bkgts,bksd->bkgtd", probs, v)
-  return out.transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh).astype(q_BxTxHxDh.dtype)
 
 
 class Mlp(nn.Module):
@@ -231,9 +178,9 @@ class Mlp(nn.Module):
     gate_DxF = _kernel(self, "gate", (cfg.D, cfg.F), ("embed", "mlp"), cfg.D)
     up_DxF = _kernel(self, "up", (cfg.D, cfg.F), ("embed", "mlp"), cfg.D)
     down_FxD = _kernel(self, "down", (cfg.F, cfg.D), ("mlp", "embed"), cfg.F)
-    h_BxTxF = nn.silu(_dot("btd,df->btf", x_BxTxD, gate_DxF)) * _dot("btd,df->btf", x_BxTxD, up_DxF)
+    h_BxTxF = nn.silu(dot("btd,df->btf", x_BxTxD, gate_DxF)) * dot("btd,df->btf", x_BxTxD, up_DxF)
     h_BxTxF = constrain(h_BxTxF, ("batch", "length", "mlp"))
-    return constrain(_dot("btf,fd->btd", h_BxTxF, down_FxD), ("batch", "length", "embed"))
+    return constrain(dot("btf,fd->btd", h_BxTxF, down_FxD), ("batch", "length", "embed"))
 
 
 class Block(nn.Module):
@@ -367,7 +314,7 @@ class Transformer(nn.Module):
           (cfg.D, cfg.V),
           _dtype(cfg.param_dtype),
       )
-    logits_BxTxV = _dot("btd,dv->btv", x_BxTxD, head_DxV.astype(x_BxTxD.dtype), jnp.float32)
+    logits_BxTxV = dot("btd,dv->btv", x_BxTxD, head_DxV.astype(x_BxTxD.dtype), jnp.float32)
     logits_BxTxV = constrain(logits_BxTxV, ("batch", "length", "vocab"))
     if cache is not None:
       return logits_BxTxV, new_cache
@@ -379,31 +326,3 @@ def abstract_params(cfg: ModelConfig):
   return jax.eval_shape(
       lambda: Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
   )["params"]
-
-
-# The KV cache's layout: keys BxKxDhxS, values BxKxSxDh. Both attention products then take
-# their cached operand as a plain [contracted, kept] matrix; on XLA:CPU the f32 scores product
-# over keys stored BxKxSxDh ran 2-3x slower (measured: 30 layers, 32 rows, 960 positions,
-# 104-146 ms against 35-38 ms; bf16 about the same either way).
-CACHE_AXES = {
-    "k": ("batch", "kv_heads", "head_dim", "length"),
-    "v": ("batch", "kv_heads", "length", "head_dim"),
-}
-CACHE_LENGTH_AXIS = {name: axes.index("length") for name, axes in CACHE_AXES.items()}
-
-
-def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None):
-  """An empty KV cache: one {"k", "v"} dict per layer, laid out as CACHE_AXES says."""
-  dtype = dtype or _dtype(cfg.dtype)
-  return [
-      {
-          "k": jnp.zeros((batch, cfg.K, cfg.Dh, max_len), dtype),
-          "v": jnp.zeros((batch, cfg.K, max_len, cfg.Dh), dtype),
-      }
-      for _ in range(cfg.L)
-  ]
-
-
-def cache_length(cache) -> int:
-  """Positions a KV cache holds."""
-  return cache[0]["v"].shape[CACHE_LENGTH_AXIS["v"]]
