@@ -108,40 +108,39 @@ def attend(q_BxTxHxDh, k, v, mask_BxTxS, cfg: ModelConfig):
 
 def _ragged_decode(q_BxKxGxDh, k_BxKxSxDh, v_BxKxSxDh, lengths_B):
   """One query group per (row, kv head) over that row's first lengths_B[b] cached positions,
-  by the Pallas GPU decode kernel (the one `decode_attention.gqa` runs per head, called here
-  on the cache's own layout: gqa takes BxSxKxDh and would copy the whole cache into this one
-  every step). Run per shard: rows over the data axes, kv heads over "tensor"."""
+  by the Pallas GPU decode kernel. Rows and kv heads are flattened into the kernel's batch
+  (a free reshape of this layout; `decode_attention.gqa` takes BxSxKxDh and would copy the
+  whole cache every step). Run per shard: rows over the data axes, kv heads over "tensor"."""
   from jax.experimental.pallas.ops.gpu import decode_attention
 
-  B, K, S, Dh = k_BxKxSxDh.shape
+  S, Dh = k_BxKxSxDh.shape[2:]
   block = next(b for b in (128, 64, 32, RAGGED_MULTIPLE) if S % b == 0)
   kernel = functools.partial(
-      decode_attention.decode_attn_unbatched,
+      decode_attention.mqa,
       sm_scale=1 / math.sqrt(Dh),
-      block_h=16,  # query heads per program, padded: a kv head's group is 1 to 8 of them
       block_k=block,
-      k_splits=math.gcd(S // block, 16),  # splits of the positions run in parallel
-      num_warps=None,
-      num_stages=2,
-      grid=None,
+      k_splits=math.gcd(S // block, 16),  # stretches of the positions run in parallel
       interpret=jax.default_backend() != "gpu",
-      debug=False,
-      return_residuals=False,
-      normalize_output=True,
   )
 
-  def per_shard(q, k, v, lengths_BxK):
-    per_head = jax.vmap(kernel, in_axes=(0, 0, 0, None, 0))
-    return jax.vmap(per_head, in_axes=(0, 0, 0, None, 0))(q, k, v, None, lengths_BxK)
+  def per_shard(q, k, v, lengths):
+    B, K, G, _ = q.shape
+    flat = lambda x: x.reshape(B * K, *x.shape[2:])
+    out = kernel(flat(q), flat(k), flat(v), kv_seq_len=jnp.repeat(lengths, K))
+    return out.reshape(B, K, G, Dh)
 
-  lengths_BxK = jnp.broadcast_to(lengths_B[:, None], (B, K))
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty:
-    return per_shard(q_BxKxGxDh, k_BxKxSxDh, v_BxKxSxDh, lengths_BxK)
+    return per_shard(q_BxKxGxDh, k_BxKxSxDh, v_BxKxSxDh, lengths_B)
+  B, K = k_BxKxSxDh.shape[:2]
   rows = tuple(a for a in ("data", "fsdp") if a in mesh.axis_names)
   rows_split = rows if B % math.prod(mesh.shape[a] for a in rows) == 0 else ()
   heads = "tensor" if "tensor" in mesh.axis_names and K % mesh.shape["tensor"] == 0 else None
   spec = P(rows_split or None, heads)
   return jax.shard_map(
-      per_shard, mesh=mesh, in_specs=(spec, spec, spec, spec), out_specs=spec, check_vma=False
-  )(q_BxKxGxDh, k_BxKxSxDh, v_BxKxSxDh, lengths_BxK)
+      per_shard,
+      mesh=mesh,
+      in_specs=(spec, spec, spec, P(rows_split or None)),
+      out_specs=spec,
+      check_vma=False,
+  )(q_BxKxGxDh, k_BxKxSxDh, v_BxKxSxDh, lengths_B)
