@@ -1,7 +1,9 @@
 """Generation throughput: synthjax's engine vs transformers generate, same SmolLM2-135M weights.
 
     python benchmarks/generate_throughput.py [--workload both] [--batches 1 8 32 64]
-    python benchmarks/generate_throughput.py --random_preset llama3_8b --skip_torch  # a GPU
+    python benchmarks/generate_throughput.py --random_preset llama3_8b --weights bfloat16 \
+        --workload real --real_prompts 512 --real_batches 64 128 256 512 --real_new_tokens 300 \
+        --decode_attention dense ragged --hbm_gbs 4800 --peak_tflops 989 --skip_torch  # an H200
 
 Two workloads, side by side with transformers `generate` (2 torch threads) in one run:
 - real (the job's): --real_prompts chunks of the embedded corpus rendered by the hq, qa and
@@ -9,8 +11,13 @@ Two workloads, side by side with transformers `generate` (2 torch threads) in on
   penalty 1.1), --real_new_tokens each (EOS ignored in both, so both do the same work), run
   through --real_batches slots (transformers: batches of that size, left-padded). Tokens/s,
   chunks/s, and the fraction of the compute bound: 2 N FLOPs per prompt and new token over the
-  peak. --draft_tokens K also times prompt-lookup speculation (exact speculative sampling);
-  --prefill_batch 1 4 times the engine prefilling 1 and 4 prompts per call.
+  peak; per chip (and per host when the engine spans all of the host's chips), prompt
+  tokens/s (a run with one new token each), and with --hbm_gbs (a chip's datasheet memory
+  bandwidth) the decode's share of the memory-bandwidth bound: every weight read once a step
+  and each token's cached positions once, over the run's time less the prompt run's.
+  --draft_tokens K also times prompt-lookup speculation (exact speculative sampling);
+  --prefill_batch 1 4 and --decode_attention dense ragged time those engine settings side by
+  side; --tensor_parallel N splits the generator over N chips.
 - synthetic: random --prompt_len-token prompts, greedy, --new_tokens each; tokens/s and the
   fraction of the decode roofline, 2 N FLOPs per new token over the peak (transformers at 1
   and 2 threads).
@@ -19,7 +26,8 @@ bf16; --kv_cache float32 keeps the KV cache in f32 under them (GenerateConfig.kv
 peak is the better of XLA's and torch's matmul measured in the run in the compute dtype (f32,
 or bf16 accumulating in f32), or --peak_tflops.
 Compile time is excluded. --random_preset times a model preset's shape with random weights
-(no download; speed does not depend on the weights' values). Nothing is asserted; compare
+made in the --weights precision (no download, and no f32 copy of a 70B model; speed does not
+depend on the weights' values). Nothing is asserted; compare
 ratios within one run.
 """
 
@@ -70,27 +78,38 @@ def workload_prompts(count, tokenizer, chat_template, chunk_tokens=300):
   return out
 
 
-def random_model(preset):
-  """A preset's shape with random weights, made on the device."""
+def random_model(preset, weights="float32", tensor_parallel=1):
+  """A preset's shape with random weights, made on the device(s) in the precision asked, so a
+  70B generator never exists in f32: bf16, or int8 layer weights (zeros with unit scales; the
+  speed does not depend on the values). Split over `tensor_parallel` devices' "tensor" axis,
+  as the engine splits them."""
   import flax.linen as nn
 
-  from synthjax import gin_cli
+  from synthjax import gin_cli, sharding
   from synthjax.models.config import ModelConfig
-  from synthjax.models.llama import Transformer
+  from synthjax.models.llama import Transformer, abstract_params
 
   gin_cli.parse([f"models/{preset}.gin"])
   cfg = ModelConfig().replace(max_len=4096)
-  params = jax.jit(
-      lambda: nn.unbox(Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32)))[
-          "params"
-      ]
-  )()
-  return cfg, params
+  if weights != "float32":
+    weight_kind = "int8" if weights == "int8" else "float"
+    cfg = cfg.replace(dtype="bfloat16", param_dtype="bfloat16", weights=weight_kind)
+  mesh = engine_mesh(tensor_parallel)
+  shardings = sharding.logical_shardings(abstract_params(cfg), mesh, sharding.logical_axis_rules())
+  init = lambda: Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
+  return cfg, jax.jit(lambda: nn.unbox(init())["params"], out_shardings=shardings)()
 
 
-def synthjax_tps(
-    model, batch, prompt_len, new_tokens, decode_steps=0, prefill_batch=0, cache_dtype=None
-):
+def engine_mesh(tensor_parallel):
+  """One copy of the generator over the first `tensor_parallel` devices."""
+  from synthjax import sharding
+
+  return sharding.make_mesh(
+      {"data": 1, "fsdp": 1, "tensor": tensor_parallel}, jax.devices()[:tensor_parallel]
+  )
+
+
+def synthjax_tps(model, batch, prompt_len, new_tokens, **engine_kw):
   from synthjax.generate.engine import Engine
   from synthjax.generate.sampling import Sampling
   from synthjax.generate.slots import Request
@@ -101,11 +120,9 @@ def synthjax_tps(
       params,
       eos_ids=[],
       slots=batch,
-      decode_steps=decode_steps,
-      prefill_batch=prefill_batch,
-      cache_dtype=cache_dtype,
       max_len=prompt_len + new_tokens + 8,
       buckets=(prompt_len,),
+      **engine_kw,
   )
   reqs = [
       Request(p, Sampling(max_new_tokens=new_tokens)) for p in prompts(batch, prompt_len, cfg.V)
@@ -124,18 +141,9 @@ def job_sampling() -> dict:
   return {k: defaults[k] for k in ("temperature", "top_p", "repetition_penalty")}
 
 
-def synthjax_real(
-    model,
-    batch,
-    prompt_ids,
-    new_tokens,
-    draft_tokens=0,
-    decode_steps=0,
-    prefill_batch=0,
-    cache_dtype=None,
-):
+def synthjax_real(model, batch, prompt_ids, new_tokens, **engine_kw):
   """Seconds to run every prompt through `batch` slots (compile excluded), and the engine's
-  counts (passes, draft tokens proposed and kept)."""
+  counts (passes, decode steps, draft tokens proposed and kept)."""
   from synthjax.generate.engine import Engine
   from synthjax.generate.sampling import Sampling
   from synthjax.generate.slots import Request
@@ -146,11 +154,8 @@ def synthjax_real(
       params,
       eos_ids=[],
       slots=batch,
-      draft_tokens=draft_tokens,
-      decode_steps=decode_steps,
-      prefill_batch=prefill_batch,
-      cache_dtype=cache_dtype,
-      max_len=max(map(len, prompt_ids)) + new_tokens + draft_tokens + 8,
+      max_len=max(map(len, prompt_ids)) + new_tokens + engine_kw.get("draft_tokens", 0) + 8,
+      **engine_kw,
   )
   reqs = [
       Request(p, Sampling(max_new_tokens=new_tokens, seed=i, **job_sampling()))
@@ -221,9 +226,23 @@ def transformers_tps(gguf, batch, prompt_len, new_tokens, threads, vocab, dtype)
   return batch * new_tokens / (time.perf_counter() - t)
 
 
+def decode_bytes(model, prompt_ids, new_tokens, steps, kv_dtype):
+  """The least a run's decode steps must read from memory: every weight once a step, and each
+  new token's cached positions (its prompt and the tokens before it) once."""
+  cfg, params = model
+  weights = sum(x.nbytes for x in jax.tree.leaves(params))
+  per_position = 2 * cfg.L * cfg.K * cfg.Dh * jnp.dtype(kv_dtype or cfg.dtype).itemsize
+  positions = sum(len(p) * new_tokens + new_tokens * (new_tokens - 1) // 2 for p in prompt_ids)
+  return steps * weights + positions * per_position
+
+
 def real_workload(args, model, name, peak):
   """The job's prompts (hq, qa and textbook in turn), the job's sampling, a fixed number of new
-  tokens; the compute bound counts 2 N FLOPs for every prompt and new token."""
+  tokens; the compute bound counts 2 N FLOPs for every prompt and new token. Per slot count
+  and engine setting: output tokens/s (per chip, and per host when the engine spans the
+  host's devices), prompt tokens/s (a run with one new token each, prefill alone), and with
+  --hbm_gbs the share of the memory-bandwidth bound the decode reached (its time taken as the
+  whole run's less the prefill run's)."""
   from synthjax import assets
   from synthjax.checkpoints import store
   from synthjax.generate.job import resolve_generator
@@ -233,54 +252,83 @@ def real_workload(args, model, name, peak):
   prompt_ids = workload_prompts(args.real_prompts, tokenizer, meta.get("chat_template", ""))
   count, new = len(prompt_ids), args.real_new_tokens
   prompt_tokens = sum(map(len, prompt_ids))
-  bound = (prompt_tokens + count * new) * decode_flops_per_token(model[0]) / peak
+  chips, host_chips = args.tensor_parallel, jax.local_device_count()
+  bound = (prompt_tokens + count * new) * decode_flops_per_token(model[0]) / (peak * chips)
   print(
       f"{name}, real workload: {count} prompts (hq, qa, textbook; {prompt_tokens} prompt "
       f"tokens, {min(map(len, prompt_ids))}-{max(map(len, prompt_ids))} each), {new} new "
-      f"tokens each (EOS ignored), sampling {job_sampling()}; compute bound {bound:.1f} s"
+      f"tokens each (EOS ignored), sampling {job_sampling()}; on {chips} of this host's "
+      f"{host_chips} chips; compute bound {bound:.1f} s"
   )
-  figures = {}  # "batch B" -> output tokens/s of each engine setting
+  mesh = engine_mesh(chips)
+  figures = {}  # "batch B" -> figures of each engine setting
   for batch in args.real_batches:
-    line = f"batch {batch:3d}:"
+    print(f"batch {batch}:", flush=True)
     row = figures[f"batch {batch}"] = {}
-    for prefill_batch in args.prefill_batch:  # the last one is also the others' reference
-      ours, _ = synthjax_real(
-          model, batch, prompt_ids, new, 0, args.decode_steps, prefill_batch, args.kv_cache
-      )
-      row[f"prefill {prefill_batch}"] = count * new / ours
-      line += (
-          f" synthjax (prefill {prefill_batch}) {count * new / ours:7.1f} tok/s, "
-          f"{count / ours:.2f} chunks/s, {bound / ours:.1%} of the compute bound |"
-      )
-    line = line.rstrip(" |")
+    for attention in args.decode_attention:  # side by side, in this run
+      for prefill_batch in args.prefill_batch:
+        kw = dict(
+            decode_steps=args.decode_steps,
+            prefill_batch=prefill_batch,
+            cache_dtype=args.kv_cache,
+            mesh=mesh,
+            decode_attention=attention,
+        )
+        ours, stats = synthjax_real(model, batch, prompt_ids, new, **kw)
+        prefill, _ = synthjax_real(model, batch, prompt_ids, 1, **kw)
+        setting = f"{attention or 'default'} attention, prefill {prefill_batch}"
+        out = row[setting] = {
+            "output_tokens_per_s": count * new / ours,
+            "per_chip": count * new / ours / chips,
+            "prompt_tokens_per_s": prompt_tokens / prefill,
+            "of_compute_bound": bound / ours,
+        }
+        line = (
+            f"  {setting}: {count * new / ours:8.1f} output tok/s ({out['per_chip']:.1f} per "
+            + ("chip and per host" if chips == host_chips else f"chip; engine on {chips} chips")
+            + f"), {count / ours:.2f} chunks/s, {prompt_tokens / prefill:.0f} prompt tok/s, "
+            f"{bound / ours:.1%} of the compute bound"
+        )
+        if args.hbm_gbs:
+          least = decode_bytes(model, prompt_ids, new, stats["steps"], args.kv_cache)
+          decode_s = ours - prefill
+          out["of_bandwidth_bound"] = least / (args.hbm_gbs * 1e9 * chips) / decode_s
+          line += (
+              f", decode {decode_s:.1f} s: {out['of_bandwidth_bound']:.1%} of the "
+              f"memory-bandwidth bound ({stats['steps']} steps)"
+          )
+        print(line, flush=True)
     if args.draft_tokens:
       spec, stats = synthjax_real(
           model,
           batch,
           prompt_ids,
           new,
-          args.draft_tokens,
-          args.decode_steps,
-          args.prefill_batch[-1],
-          args.kv_cache,
+          draft_tokens=args.draft_tokens,
+          decode_steps=args.decode_steps,
+          prefill_batch=args.prefill_batch[-1],
+          cache_dtype=args.kv_cache,
+          mesh=mesh,
+          decode_attention=args.decode_attention[-1],
       )
       row[f"{args.draft_tokens} draft tokens"] = count * new / spec
-      line += (
-          f" | with {args.draft_tokens} draft tokens {count * new / spec:7.1f} tok/s "
-          f"(x{ours / spec:.2f}; {stats['accepted']} of {stats['drafted']} drafted kept, "
-          f"{stats['passes']} passes)"
+      print(
+          f"  with {args.draft_tokens} draft tokens {count * new / spec:7.1f} tok/s "
+          f"(x{ours / spec:.2f} the last setting; {stats['accepted']} of {stats['drafted']} "
+          f"drafted kept, {stats['passes']} passes)",
+          flush=True,
       )
     if not args.skip_torch:
       theirs = transformers_real(assets.smollm2_gguf(), batch, prompt_ids, new, 2, args.torch_dtype)
       row["transformers 2 threads"] = count * new / theirs
-      line += (
-          f" | transformers 2t {count * new / theirs:7.1f} tok/s, {count / theirs:.2f} "
-          f"chunks/s (synthjax x{theirs / ours:.2f})"
+      print(
+          f"  transformers 2t {count * new / theirs:7.1f} tok/s, {count / theirs:.2f} chunks/s "
+          f"(synthjax's last setting x{theirs / ours:.2f})",
+          flush=True,
       )
-    print(line, flush=True)
   results.append(
       "generate_throughput",
-      {"model": name, "workload": "real", "output_tokens_per_s": figures},
+      {"model": name, "workload": "real", "chips": chips, "per_batch": figures},
   )
 
 
@@ -343,14 +391,37 @@ def main():
       default=None,
       help="the KV cache's dtype (GenerateConfig.kv_cache); default: the compute's",
   )
+  p.add_argument(
+      "--tensor_parallel",
+      type=int,
+      default=1,
+      help="chips one copy of the generator is split over (GenerateConfig.tensor_parallel)",
+  )
+  p.add_argument(
+      "--decode_attention",
+      nargs="+",
+      default=[""],
+      choices=("", "dense", "ragged"),
+      help="how decode steps read the KV cache ('': the engine's default for the device); "
+      "several values are timed side by side (the last is used everywhere else)",
+  )
+  p.add_argument(
+      "--hbm_gbs",
+      type=float,
+      default=0.0,
+      help="a chip's datasheet memory bandwidth in GB/s (H200: 4800); real workload: the "
+      "decode's share of the bound it sets",
+  )
   args = p.parse_args()
+  if args.real_prompts < max(args.real_batches):
+    p.error("--real_prompts must be at least the largest of --real_batches (every slot busy)")
   args.torch_dtype = "float32" if args.weights == "float32" else "bfloat16"
   from synthjax import assets
   from synthjax.models.flops import decode_flops_per_token
 
   if args.random_preset:
-    model = random_model(args.random_preset)
-    name = f"{args.random_preset} (random weights, {model[0].param_dtype})"
+    model = random_model(args.random_preset, args.weights, args.tensor_parallel)
+    name = f"{args.random_preset} (random weights, {args.weights})"
   else:
     from synthjax.checkpoints import store
     from synthjax.generate.job import resolve_generator
@@ -359,7 +430,7 @@ def main():
     cfg = store.load_config(model_dir)
     model = (cfg, store.load_params(model_dir, cfg))
     name = f"SmolLM2-135M-Instruct ({args.weights})"
-  if args.weights != "float32":
+  if args.weights != "float32" and not args.random_preset:
     from synthjax.models import quantize
 
     model = quantize.convert(*model, args.weights)
@@ -392,9 +463,11 @@ def main():
         batch,
         args.prompt_len,
         args.new_tokens,
-        args.decode_steps,
-        args.prefill_batch[-1],
-        args.kv_cache,
+        decode_steps=args.decode_steps,
+        prefill_batch=args.prefill_batch[-1],
+        cache_dtype=args.kv_cache,
+        mesh=engine_mesh(args.tensor_parallel),
+        decode_attention=args.decode_attention[-1],
     )
     roof = ours * decode_flops_per_token(cfg) / peak
     line = f"batch {batch:3d}: synthjax {ours:7.1f} tok/s ({roof:.1%} of roofline)"

@@ -166,11 +166,12 @@ class Engine:
         )
     )
     self.draft_tokens, self.ngram = draft_tokens, ngram
-    # prefill and decode passes, the tokens decoding added to outputs, draft tokens proposed
-    # and kept, cache resizes
+    # prefill and decode passes (calls), the decode steps they ran (model evaluations over the
+    # cache), the tokens decoding added to outputs, draft tokens proposed and kept, cache resizes
     self.stats = {
         "prefills": 0,
         "passes": 0,
+        "steps": 0,
         "tokens": 0,
         "drafted": 0,
         "accepted": 0,
@@ -374,6 +375,7 @@ class Engine:
         jnp.asarray(state.room()),
     )
     steps_NxB = np.asarray(steps_NxB)
+    self.stats["steps"] += int((steps_NxB >= 0).any(axis=1).sum())
     return [[int(t) for t in steps_NxB[:, s] if t >= 0] for s in range(self.slots)]
 
   def _verify_pass(self, state: Slots, busy: np.ndarray, proposal) -> List[List[int]]:
@@ -394,6 +396,7 @@ class Engine:
         jnp.asarray(state.counts()),
     )
     next_BxT, kept = np.asarray(next_BxT), np.asarray(kept)
+    self.stats["steps"] += 1
     self.stats["drafted"] += int(proposal[1].sum())
     self.stats["accepted"] += int(kept[busy].sum())
     return [[int(t) for t in next_BxT[s, : kept[s] + 1]] for s in range(self.slots)]
