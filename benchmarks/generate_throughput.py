@@ -457,21 +457,28 @@ def main():
     return
   print(f"{name}, {args.prompt_len}-token prompts, {args.new_tokens} new tokens, greedy")
   figures = {}  # "batch B" -> tokens/s of synthjax and transformers
+  chips = args.tensor_parallel
   for batch in args.batches:
-    ours, cfg = synthjax_tps(
-        model,
-        batch,
-        args.prompt_len,
-        args.new_tokens,
-        decode_steps=args.decode_steps,
-        prefill_batch=args.prefill_batch[-1],
-        cache_dtype=args.kv_cache,
-        mesh=engine_mesh(args.tensor_parallel),
-        decode_attention=args.decode_attention[-1],
-    )
-    roof = ours * decode_flops_per_token(cfg) / peak
-    line = f"batch {batch:3d}: synthjax {ours:7.1f} tok/s ({roof:.1%} of roofline)"
-    row = figures[f"batch {batch}"] = {"synthjax": ours, "of_roofline": roof}
+    line, row = f"batch {batch:3d}:", figures.setdefault(f"batch {batch}", {})
+    for attention in args.decode_attention:  # side by side; the last is compared below
+      ours, cfg = synthjax_tps(
+          model,
+          batch,
+          args.prompt_len,
+          args.new_tokens,
+          decode_steps=args.decode_steps,
+          prefill_batch=args.prefill_batch[-1],
+          cache_dtype=args.kv_cache,
+          mesh=engine_mesh(chips),
+          decode_attention=attention,
+      )
+      roof = ours * decode_flops_per_token(cfg) / (peak * chips)
+      line += (
+          f" synthjax ({attention or 'default'} attention) {ours:7.1f} tok/s, "
+          f"{ours / chips:.1f} per chip ({roof:.1%} of roofline) |"
+      )
+      row[f"{attention or 'default'} attention"] = {"tokens_per_s": ours, "of_roofline": roof}
+    line = line.rstrip(" |")
     if not args.skip_torch:
       for threads in (1, 2):
         theirs = transformers_tps(
