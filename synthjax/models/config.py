@@ -12,6 +12,8 @@ import gin
 
 from synthjax.errors import check_field_types
 
+DECODE_ATTENTION = ("dense", "ragged")  # synthjax.models.kv_cache lays the cache out for each
+
 
 @gin.configurable
 @dataclasses.dataclass(frozen=True)
@@ -71,11 +73,9 @@ class ModelConfig:
           f"ModelConfig.attention must be one of {attention.IMPLEMENTATIONS}, "
           f"got {self.attention!r}"
       )
-    from synthjax.models import kv_cache
-
-    if self.decode_attention not in kv_cache.LAYOUTS:
+    if self.decode_attention not in DECODE_ATTENTION:
       raise ValueError(
-          f"ModelConfig.decode_attention must be one of {kv_cache.LAYOUTS}, "
+          f"ModelConfig.decode_attention must be one of {DECODE_ATTENTION}, "
           f"got {self.decode_attention!r}"
       )
     if self.weights not in ("float", "int8"):

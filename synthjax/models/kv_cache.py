@@ -24,7 +24,6 @@ from jax.sharding import PartitionSpec as P
 from synthjax.models.config import ModelConfig
 from synthjax.models.matmul import dot
 
-LAYOUTS = ("dense", "ragged")
 RAGGED_MULTIPLE = 16  # the kernel reads a ragged cache in blocks of 16 positions or more
 
 
