@@ -8,8 +8,9 @@ how they are laid out on a mesh.
 Shape suffixes: B batch, T sequence, S cached sequence, D model, H query heads,
 K kv heads, G = H // K query heads per kv head, Dh head dim, F mlp, V vocab.
 
-Decoding uses an explicit KV cache (a dict of arrays the caller owns) so the generation
-engine keeps static shapes and can refill batch slots independently.
+Decoding uses an explicit KV cache (a dict of arrays per layer the caller owns; its layout,
+writes and attention in kv_cache.py) so the generation engine keeps static shapes and can
+refill batch slots independently.
 """
 
 import math
