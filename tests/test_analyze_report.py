@@ -81,7 +81,10 @@ def test_markdown_tables_hold_the_fitted_numbers(rendered):
   assert all(
       found[("natural+rephrased_hq@0.33", n)]["verdict"] == "lower" for n in analysis["grid"]["N"]
   )
-  assert os.path.exists(os.path.join(out, "report.html"))
+  # the HTML page is the Markdown rendered: every table and plot of it
+  page = open(os.path.join(out, "report.html")).read()
+  assert page.count("<table>") == sum(line.startswith("|---") for line in md.splitlines()) > 0
+  assert page.count("<img") == md.count("![") > 0
 
 
 def test_partial_grid_still_renders_and_says_what_is_missing(tmp_path):
