@@ -138,9 +138,8 @@ def parse(
   """Clear gin, then parse files and bindings; any config error becomes a UserError."""
   search_paths = list(search_paths) + [GIN_CONFIGS]
   gin.clear_config()
-  for (
-      folder
-  ) in search_paths:  # gin searches the working directory, then these, in first-added order
+  # gin searches the working directory, then these folders, in the order first added
+  for folder in search_paths:
     if folder not in _ADDED_SEARCH_PATHS:
       gin.add_config_file_search_path(folder)
       _ADDED_SEARCH_PATHS.append(folder)
