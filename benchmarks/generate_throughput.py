@@ -17,7 +17,9 @@ Two workloads, side by side with transformers `generate` (2 torch threads) in on
   and each token's cached positions once, over the run's time less the prompt run's.
   --draft_tokens K also times prompt-lookup speculation (exact speculative sampling);
   --prefill_batch 1 4 and --decode_attention dense ragged time those engine settings side by
-  side; --tensor_parallel N splits the generator over N chips.
+  side; --tensor_parallel N splits the generator over N chips. --save_prompts F writes the
+  prompts (token ids) and stops; --prompts_file F reads them where the embedded corpus and
+  tokenizer are not installed.
 - synthetic: random --prompt_len-token prompts, greedy, --new_tokens each; tokens/s and the
   fraction of the decode roofline, 2 N FLOPs per new token over the peak (transformers at 1
   and 2 threads).
@@ -33,6 +35,7 @@ ratios within one run.
 
 import argparse
 import dataclasses
+import json
 import os
 import sys
 import time
@@ -131,6 +134,42 @@ def synthjax_tps(model, batch, prompt_len, new_tokens, **engine_kw):
   t = time.perf_counter()
   engine.generate(reqs)
   return batch * new_tokens / (time.perf_counter() - t), cfg
+
+
+def embedded_prompts(count):
+  """`workload_prompts` through the embedded generator's tokenizer and chat template."""
+  from synthjax import assets
+  from synthjax.checkpoints import store
+  from synthjax.generate.job import resolve_generator
+
+  tokenizer, meta = store.load_tokenizer(resolve_generator(assets.EMBEDDED_GENERATOR))
+  return workload_prompts(count, tokenizer, meta.get("chat_template", ""))
+
+
+def real_prompts(args, vocab):
+  """The real workload's prompts: from --prompts_file (as --save_prompts wrote them, for a
+  machine without the embedded packages) or made here; each token id must be in the model's
+  vocabulary."""
+  if not args.prompts_file:
+    ids = embedded_prompts(args.real_prompts)
+  else:
+    try:
+      with open(args.prompts_file) as f:
+        ids = json.load(f)
+    except (OSError, ValueError) as e:
+      sys.exit(f"--prompts_file {args.prompts_file}: {e}")
+    if not (isinstance(ids, list) and all(isinstance(p, list) and p for p in ids)):
+      sys.exit(f"--prompts_file {args.prompts_file}: not a list of token-id lists")
+    if len(ids) < args.real_prompts:
+      sys.exit(
+          f"--prompts_file {args.prompts_file} holds {len(ids)} prompts; --real_prompts "
+          f"asks for {args.real_prompts}"
+      )
+    ids = ids[: args.real_prompts]
+  largest = max(max(p) for p in ids)
+  if largest >= vocab:
+    sys.exit(f"prompt token id {largest} is outside the model's vocabulary of {vocab}")
+  return ids
 
 
 def job_sampling() -> dict:
@@ -244,12 +283,9 @@ def real_workload(args, model, name, peak):
   --hbm_gbs the share of the memory-bandwidth bound the decode reached (its time taken as the
   whole run's less the prefill run's)."""
   from synthjax import assets
-  from synthjax.checkpoints import store
-  from synthjax.generate.job import resolve_generator
   from synthjax.models.flops import decode_flops_per_token
 
-  tokenizer, meta = store.load_tokenizer(resolve_generator(assets.EMBEDDED_GENERATOR))
-  prompt_ids = workload_prompts(args.real_prompts, tokenizer, meta.get("chat_template", ""))
+  prompt_ids = real_prompts(args, model[0].V)
   count, new = len(prompt_ids), args.real_new_tokens
   prompt_tokens = sum(map(len, prompt_ids))
   chips, host_chips = args.tensor_parallel, jax.local_device_count()
@@ -412,9 +448,27 @@ def main():
       help="a chip's datasheet memory bandwidth in GB/s (H200: 4800); real workload: the "
       "decode's share of the bound it sets",
   )
+  p.add_argument(
+      "--save_prompts",
+      default="",
+      help="write --real_prompts of the real workload's prompts (token ids, JSON) to this "
+      "file and stop",
+  )
+  p.add_argument(
+      "--prompts_file",
+      default="",
+      help="the real workload's prompts from a --save_prompts file (for a machine without "
+      "the embedded corpus and tokenizer)",
+  )
   args = p.parse_args()
   if args.real_prompts < max(args.real_batches):
     p.error("--real_prompts must be at least the largest of --real_batches (every slot busy)")
+  if args.save_prompts:
+    ids = embedded_prompts(args.real_prompts)
+    with open(args.save_prompts, "w") as f:
+      json.dump(ids, f)
+    print(f"{len(ids)} prompts, {sum(map(len, ids))} tokens, written to {args.save_prompts}")
+    return
   args.torch_dtype = "float32" if args.weights == "float32" else "bfloat16"
   from synthjax import assets
   from synthjax.models.flops import decode_flops_per_token

@@ -20,7 +20,10 @@ RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
 def _commit() -> str:
-  """The checkout's commit, with '+changes' when its tracked files differ from it."""
+  """The checkout's commit, with '+changes' when its tracked files differ from it; for a copy
+  without git (a working tree sent to an accelerator machine), BENCHMARK_COMMIT as given."""
+  if os.environ.get("BENCHMARK_COMMIT"):
+    return os.environ["BENCHMARK_COMMIT"]
   here = os.path.dirname(os.path.abspath(__file__))
   try:
     head = subprocess.run(
