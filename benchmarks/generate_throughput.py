@@ -17,9 +17,10 @@ Two workloads, side by side with transformers `generate` (2 torch threads) in on
   and each token's cached positions once, over the run's time less the prompt run's.
   --draft_tokens K also times prompt-lookup speculation (exact speculative sampling);
   --prefill_batch 1 4 and --decode_attention dense ragged time those engine settings side by
-  side; --tensor_parallel N splits the generator over N chips. --save_prompts F writes the
-  prompts (token ids) and stops; --prompts_file F reads them where the embedded corpus and
-  tokenizer are not installed.
+  side; --tensor_parallel N splits the generator over N chips, and --data_parallel M runs M
+  such copies in one engine (as the job spans a host's chips; 1: one engine per copy).
+  --save_prompts F writes the prompts (token ids) and stops; --prompts_file F reads them
+  where the embedded corpus and tokenizer are not installed.
 - synthetic: random --prompt_len-token prompts, greedy, --new_tokens each; tokens/s and the
   fraction of the decode roofline, 2 N FLOPs per new token over the peak (transformers at 1
   and 2 threads).
@@ -81,11 +82,11 @@ def workload_prompts(count, tokenizer, chat_template, chunk_tokens=300):
   return out
 
 
-def random_model(preset, weights="float32", tensor_parallel=1):
+def random_model(preset, weights="float32", tensor_parallel=1, data_parallel=1):
   """A preset's shape with random weights, made on the device(s) in the precision asked, so a
   70B generator never exists in f32: bf16, or int8 layer weights (zeros with unit scales; the
   speed does not depend on the values). Split over `tensor_parallel` devices' "tensor" axis,
-  as the engine splits them."""
+  as the engine splits them, in `data_parallel` copies."""
   import flax.linen as nn
 
   from synthjax import gin_cli, sharding
@@ -97,18 +98,20 @@ def random_model(preset, weights="float32", tensor_parallel=1):
   if weights != "float32":
     weight_kind = "int8" if weights == "int8" else "float"
     cfg = cfg.replace(dtype="bfloat16", param_dtype="bfloat16", weights=weight_kind)
-  mesh = engine_mesh(tensor_parallel)
+  mesh = engine_mesh(tensor_parallel, data_parallel)
   shardings = sharding.logical_shardings(abstract_params(cfg), mesh, sharding.logical_axis_rules())
   init = lambda: Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
   return cfg, jax.jit(lambda: nn.unbox(init())["params"], out_shardings=shardings)()
 
 
-def engine_mesh(tensor_parallel):
-  """One copy of the generator over the first `tensor_parallel` devices."""
+def engine_mesh(tensor_parallel, data_parallel=1):
+  """`data_parallel` copies of the generator, each over `tensor_parallel` devices: one engine
+  whose slots are split over the copies, as the generation job spans a host's chips."""
   from synthjax import sharding
 
+  chips = tensor_parallel * data_parallel
   return sharding.make_mesh(
-      {"data": 1, "fsdp": 1, "tensor": tensor_parallel}, jax.devices()[:tensor_parallel]
+      {"data": data_parallel, "fsdp": 1, "tensor": tensor_parallel}, jax.devices()[:chips]
   )
 
 
@@ -265,14 +268,15 @@ def transformers_tps(gguf, batch, prompt_len, new_tokens, threads, vocab, dtype)
   return batch * new_tokens / (time.perf_counter() - t)
 
 
-def decode_bytes(model, prompt_ids, new_tokens, steps, kv_dtype):
-  """The least a run's decode steps must read from memory: every weight once a step, and each
-  new token's cached positions (its prompt and the tokens before it) once."""
+def decode_bytes(model, prompt_ids, new_tokens, steps, kv_dtype, copies=1):
+  """The least a run's decode steps must read from memory: every weight of each copy of the
+  generator once a step, and each new token's cached positions (its prompt and the tokens
+  before it) once."""
   cfg, params = model
   weights = sum(x.nbytes for x in jax.tree.leaves(params))
   per_position = 2 * cfg.L * cfg.K * cfg.Dh * jnp.dtype(kv_dtype or cfg.dtype).itemsize
   positions = sum(len(p) * new_tokens + new_tokens * (new_tokens - 1) // 2 for p in prompt_ids)
-  return steps * weights + positions * per_position
+  return steps * weights * copies + positions * per_position
 
 
 def real_workload(args, model, name, peak):
@@ -288,7 +292,7 @@ def real_workload(args, model, name, peak):
   prompt_ids = real_prompts(args, model[0].V)
   count, new = len(prompt_ids), args.real_new_tokens
   prompt_tokens = sum(map(len, prompt_ids))
-  chips, host_chips = args.tensor_parallel, jax.local_device_count()
+  chips, host_chips = args.tensor_parallel * args.data_parallel, jax.local_device_count()
   bound = (prompt_tokens + count * new) * decode_flops_per_token(model[0]) / (peak * chips)
   print(
       f"{name}, real workload: {count} prompts (hq, qa, textbook; {prompt_tokens} prompt "
@@ -296,7 +300,8 @@ def real_workload(args, model, name, peak):
       f"tokens each (EOS ignored), sampling {job_sampling()}; on {chips} of this host's "
       f"{host_chips} chips; compute bound {bound:.1f} s"
   )
-  mesh = engine_mesh(chips)
+  span = "the host" if chips == host_chips else f"{chips} of the host's {host_chips} chips"
+  mesh = engine_mesh(args.tensor_parallel, args.data_parallel)
   figures = {}  # "batch B" -> figures of each engine setting
   for batch in args.real_batches:
     print(f"batch {batch}:", flush=True)
@@ -320,13 +325,15 @@ def real_workload(args, model, name, peak):
             "of_compute_bound": bound / ours,
         }
         line = (
-            f"  {setting}: {count * new / ours:8.1f} output tok/s ({out['per_chip']:.1f} per "
-            + ("chip and per host" if chips == host_chips else f"chip; engine on {chips} chips")
-            + f"), {count / ours:.2f} chunks/s, {prompt_tokens / prefill:.0f} prompt tok/s, "
+            f"  {setting}: {count * new / ours:8.1f} output tok/s on {span} ("
+            f"{out['per_chip']:.1f} per chip), {count / ours:.2f} chunks/s, "
+            f"{prompt_tokens / prefill:.0f} prompt tok/s, "
             f"{bound / ours:.1%} of the compute bound"
         )
         if args.hbm_gbs:
-          least = decode_bytes(model, prompt_ids, new, stats["steps"], args.kv_cache)
+          least = decode_bytes(
+              model, prompt_ids, new, stats["steps"], args.kv_cache, args.data_parallel
+          )
           decode_s = ours - prefill
           out["of_bandwidth_bound"] = least / (args.hbm_gbs * 1e9 * chips) / decode_s
           line += (
@@ -364,7 +371,13 @@ def real_workload(args, model, name, peak):
       )
   results.append(
       "generate_throughput",
-      {"model": name, "workload": "real", "chips": chips, "per_batch": figures},
+      {
+          "model": name,
+          "workload": "real",
+          "chips": chips,
+          "copies": args.data_parallel,
+          "per_batch": figures,
+      },
   )
 
 
@@ -434,6 +447,13 @@ def main():
       help="chips one copy of the generator is split over (GenerateConfig.tensor_parallel)",
   )
   p.add_argument(
+      "--data_parallel",
+      type=int,
+      default=1,
+      help="copies of the generator in one engine, the slots split over them (the job spans "
+      "a host's chips so); 1 times one engine per copy's chips",
+  )
+  p.add_argument(
       "--decode_attention",
       nargs="+",
       default=[""],
@@ -463,6 +483,15 @@ def main():
   args = p.parse_args()
   if args.real_prompts < max(args.real_batches):
     p.error("--real_prompts must be at least the largest of --real_batches (every slot busy)")
+  if args.tensor_parallel * args.data_parallel > jax.device_count():
+    p.error(
+        f"--tensor_parallel {args.tensor_parallel} x --data_parallel {args.data_parallel} "
+        f"chips; this machine has {jax.device_count()}"
+    )
+  slot_counts = {"synthetic": args.batches, "real": args.real_batches}
+  slot_counts["both"] = args.batches + args.real_batches
+  if any(b % args.data_parallel for b in slot_counts[args.workload]):
+    p.error(f"every slot count of the {args.workload} workload must divide by --data_parallel")
   if args.save_prompts:
     ids = embedded_prompts(args.real_prompts)
     with open(args.save_prompts, "w") as f:
@@ -474,7 +503,7 @@ def main():
   from synthjax.models.flops import decode_flops_per_token
 
   if args.random_preset:
-    model = random_model(args.random_preset, args.weights, args.tensor_parallel)
+    model = random_model(args.random_preset, args.weights, args.tensor_parallel, args.data_parallel)
     name = f"{args.random_preset} (random weights, {args.weights})"
   else:
     from synthjax.checkpoints import store
@@ -511,7 +540,7 @@ def main():
     return
   print(f"{name}, {args.prompt_len}-token prompts, {args.new_tokens} new tokens, greedy")
   figures = {}  # "batch B" -> tokens/s of synthjax and transformers
-  chips = args.tensor_parallel
+  chips = args.tensor_parallel * args.data_parallel
   for batch in args.batches:
     line, row = f"batch {batch:3d}:", figures.setdefault(f"batch {batch}", {})
     for attention in args.decode_attention:  # side by side; the last is compared below
@@ -523,7 +552,7 @@ def main():
           decode_steps=args.decode_steps,
           prefill_batch=args.prefill_batch[-1],
           cache_dtype=args.kv_cache,
-          mesh=engine_mesh(chips),
+          mesh=engine_mesh(args.tensor_parallel, args.data_parallel),
           decode_attention=attention,
       )
       roof = ours * decode_flops_per_token(cfg) / (peak * chips)
