@@ -499,6 +499,9 @@ def main():
     print(f"{len(ids)} prompts, {sum(map(len, ids))} tokens, written to {args.save_prompts}")
     return
   args.torch_dtype = "float32" if args.weights == "float32" else "bfloat16"
+  from synthjax import compile_cache
+
+  compile_cache.enable()  # a second run on the same machine reads its programs back
   from synthjax import assets
   from synthjax.models.flops import decode_flops_per_token
 
