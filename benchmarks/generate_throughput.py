@@ -485,8 +485,9 @@ def main():
     p.error("--real_prompts must be at least the largest of --real_batches (every slot busy)")
   if args.tensor_parallel * args.data_parallel > jax.device_count():
     p.error(
-        f"--tensor_parallel {args.tensor_parallel} x --data_parallel {args.data_parallel} "
-        f"chips; this machine has {jax.device_count()}"
+        f"--tensor_parallel {args.tensor_parallel} x --data_parallel {args.data_parallel} = "
+        f"{args.tensor_parallel * args.data_parallel} chips; this machine has "
+        f"{jax.device_count()}"
     )
   slot_counts = {"synthetic": args.batches, "real": args.real_batches}
   slot_counts["both"] = args.batches + args.real_batches
