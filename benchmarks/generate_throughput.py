@@ -323,12 +323,15 @@ def real_workload(args, model, name, peak):
             "per_chip": count * new / ours / chips,
             "prompt_tokens_per_s": prompt_tokens / prefill,
             "of_compute_bound": bound / ours,
+            "decode_steps": stats["steps"],
+            "device_calls": stats["passes"],
         }
         line = (
             f"  {setting}: {count * new / ours:8.1f} output tok/s on {span} ("
             f"{out['per_chip']:.1f} per chip), {count / ours:.2f} chunks/s, "
             f"{prompt_tokens / prefill:.0f} prompt tok/s, "
-            f"{bound / ours:.1%} of the compute bound"
+            f"{bound / ours:.1%} of the compute bound, {stats['steps']} decode steps in "
+            f"{stats['passes']} decode calls"
         )
         if args.hbm_gbs:
           least = decode_bytes(
@@ -338,7 +341,7 @@ def real_workload(args, model, name, peak):
           out["of_bandwidth_bound"] = least / (args.hbm_gbs * 1e9 * chips) / decode_s
           line += (
               f", decode {decode_s:.1f} s: {out['of_bandwidth_bound']:.1%} of the "
-              f"memory-bandwidth bound ({stats['steps']} steps)"
+              "memory-bandwidth bound"
           )
         print(line, flush=True)
     if args.draft_tokens:
@@ -354,11 +357,16 @@ def real_workload(args, model, name, peak):
           mesh=mesh,
           decode_attention=args.decode_attention[-1],
       )
-      row[f"{args.draft_tokens} draft tokens"] = count * new / spec
+      row[f"{args.draft_tokens} draft tokens"] = {
+          "output_tokens_per_s": count * new / spec,
+          "drafted": stats["drafted"],
+          "kept": stats["accepted"],
+          "decode_steps": stats["steps"],
+      }
       print(
           f"  with {args.draft_tokens} draft tokens {count * new / spec:7.1f} tok/s "
           f"(x{ours / spec:.2f} the last setting; {stats['accepted']} of {stats['drafted']} "
-          f"drafted kept, {stats['passes']} passes)",
+          f"drafted kept, {stats['steps']} steps, each a pass that checks the drafts)",
           flush=True,
       )
     if not args.skip_torch:
