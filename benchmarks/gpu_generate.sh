@@ -24,10 +24,14 @@ peak=${3:-989}
 hbm=${4:-4800}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
-# JAX takes 75% of the GPU's memory by default (104 GiB of an H200's 139); the 8B shape at 512
-# slots holds 15 GiB of weights and 40 GiB of cache, twice the cache while it grows a step
-# (synthjax.training.memory.generator_bytes), so let it have nearly all.
-export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.95}
+# JAX preallocates 75% of the GPU's memory by default (104 GiB of an H200's 139;
+# https://docs.jax.dev/en/latest/gpu_memory_allocation.html); the 8B shape at 512 slots holds
+# 15 GiB of weights and 40 GiB of cache, twice the cache while it grows a step
+# (synthjax.training.memory.generator_bytes), so let it have nearly all. (jaxlib refuses the
+# new name beside the deprecated XLA_PYTHON_CLIENT_MEM_FRACTION: a caller's setting wins.)
+if [ -z "${XLA_PYTHON_CLIENT_MEM_FRACTION:-}" ]; then
+  export XLA_CLIENT_MEM_FRACTION=${XLA_CLIENT_MEM_FRACTION:-0.95}
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python3 -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
 gen="python3 benchmarks/generate_throughput.py --skip_torch --peak_tflops $peak --hbm_gbs $hbm"
