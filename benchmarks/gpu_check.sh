@@ -11,6 +11,7 @@ out=${1:-/tmp/synthjax_gpu_check}
 peak=${2:-989}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # synthjax from this checkout, installed or not
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python3 -c "import jax, flax; print('jax', jax.__version__, 'flax', flax.__version__, jax.devices())"
 python3 -m pytest -q -p no:cacheprovider tests/test_attention.py -k "cudnn or blocked_matches" \

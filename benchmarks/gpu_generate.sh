@@ -24,6 +24,7 @@ peak=${3:-989}
 hbm=${4:-4800}
 mkdir -p "$out"
 export PYTHONUNBUFFERED=1
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # synthjax from this checkout, installed or not
 # JAX preallocates 75% of the GPU's memory by default (104 GiB of an H200's 139;
 # https://docs.jax.dev/en/latest/gpu_memory_allocation.html); the 8B shape at 512 slots holds
 # 15 GiB of weights and 40 GiB of cache, twice the cache while it grows a step
