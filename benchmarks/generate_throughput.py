@@ -82,11 +82,11 @@ def workload_prompts(count, tokenizer, chat_template, chunk_tokens=300):
   return out
 
 
-def random_model(preset, weights="float32", tensor_parallel=1, data_parallel=1):
+def random_model(preset, mesh, weights="float32"):
   """A preset's shape with random weights, made on the device(s) in the precision asked, so a
   70B generator never exists in f32: bf16, or int8 layer weights (zeros with unit scales; the
-  speed does not depend on the values). Split over `tensor_parallel` devices' "tensor" axis,
-  as the engine splits them, in `data_parallel` copies."""
+  speed does not depend on the values). Placed on the engine's mesh as the engine splits
+  them."""
   import flax.linen as nn
 
   from synthjax import gin_cli, sharding
@@ -98,7 +98,6 @@ def random_model(preset, weights="float32", tensor_parallel=1, data_parallel=1):
   if weights != "float32":
     weight_kind = "int8" if weights == "int8" else "float"
     cfg = cfg.replace(dtype="bfloat16", param_dtype="bfloat16", weights=weight_kind)
-  mesh = engine_mesh(tensor_parallel, data_parallel)
   shardings = sharding.logical_shardings(abstract_params(cfg), mesh, sharding.logical_axis_rules())
   init = lambda: Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 1), jnp.int32))
   return cfg, jax.jit(lambda: nn.unbox(init())["params"], out_shardings=shardings)()
@@ -153,15 +152,20 @@ def real_prompts(args, vocab):
   """The real workload's prompts: from --prompts_file (as --save_prompts wrote them, for a
   machine without the embedded packages) or made here; each token id must be in the model's
   vocabulary."""
+  from synthjax import storage
+  from synthjax.errors import UserError
+
   if not args.prompts_file:
     ids = embedded_prompts(args.real_prompts)
   else:
     try:
-      with open(args.prompts_file) as f:
-        ids = json.load(f)
-    except (OSError, ValueError) as e:
-      sys.exit(f"--prompts_file {args.prompts_file}: {e}")
-    if not (isinstance(ids, list) and all(isinstance(p, list) and p for p in ids)):
+      ids = storage.read_json(args.prompts_file)  # a local path or an object-store URL
+    except UserError as e:  # names the path
+      sys.exit(f"--prompts_file {e}")
+    except OSError as e:  # storage leaves a missing file to its caller
+      sys.exit(f"--prompts_file {args.prompts_file}: {e.strerror or e}")
+    is_ids = lambda p: isinstance(p, list) and p and all(isinstance(t, int) for t in p)
+    if not (isinstance(ids, list) and all(map(is_ids, ids))):
       sys.exit(f"--prompts_file {args.prompts_file}: not a list of token-id lists")
     if len(ids) < args.real_prompts:
       sys.exit(
@@ -279,7 +283,7 @@ def decode_bytes(model, prompt_ids, new_tokens, steps, kv_dtype, copies=1):
   return steps * weights * copies + positions * per_position
 
 
-def real_workload(args, model, name, peak):
+def real_workload(args, model, name, peak, mesh):
   """The job's prompts (hq, qa and textbook in turn), the job's sampling, a fixed number of new
   tokens; the compute bound counts 2 N FLOPs for every prompt and new token. Per slot count
   and engine setting: output tokens/s (per chip, and per host when the engine spans the
@@ -292,7 +296,7 @@ def real_workload(args, model, name, peak):
   prompt_ids = real_prompts(args, model[0].V)
   count, new = len(prompt_ids), args.real_new_tokens
   prompt_tokens = sum(map(len, prompt_ids))
-  chips, host_chips = args.tensor_parallel * args.data_parallel, jax.local_device_count()
+  chips, host_chips = mesh.size, jax.local_device_count()
   bound = (prompt_tokens + count * new) * decode_flops_per_token(model[0]) / (peak * chips)
   print(
       f"{name}, real workload: {count} prompts (hq, qa, textbook; {prompt_tokens} prompt "
@@ -301,7 +305,6 @@ def real_workload(args, model, name, peak):
       f"{host_chips} chips; compute bound {bound:.1f} s"
   )
   span = "the host" if chips == host_chips else f"{chips} of the host's {host_chips} chips"
-  mesh = engine_mesh(args.tensor_parallel, args.data_parallel)
   figures = {}  # "batch B" -> figures of each engine setting
   for batch in args.real_batches:
     print(f"batch {batch}:", flush=True)
@@ -333,11 +336,13 @@ def real_workload(args, model, name, peak):
             f"{bound / ours:.1%} of the compute bound, {stats['steps']} decode steps in "
             f"{stats['passes']} decode calls"
         )
-        if args.hbm_gbs:
+        decode_s = ours - prefill
+        if args.hbm_gbs and decode_s <= 0:  # a run too short for the difference to mean much
+          line += ", decode shorter than the timing's noise: no bandwidth share"
+        elif args.hbm_gbs:
           least = decode_bytes(
-              model, prompt_ids, new, stats["steps"], args.kv_cache, args.data_parallel
+              model, prompt_ids, new, stats["steps"], args.kv_cache, mesh.shape["data"]
           )
-          decode_s = ours - prefill
           out["of_bandwidth_bound"] = least / (args.hbm_gbs * 1e9 * chips) / decode_s
           line += (
               f", decode {decode_s:.1f} s: {out['of_bandwidth_bound']:.1%} of the "
@@ -383,7 +388,7 @@ def real_workload(args, model, name, peak):
           "model": name,
           "workload": "real",
           "chips": chips,
-          "copies": args.data_parallel,
+          "copies": mesh.shape["data"],
           "per_batch": figures,
       },
   )
@@ -497,14 +502,18 @@ def main():
         f"{args.tensor_parallel * args.data_parallel} chips; this machine has "
         f"{jax.device_count()}"
     )
-  slot_counts = {"synthetic": args.batches, "real": args.real_batches}
-  slot_counts["both"] = args.batches + args.real_batches
-  if any(b % args.data_parallel for b in slot_counts[args.workload]):
+  slot_counts = {
+      "synthetic": args.batches,
+      "real": args.real_batches,
+      "both": args.batches + args.real_batches,
+  }[args.workload]
+  if any(b % args.data_parallel for b in slot_counts):
     p.error(f"every slot count of the {args.workload} workload must divide by --data_parallel")
   if args.save_prompts:
+    from synthjax import storage
+
     ids = embedded_prompts(args.real_prompts)
-    with open(args.save_prompts, "w") as f:
-      json.dump(ids, f)
+    storage.write_text(args.save_prompts, json.dumps(ids))  # whole or not at all
     print(f"{len(ids)} prompts, {sum(map(len, ids))} tokens, written to {args.save_prompts}")
     return
   args.torch_dtype = "float32" if args.weights == "float32" else "bfloat16"
@@ -514,8 +523,9 @@ def main():
   from synthjax import assets
   from synthjax.models.flops import decode_flops_per_token
 
+  mesh = engine_mesh(args.tensor_parallel, args.data_parallel)
   if args.random_preset:
-    model = random_model(args.random_preset, args.weights, args.tensor_parallel, args.data_parallel)
+    model = random_model(args.random_preset, mesh, args.weights)
     name = f"{args.random_preset} (random weights, {args.weights})"
   else:
     from synthjax.checkpoints import store
@@ -547,12 +557,12 @@ def main():
       f"are of {peak / 1e9:.1f} GFLOP/s"
   )
   if args.workload in ("real", "both"):
-    real_workload(args, model, name, peak)
+    real_workload(args, model, name, peak, mesh)
   if args.workload == "real":
     return
   print(f"{name}, {args.prompt_len}-token prompts, {args.new_tokens} new tokens, greedy")
   figures = {}  # "batch B" -> tokens/s of synthjax and transformers
-  chips = args.tensor_parallel * args.data_parallel
+  chips = mesh.size
   for batch in args.batches:
     line, row = f"batch {batch:3d}:", figures.setdefault(f"batch {batch}", {})
     for attention in args.decode_attention:  # side by side; the last is compared below
@@ -564,7 +574,7 @@ def main():
           decode_steps=args.decode_steps,
           prefill_batch=args.prefill_batch[-1],
           cache_dtype=args.kv_cache,
-          mesh=engine_mesh(args.tensor_parallel, args.data_parallel),
+          mesh=mesh,
           decode_attention=attention,
       )
       roof = ours * decode_flops_per_token(cfg) / (peak * chips)
